@@ -1,0 +1,49 @@
+"""Atomic file writes: a file the tool writes is either the old version or the new one, never half of each.
+
+Everything is written to a temporary file in the destination folder (so the
+final rename stays on one file system), flushed to disk, then renamed over the
+target with os.replace, which POSIX and Windows both make atomic.
+"""
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from dgm_cli.errors import DgmError
+
+
+def ensure_writable_dir(folder: Path) -> Path:
+    """Create `folder` if needed and prove a file can be written there, before any long work starts."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".dgm-probe-"):
+            pass
+    except OSError as error:
+        raise DgmError(f"cannot write to {folder}: {error.strerror or error}; choose a writable folder") from None
+    return folder
+
+
+@contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary path next to `path`; on success it replaces `path`, on failure it is removed."""
+    path = Path(path)
+    ensure_writable_dir(path.parent)
+    # Keep the real suffix last so writers that pick a format by extension (PIL) still can.
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")

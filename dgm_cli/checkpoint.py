@@ -1,0 +1,157 @@
+"""Checkpoints: safetensors weights plus string metadata that is enough to rebuild the model.
+
+safetensors holds only tensors and a JSON header, so opening a downloaded
+checkpoint can never run code (unlike pickle). The metadata schema:
+
+    dgm.format   "1"
+    dgm.version  the dgm version that wrote it
+    dgm.model    the registry name
+    dgm.config   the model config as JSON
+    dgm.data     dataset facts as JSON (name, split sizes, fallback)
+    dgm.train    training facts as JSON (epoch, step, seed, device, torch, metrics)
+
+Loading reads the header first and checks everything it can (format, model,
+config limits, tensor names and shapes against a model built on the "meta"
+device, which allocates nothing) before a single weight is read.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from dgm_cli import __version__
+from dgm_cli import config as config_tools
+from dgm_cli.atomic import atomic_path
+from dgm_cli.errors import DgmError
+from dgm_cli.registry import get_spec, list_models
+
+FORMAT = "1"
+WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile and DistributedDataParallel
+
+
+def default_checkpoint(model_name: str, folder: Path = Path("checkpoints")) -> Path:
+    return Path(folder) / f"{model_name}.safetensors"
+
+
+def clean_key(key: str) -> str:
+    for prefix in WRAPPER_PREFIXES:
+        key = key.replace(prefix, "")
+    return key
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, *, model_name: str, config, data: dict, train: dict) -> None:
+    tensors = {clean_key(k): v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    metadata = {
+        "dgm.format": FORMAT,
+        "dgm.version": __version__,
+        "dgm.model": model_name,
+        "dgm.config": config_tools.to_json(config),
+        "dgm.data": json.dumps(data, sort_keys=True),
+        "dgm.train": json.dumps(train, sort_keys=True),
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    path: Path
+    model_name: str
+    config: object
+    data: dict
+    train: dict
+    version: str
+    shapes: dict[str, tuple[int, ...]]
+
+    def as_dict(self) -> dict:
+        return {
+            "path": str(self.path),
+            "model": self.model_name,
+            "format": FORMAT,
+            "version": self.version,
+            "config": config_tools.to_dict(self.config),
+            "data": self.data,
+            "train": self.train,
+            "parameters": sum(int(torch.Size(s).numel()) for s in self.shapes.values()),
+            "tensors": {name: list(shape) for name, shape in sorted(self.shapes.items())},
+        }
+
+
+def _json_field(metadata: dict, key: str, path: Path) -> dict:
+    try:
+        value = json.loads(metadata[key])
+    except KeyError:
+        raise DgmError(f"{path} has no {key} metadata; it was not written by dgm") from None
+    except json.JSONDecodeError as error:
+        raise DgmError(f"{path}: the {key} metadata is not valid JSON ({error.msg})") from None
+    if not isinstance(value, dict):
+        raise DgmError(f"{path}: the {key} metadata must be a JSON object")
+    return value
+
+
+def read_header(path: Path, *, expected_model: str | None = None) -> CheckpointInfo:
+    """Read and check a checkpoint's metadata and tensor shapes without loading weights."""
+    path = Path(path)
+    if not path.exists():
+        raise DgmError(f"checkpoint {path} does not exist")
+    if not path.is_file():
+        raise DgmError(f"checkpoint {path} is not a file")
+    if path.stat().st_size == 0:
+        raise DgmError(f"checkpoint {path} is empty")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    except Exception as error:  # safetensors raises its own error types for every malformed header
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        raise DgmError(f"{path} is not a readable safetensors checkpoint ({reason})") from None
+    if "dgm.format" not in metadata:
+        raise DgmError(f"{path} is a safetensors file without dgm metadata; it was not written by dgm")
+    if metadata["dgm.format"] != FORMAT:
+        raise DgmError(f"{path} uses checkpoint format {metadata['dgm.format']!r}; this dgm reads format {FORMAT}")
+    model_name = metadata.get("dgm.model", "")
+    if model_name not in list_models():
+        raise DgmError(f"{path} holds an unknown model {model_name!r}; known models: {', '.join(list_models())}")
+    if expected_model is not None and model_name != expected_model:
+        raise DgmError(f"{path} holds a {model_name} model, not a {expected_model}")
+    config = config_tools.from_dict(get_spec(model_name).config_class, _json_field(metadata, "dgm.config", path))
+    data = _json_field(metadata, "dgm.data", path)
+    train = _json_field(metadata, "dgm.train", path)
+    return CheckpointInfo(path, model_name, config, data, train, metadata.get("dgm.version", "?"), shapes)
+
+
+def _check_shapes(info: CheckpointInfo, model: torch.nn.Module) -> None:
+    wanted = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    missing = sorted(set(wanted) - set(info.shapes))
+    unexpected = sorted(set(info.shapes) - set(wanted))
+    wrong = sorted(k for k in set(wanted) & set(info.shapes) if wanted[k] != info.shapes[k])
+    problems = []
+    if missing:
+        problems.append(f"missing tensors {', '.join(missing[:5])}")
+    if unexpected:
+        problems.append(f"unexpected tensors {', '.join(unexpected[:5])}")
+    if wrong:
+        k = wrong[0]
+        problems.append(f"wrong shapes for {', '.join(wrong[:5])} (e.g. {k}: {info.shapes[k]} in the file, {wanted[k]} for its config)")
+    if problems:
+        raise DgmError(f"{info.path} does not match its own {info.model_name} config: {'; '.join(problems)}")
+
+
+def load_checkpoint(path: Path, *, expected_model: str | None = None, device: torch.device | str = "cpu"):
+    """Return (model in eval mode on `device`, CheckpointInfo)."""
+    info = read_header(path, expected_model=expected_model)
+    module_class = get_spec(info.model_name).module_class
+    with torch.device("meta"):
+        _check_shapes(info, module_class(info.config))
+    model = module_class(info.config)
+    try:
+        state = load_file(str(info.path), device="cpu")
+    except Exception as error:
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        raise DgmError(f"{info.path}: the weights cannot be read ({reason})") from None
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval(), info

@@ -1,0 +1,447 @@
+"""The `dgm` command line: parse options, call the library, print.
+
+No model logic lives here and no command branches on a model's name: model
+names come from the registry, and `dgm train MODEL` options are generated from
+each model's config dataclass. Human output and progress go to stderr;
+`--json` prints exactly one JSON object on stdout. A DgmError becomes a
+one-line message and exit status 1 (in `user_errors`, the one place that does
+this); usage errors exit 2; tracebacks appear only with --debug.
+"""
+
+import functools
+import inspect
+import json
+import sys
+import time
+from dataclasses import fields
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional, get_type_hints
+
+import typer
+
+from dgm_cli import __version__
+from dgm_cli import config as config_tools
+from dgm_cli.errors import DgmError
+from dgm_cli.progress import make_progress, stderr_console
+from dgm_cli.registry import get_spec, list_models
+
+app = typer.Typer(
+    name="dgm",
+    help="Train, sample and evaluate deep generative models on MNIST-sized images.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+train_app = typer.Typer(help="Train a model from scratch (one subcommand per registered model).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+_settings = {"debug": False}
+
+
+def user_errors(command):
+    """Turn expected failures into one line on stderr and an exit status; keep tracebacks for --debug."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except DgmError as error:
+            if _settings["debug"]:
+                raise
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dgm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")] = False,
+) -> None:
+    _settings["debug"] = debug
+
+
+# ---------------------------------------------------------------- shared option types
+
+ModelName = Enum("ModelName", {name: name for name in list_models()}, type=str)
+
+
+class SplitName(str, Enum):
+    train = "train"
+    val = "val"
+    test = "test"
+
+
+def _dataset_enum():
+    from dgm_cli.data import DATASETS
+
+    return Enum("DatasetName", {name: name for name in DATASETS}, type=str)
+
+
+DatasetName = _dataset_enum()
+
+
+def _check_device(value: str) -> str:
+    from dgm_cli.device import DEVICE_PATTERN
+
+    if not DEVICE_PATTERN.match(value):
+        raise typer.BadParameter(f"'{value}' is not a device; use auto, cpu, cuda or cuda:N")
+    return value
+
+
+ModelArg = Annotated[ModelName, typer.Argument(help="Model name, as `dgm models` lists them.")]
+CheckpointArg = Annotated[
+    Optional[Path],
+    typer.Argument(help="A .safetensors checkpoint; default checkpoints/MODEL.safetensors.", show_default=False),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.", callback=_check_device)]
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1, help="Random seed.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+DataDirOpt = Annotated[
+    Optional[Path],
+    typer.Option("--data-dir", help="Folder holding MNIST/raw/*.gz (default $DGM_DATA_DIR, else ~/.cache/dgm/data)."),
+]
+
+
+def _checkpoint(model: Enum, path: Optional[Path]) -> Path:
+    from dgm_cli.checkpoint import default_checkpoint
+
+    if path is not None:
+        return path
+    default = default_checkpoint(model.value)
+    if not default.exists():
+        raise DgmError(f"no checkpoint given and {default} does not exist; train one with `dgm train {model.value}` or pass a path")
+    return default
+
+
+def _print_json(payload: dict) -> None:
+    typer.echo(json.dumps(payload, indent=None, sort_keys=False))
+
+
+def _load(model: Enum, checkpoint: Optional[Path], device: str):
+    from dgm_cli.checkpoint import load_checkpoint
+    from dgm_cli.device import resolve_device
+
+    return load_checkpoint(_checkpoint(model, checkpoint), expected_model=model.value, device=resolve_device(device))
+
+
+# ---------------------------------------------------------------- dgm train MODEL
+
+COMMON_TRAIN_OPTIONS = ("seed", "device", "out", "dataset", "data_dir", "checkpoint_dir", "json_output")
+
+
+def _parse_epochs(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{flag} takes comma-separated whole numbers such as 0,10,20, not '{text}'") from None
+    if any(value < 0 for value in values):
+        raise typer.BadParameter(f"{flag} takes epochs of 0 or more, not '{text}'")
+    return values
+
+
+def _config_parameters(config_class) -> list[inspect.Parameter]:
+    """One typer option per config field, with its help text, limits and choices."""
+    hints = get_type_hints(config_class)
+    parameters = []
+    for spec in fields(config_class):
+        assert spec.name not in COMMON_TRAIN_OPTIONS, f"config field {spec.name} clashes with a common option"
+        kind, meta, flag = hints[spec.name], spec.metadata, "--" + spec.name.replace("_", "-")
+        default = spec.default
+        if meta.get("choices"):
+            kind = Enum(spec.name, {choice: choice for choice in meta["choices"]}, type=str)
+            option = typer.Option(flag, help=meta["help"])
+            default = kind(default)
+        elif kind == tuple[int, ...]:
+            kind, option = str, typer.Option(flag, help=meta["help"] + " Comma-separated.")
+            default = ",".join(str(value) for value in default)
+        elif kind is bool:
+            option = typer.Option(f"{flag}/--no-{flag[2:]}", help=meta["help"])
+        else:
+            option = typer.Option(flag, help=meta["help"], min=meta.get("min"), max=meta.get("max"))
+        parameters.append(
+            inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option])
+        )
+    return parameters
+
+
+def _common_train_parameters() -> list[inspect.Parameter]:
+    options = {
+        "seed": (SeedOpt, 0),
+        "device": (DeviceOpt, "auto"),
+        "out": (
+            Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/MODEL/DATE-TIME).")],
+            None,
+        ),
+        "dataset": (
+            Annotated[
+                Optional[DatasetName],
+                typer.Option("--dataset", help="Dataset; default mnist, falling back to the bundled mnist-mini."),
+            ],
+            None,
+        ),
+        "data_dir": (DataDirOpt, None),
+        "checkpoint_dir": (
+            Annotated[
+                Optional[Path],
+                typer.Option("--checkpoint-dir", help="Where the final model is copied as MODEL.safetensors."),
+            ],
+            Path("checkpoints"),
+        ),
+        "json_output": (JsonOpt, False),
+    }
+    return [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        for name, (annotation, default) in options.items()
+    ]
+
+
+def _run_training(model_name: str, values: dict, common: dict) -> None:
+    from dgm_cli.data import load_dataset
+    from dgm_cli.device import resolve_device
+    from dgm_cli.train import RunSettings, refuse_existing_run, train
+
+    spec = get_spec(model_name)
+    config = config_tools.from_dict(spec.config_class, values)
+    device = resolve_device(common["device"])
+    out = common["out"] or Path("runs") / model_name / time.strftime("%Y%m%d-%H%M%S")
+    refuse_existing_run(out)
+    dataset_name = common["dataset"].value if common["dataset"] else None
+    dataset = load_dataset(dataset_name, common["data_dir"])
+    console = stderr_console()
+    if dataset.fallback_reason:
+        console.print(f"[yellow]warning:[/] {dataset.fallback_reason}", markup=True, soft_wrap=True)
+        console.print(
+            f"[yellow]warning:[/] training on the bundled mnist-mini subset instead "
+            f"({len(dataset.train):,} train / {len(dataset.val):,} val / {len(dataset.test):,} test images); "
+            "its numbers are not comparable with full-MNIST results."
+        )
+    console.print(f"training {model_name} on {dataset.name} ({len(dataset.train):,} images) on {device}; run folder {out}")
+    settings = RunSettings(out_dir=out, seed=common["seed"], device=device, checkpoint_dir=common["checkpoint_dir"])
+    history = train(model_name, config, dataset, settings, console)
+    final = history[-1]
+    copied = f" and {common['checkpoint_dir'] / (model_name + '.safetensors')}" if common["checkpoint_dir"] else ""
+    console.print(f"done: {out / 'last.safetensors'}{copied}")
+    if common["json_output"]:
+        _print_json({"model": model_name, "run": str(out), "data": dataset.describe(), "final": final})
+
+
+def _make_train_command(model_name: str):
+    spec = get_spec(model_name)
+    config_names = [spec_field.name for spec_field in fields(spec.config_class)]
+
+    def command(**kwargs):
+        common = {name: kwargs.pop(name) for name in COMMON_TRAIN_OPTIONS}
+        values = {name: kwargs[name].value if isinstance(kwargs[name], Enum) else kwargs[name] for name in config_names}
+        for name, value in values.items():
+            if isinstance(spec.config_class.__dataclass_fields__[name].default, tuple):
+                values[name] = _parse_epochs(value, "--" + name.replace("_", "-"))
+        _run_training(model_name, values, common)
+
+    parameters = _config_parameters(spec.config_class) + _common_train_parameters()
+    command.__signature__ = inspect.Signature(parameters)
+    command.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
+    command.__name__ = model_name
+    command.__doc__ = f"{spec.description}."
+    return user_errors(command)
+
+
+for _name in list_models():
+    train_app.command(name=_name)(_make_train_command(_name))
+
+
+# ---------------------------------------------------------------- sampling and figures
+
+
+@app.command()
+@user_errors
+def sample(
+    model: ModelArg,
+    checkpoint: CheckpointArg = None,
+    n: Annotated[int, typer.Option("-n", "--n", min=1, max=10_000, help="Number of images.")] = 64,
+    out: Annotated[Path, typer.Option("--out", help="Output image (PNG).")] = Path("samples.png"),
+    nrow: Annotated[Optional[int], typer.Option("--nrow", min=1, max=10_000, help="Images per row.")] = None,
+    binary: Annotated[bool, typer.Option("--binary", help="Draw binary images from the pixel probabilities.")] = False,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Draw samples from a trained model into one image grid."""
+    from dgm_cli.plots import save_image_grid
+    from dgm_cli.sampling import sample_images
+
+    net, info = _load(model, checkpoint, device)
+    save_image_grid(sample_images(net, n, seed=seed, binary=binary), out, nrow=nrow)
+    stderr_console().print(f"wrote {n} samples from {info.path} to {out}")
+
+
+@app.command()
+@user_errors
+def manifold(
+    model: ModelArg,
+    checkpoint: CheckpointArg = None,
+    grid: Annotated[int, typer.Option("--grid", min=2, max=100, help="Images per side.")] = 20,
+    edge: Annotated[
+        float,
+        typer.Option("--edge", min=0.001, max=0.499, help="Outermost prior quantile; points span edge..1-edge."),
+    ] = 0.05,
+    out: Annotated[Path, typer.Option("--out", help="Output image (PNG).")] = Path("manifold.png"),
+    device: DeviceOpt = "auto",
+) -> None:
+    """Draw the learned manifold of a model with a 2-D latent space."""
+    from dgm_cli.plots import save_image_grid
+    from dgm_cli.sampling import manifold_images
+
+    net, info = _load(model, checkpoint, device)
+    save_image_grid(manifold_images(net, grid, edge=edge), out, nrow=grid)
+    stderr_console().print(f"wrote the {grid}x{grid} manifold of {info.path} to {out}")
+
+
+# ---------------------------------------------------------------- evaluation and inspection
+
+
+@app.command("eval")
+@user_errors
+def evaluate(
+    model: ModelArg,
+    checkpoint: CheckpointArg = None,
+    split: Annotated[SplitName, typer.Option("--split", help="Which split to evaluate.")] = SplitName.test,
+    iw_samples: Annotated[
+        int, typer.Option("--iw-samples", min=1, max=100_000, help="Posterior draws per image (importance sampling).")
+    ] = 1000,
+    mc_samples: Annotated[
+        int, typer.Option("--mc-samples", min=0, max=100_000, help="Prior draws per image (naive Monte-Carlo); 0 skips.")
+    ] = 1000,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Evaluate only the first N images.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=10_000, help="Images per batch.")] = 100,
+    dataset: Annotated[
+        Optional[DatasetName], typer.Option("--dataset", help="Dataset (default: the one the model was trained on).")
+    ] = None,
+    data_dir: DataDirOpt = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    json_output: JsonOpt = False,
+) -> None:
+    """Estimate log-likelihoods: the ELBO, importance-weighted and prior Monte-Carlo, in nats and bits/dim."""
+    from dgm_cli.data import load_dataset
+    from dgm_cli.evaluate import evaluate_images
+
+    net, info = _load(model, checkpoint, device)
+    if "latent_likelihood" not in net.capabilities:
+        raise DgmError(f"the {model.value} has no likelihood estimator")
+    dataset_name = dataset.value if dataset else info.data.get("name", "mnist")
+    images = load_dataset(dataset_name, data_dir).split(split.value).images[:limit]
+    console = stderr_console()
+    with make_progress(console) as progress:
+        task = progress.add_task(f"{split.value} images", total=len(images))
+        estimates = evaluate_images(
+            net,
+            images,
+            seed=seed,
+            iw_samples=iw_samples,
+            mc_samples=mc_samples,
+            batch_size=batch_size,
+            on_batch=lambda count: progress.advance(task, count),
+        )
+    summaries = {name: estimate.summary() for name, estimate in estimates.items()}
+    report = {
+        "model": model.value,
+        "checkpoint": str(info.path),
+        "dataset": dataset_name,
+        "split": split.value,
+        "images": len(images),
+        "seed": seed,
+        "estimates": summaries,
+    }
+    _print_estimates(console, report)
+    if json_output:
+        _print_json(report)
+
+
+def _print_estimates(console, report: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{report['model']} on {report['dataset']} {report['split']} ({report['images']:,} images)")
+    for column in ("estimator", "log p(x) [nats]", "± s.e.", "bits/dim", "mean ESS"):
+        table.add_column(column, justify="left" if column == "estimator" else "right")
+    for summary in report["estimates"].values():
+        ess = "" if summary["mean_ess"] is None else f"{summary['mean_ess']:.1f} of {summary['samples']}"
+        table.add_row(
+            summary["label"],
+            f"{summary['nats']:.2f}",
+            f"{summary['standard_error']:.2f}",
+            f"{summary['bits_per_dim']:.4f}",
+            ess,
+        )
+    console.print(table)
+    estimates = report["estimates"]
+    gap = estimates["importance_weighted"]["nats"] - estimates["elbo"]["nats"]
+    console.print(f"importance-weighted minus ELBO: {gap:+.2f} nats (never negative: Jensen's inequality)")
+    if "prior_monte_carlo" in estimates:
+        looser = estimates["importance_weighted"]["nats"] - estimates["prior_monte_carlo"]["nats"]
+        console.print(
+            f"prior Monte-Carlo is {looser:.2f} nats below importance sampling: draws from p(z) rarely explain x, "
+            "so a few weights dominate (see its ESS)"
+        )
+
+
+@app.command()
+@user_errors
+def info(
+    checkpoint: Annotated[Path, typer.Argument(help="A .safetensors checkpoint.")],
+    json_output: JsonOpt = False,
+) -> None:
+    """Show a checkpoint's metadata: model, config, data and training facts."""
+    from dgm_cli.checkpoint import read_header
+
+    details = read_header(checkpoint).as_dict()
+    if json_output:
+        _print_json(details)
+        return
+    console = stderr_console()
+    console.print(f"{details['path']}: {details['model']} model, {details['parameters']:,} parameters, dgm {details['version']}")
+    for key in ("config", "data", "train"):
+        console.print(f"{key}: {json.dumps(details[key], sort_keys=True)}", soft_wrap=True, markup=False)
+
+
+@app.command()
+@user_errors
+def models(json_output: JsonOpt = False) -> None:
+    """List the registered models and what each can do."""
+    entries = []
+    for name in list_models():
+        spec = get_spec(name)
+        entries.append(
+            {
+                "name": name,
+                "description": spec.description,
+                "capabilities": sorted(spec.module_class.capabilities),
+                "config": config_tools.defaults(spec.config_class),
+            }
+        )
+    if json_output:
+        _print_json({"models": entries})
+        return
+    console = stderr_console()
+    for entry in entries:
+        console.print(f"{entry['name']:<8} {entry['description']}  [{', '.join(entry['capabilities'])}]", markup=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

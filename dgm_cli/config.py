@@ -1,0 +1,82 @@
+"""Model configurations: frozen dataclasses whose fields carry their own help text and limits.
+
+The same field metadata serves three readers: the CLI builds `dgm train MODEL`
+options from it, a checkpoint's stored config is checked against it before a
+model is built (so `zdim: 1000000000` in a file cannot allocate), and
+`dgm info` shows it.
+"""
+
+import json
+from dataclasses import MISSING, asdict, field, fields
+from typing import get_type_hints
+
+from dgm_cli.errors import DgmError
+
+
+def option(default, help: str, *, min=None, max=None, choices=None):
+    """A config field with what the CLI and the checks need to know about it."""
+    metadata = {"help": help, "min": min, "max": max, "choices": choices}
+    return field(default=default, metadata=metadata)
+
+
+def check(config) -> None:
+    """Raise DgmError when a field has the wrong type or lies outside its limits."""
+    hints = get_type_hints(type(config))
+    for spec in fields(config):
+        value, kind, meta = getattr(config, spec.name), hints[spec.name], spec.metadata
+        name = spec.name
+        if kind == tuple[int, ...]:
+            if not isinstance(value, tuple) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                raise DgmError(f"config field {name} must be a list of whole numbers, got {value!r}")
+            items = value
+        elif kind is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise DgmError(f"config field {name} must be a number, got {value!r}")
+            items = (value,)
+        elif kind is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise DgmError(f"config field {name} must be a whole number, got {value!r}")
+            items = (value,)
+        elif kind is bool:
+            if not isinstance(value, bool):
+                raise DgmError(f"config field {name} must be true or false, got {value!r}")
+            items = ()
+        elif not isinstance(value, kind):
+            raise DgmError(f"config field {name} must be a {kind.__name__}, got {value!r}")
+        else:
+            items = ()
+        for item in items:
+            if meta.get("min") is not None and item < meta["min"]:
+                raise DgmError(f"config field {name} must be at least {meta['min']}, got {item}")
+            if meta.get("max") is not None and item > meta["max"]:
+                raise DgmError(f"config field {name} must be at most {meta['max']}, got {item}")
+        if meta.get("choices") and value not in meta["choices"]:
+            raise DgmError(f"config field {name} must be one of {', '.join(meta['choices'])}, got {value!r}")
+
+
+def to_dict(config) -> dict:
+    return asdict(config)
+
+
+def to_json(config) -> str:
+    return json.dumps(to_dict(config), sort_keys=True)
+
+
+def from_dict(config_class, values: dict):
+    """Build a config from stored values: unknown fields are an error, missing ones take defaults."""
+    if not isinstance(values, dict):
+        raise DgmError(f"a {config_class.__name__} must be a JSON object, got {type(values).__name__}")
+    known = {spec.name for spec in fields(config_class)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise DgmError(f"unknown {config_class.__name__} field(s): {', '.join(unknown)}")
+    hints = get_type_hints(config_class)
+    converted = {
+        key: tuple(value) if hints[key] == tuple[int, ...] and isinstance(value, list) else value
+        for key, value in values.items()
+    }
+    return config_class(**converted)
+
+
+def defaults(config_class) -> dict:
+    return {spec.name: spec.default for spec in fields(config_class) if spec.default is not MISSING}

@@ -1,0 +1,287 @@
+"""MNIST-style data: IDX files, checksums, where the files are looked for, and the splits.
+
+The four gzip IDX files are read directly (no torchvision dataset object, no
+DataLoader): each split becomes one uint8 tensor that the trainer moves to the
+training device whole.
+
+Checksums are MD5s of the *unpacked* bytes rather than of the .gz files, so a
+re-compressed copy of the same data (Debian ships Fashion-MNIST that way) still
+verifies, while a truncated or altered file does not.
+"""
+
+import gzip
+import hashlib
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from dgm_cli.errors import DgmError
+
+IMAGE_SHAPE = (1, 28, 28)
+PIXELS = 28 * 28
+
+IMAGES_MAGIC = 2051
+LABELS_MAGIC = 2049
+
+FILES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one dataset's four files can be found and what their contents must hash to."""
+
+    name: str
+    content_md5: dict[str, str]
+    folder: str | None = None  # torchvision's folder under a data root: <root>/<folder>/raw
+    system_dirs: tuple[Path, ...] = ()  # read-only places a package manager installs to
+    torchvision_class: str | None = None  # used to download the files when they are missing
+
+
+SOURCES = {
+    "mnist": Source(
+        name="mnist",
+        folder="MNIST",
+        torchvision_class="MNIST",
+        content_md5={
+            "train_images": "6bbc9ace898e44ae57da46a324031adb",
+            "train_labels": "a25bea736e30d166cdddb491f175f624",
+            "test_images": "2646ac647ad5339dbf082846283269ea",
+            "test_labels": "27ae3e4e09519cfbb04c329615203637",
+        },
+    ),
+    "fashion-mnist": Source(
+        name="fashion-mnist",
+        folder="FashionMNIST",
+        torchvision_class="FashionMNIST",
+        system_dirs=(Path("/usr/share/datasets/fashion-mnist"),),
+        # From Debian's dataset-fashion-mnist (0.0~git20200523.55506a9-1), whose labels hold
+        # exactly 6,000 / 1,000 of each class, as the official release does.
+        content_md5={
+            "train_images": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+            "train_labels": "9018921c3c673c538a1fc5bad174d6f9",
+            "test_images": "8181f5470baa50b63fa0f6fddb340f0a",
+            "test_labels": "15d484375f8d13e6eb1aabb0c3f46965",
+        },
+    ),
+    "mnist-mini": Source(
+        name="mnist-mini",
+        system_dirs=(ASSETS / "mnist-mini",),
+        # Written by scripts/make_mnist_mini.py from the official files.
+        content_md5={
+            "train_images": "e5745bbfadcc33b878fede0ec121d742",
+            "train_labels": "13b93db4247929e07df96478a06f95de",
+            "test_images": "bac4371a484d0b5651e81d99305acb5a",
+            "test_labels": "556860b2f10365a8f7444c1e79c7e9af",
+        },
+    ),
+}
+
+DATASETS = tuple(SOURCES)
+
+
+@dataclass(frozen=True)
+class Split:
+    images: torch.Tensor  # uint8, (N, 28, 28)
+    labels: torch.Tensor  # int64, (N,)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    location: str
+    fallback_reason: str | None = None  # why a bundled subset replaced the dataset asked for
+    splits: dict = field(init=False, repr=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "splits", {"train": self.train, "val": self.val, "test": self.test})
+
+    def split(self, name: str) -> Split:
+        return self.splits[name]
+
+    def describe(self) -> dict:
+        """The facts a checkpoint records about its data."""
+        return {
+            "name": self.name,
+            "train": len(self.train),
+            "val": len(self.val),
+            "test": len(self.test),
+            "fallback": self.fallback_reason is not None,
+            "fallback_reason": self.fallback_reason,
+            "location": self.location,
+        }
+
+
+# ---------------------------------------------------------------- IDX format
+
+
+def parse_idx(data: bytes, *, what: str) -> torch.Tensor:
+    """IDX: a big-endian int32 magic and counts, then row-major uint8 values."""
+    if len(data) < 8:
+        raise DgmError(f"{what} is too short to be an IDX file ({len(data)} bytes)")
+    magic, count = struct.unpack(">ii", data[:8])
+    if magic == IMAGES_MAGIC:
+        if len(data) < 16:
+            raise DgmError(f"{what} is too short to be an IDX image file ({len(data)} bytes)")
+        rows, cols = struct.unpack(">ii", data[8:16])
+        shape, offset = (count, rows, cols), 16
+    elif magic == LABELS_MAGIC:
+        shape, offset = (count,), 8
+    else:
+        raise DgmError(f"{what} is not an IDX file of images or labels (magic number {magic})")
+    expected = offset + int(torch.Size(shape).numel())
+    if min(shape) < 0 or len(data) != expected:
+        raise DgmError(f"{what} has {len(data)} bytes but its header {shape} needs {expected}")
+    return torch.frombuffer(bytearray(data[offset:]), dtype=torch.uint8).reshape(shape)
+
+
+def encode_idx(values: torch.Tensor) -> bytes:
+    """The inverse of parse_idx, for uint8 images (N, H, W) or labels (N,)."""
+    values = values.to(torch.uint8).contiguous()
+    if values.dim() == 3:
+        header = struct.pack(">iiii", IMAGES_MAGIC, *values.shape)
+    elif values.dim() == 1:
+        header = struct.pack(">ii", LABELS_MAGIC, values.shape[0])
+    else:
+        raise ValueError("IDX encoding takes (N, H, W) images or (N,) labels")
+    return header + values.numpy().tobytes()
+
+
+def write_idx_gz(path: Path, values: torch.Tensor) -> None:
+    """Write gzip'd IDX without a timestamp or file name in the header, so rebuilds are byte-stable."""
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+        gz.write(encode_idx(values))
+
+
+def read_idx_gz(path: Path, *, content_md5: str | None) -> torch.Tensor:
+    try:
+        with gzip.open(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, EOFError, zlib.error) as error:
+        raise DgmError(f"{path} cannot be unpacked ({error}); delete it and provide the official file") from None
+    if content_md5 is not None:
+        digest = hashlib.md5(data).hexdigest()
+        if digest != content_md5:
+            raise DgmError(
+                f"{path} does not hold the expected data (MD5 of its contents {digest}, expected {content_md5}); "
+                "delete it and provide the official file"
+            )
+    return parse_idx(data, what=str(path))
+
+
+# ---------------------------------------------------------------- locations
+
+
+def default_data_root() -> Path:
+    """$DGM_DATA_DIR, else the per-user cache folder."""
+    if os.environ.get("DGM_DATA_DIR"):
+        return Path(os.environ["DGM_DATA_DIR"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "dgm" / "data"
+
+
+def candidate_dirs(source: Source, root: Path) -> list[Path]:
+    """torchvision's layout (<root>/MNIST/raw) first, then the files directly in the named folder."""
+    dirs = [root / source.folder / "raw", root] if source.folder else []
+    return dirs + list(source.system_dirs)
+
+
+def find_files(source: Source, root: Path) -> Path | None:
+    for folder in candidate_dirs(source, root):
+        if all((folder / name).is_file() for name in FILES.values()):
+            return folder
+    return None
+
+
+def download(source: Source, root: Path) -> str | None:
+    """Fetch the files through torchvision into <root>/<folder>/raw; returns why it failed, or None."""
+    if os.environ.get("DGM_OFFLINE"):
+        return "downloads are switched off by DGM_OFFLINE"
+    try:
+        import torchvision.datasets
+
+        dataset_class = getattr(torchvision.datasets, source.torchvision_class)
+        root.mkdir(parents=True, exist_ok=True)
+        for train in (True, False):
+            dataset_class(str(root), train=train, download=True)
+    except Exception as error:  # offline, unwritable root, a mirror's error page: all mean "no files"
+        return " ".join(str(error).split())[:300] or type(error).__name__
+    return None
+
+
+def missing_files_message(source: Source, root: Path, reason: str | None) -> str:
+    places = ", ".join(str(d) for d in candidate_dirs(source, root))
+    files = ", ".join(FILES.values())
+    text = f"{source.name} was not found; looked in {places} for the four files {files}."
+    if reason:
+        text += f" Download failed: {reason}."
+    hint = f"<root>/{source.folder}/raw/" if source.folder else "<root>/"
+    return text + f" Put them in {hint} and pass --data-dir <root> (or set DGM_DATA_DIR)"
+
+
+# ---------------------------------------------------------------- loading
+
+
+def read_source(source: Source, folder: Path) -> dict[str, torch.Tensor]:
+    return {key: read_idx_gz(folder / name, content_md5=source.content_md5.get(key)) for key, name in FILES.items()}
+
+
+def make_splits(name: str, arrays: dict[str, torch.Tensor], location: str, fallback_reason: str | None) -> Dataset:
+    """Validation is the last sixth of the official training file: 50,000 / 10,000 for MNIST."""
+    images, labels = arrays["train_images"], arrays["train_labels"]
+    if len(images) != len(labels) or len(arrays["test_images"]) != len(arrays["test_labels"]):
+        raise DgmError(f"{location}: image and label files disagree on the number of items")
+    if tuple(images.shape[1:]) != IMAGE_SHAPE[1:] or tuple(arrays["test_images"].shape[1:]) != IMAGE_SHAPE[1:]:
+        raise DgmError(f"{location}: images must be 28x28, found {tuple(images.shape[1:])}")
+    n_val = len(images) // 6
+    n_train = len(images) - n_val
+    return Dataset(
+        name=name,
+        train=Split(images[:n_train], labels[:n_train].long()),
+        val=Split(images[n_train:], labels[n_train:].long()),
+        test=Split(arrays["test_images"], arrays["test_labels"].long()),
+        location=location,
+        fallback_reason=fallback_reason,
+    )
+
+
+def load_dataset(name: str | None, data_dir: Path | None = None) -> Dataset:
+    """Load `name`, or MNIST falling back to the bundled mnist-mini when `name` is None.
+
+    A dataset the user named explicitly never falls back: training on 5,000
+    digits when 50,000 were asked for would make every number misleading.
+    """
+    requested = name or "mnist"
+    if requested not in SOURCES:
+        raise DgmError(f"unknown dataset '{requested}'; choose one of {', '.join(DATASETS)}")
+    source = SOURCES[requested]
+    root = Path(data_dir).expanduser() if data_dir else default_data_root()
+    folder = find_files(source, root)
+    reason = None
+    if folder is None and source.torchvision_class:
+        reason = download(source, root)
+        folder = find_files(source, root)
+    if folder is None:
+        message = missing_files_message(source, root, reason)
+        if name is not None:
+            raise DgmError(message)
+        mini = SOURCES["mnist-mini"]
+        arrays = read_source(mini, mini.system_dirs[0])
+        return make_splits("mnist-mini", arrays, "bundled", fallback_reason=message)
+    return make_splits(requested, read_source(source, folder), str(folder.resolve()), fallback_reason=None)

@@ -1,0 +1,66 @@
+"""Image grids (PIL) and training curves (matplotlib, headless Agg backend)."""
+
+import math
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from dgm_cli.atomic import atomic_path
+from dgm_cli.errors import DgmError
+
+
+def image_grid(images: torch.Tensor, *, nrow: int | None = None, padding: int = 2, scale: int = 2) -> Image.Image:
+    """Tile (N, 1, H, W) images in [0, 1] into one greyscale picture, `nrow` images per row.
+
+    Each pixel is drawn as a scale x scale block so 28-pixel digits stay legible in docs.
+    """
+    images = images.detach().to("cpu", torch.float32).clamp(0, 1)
+    n, _, height, width = images.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / nrow)
+    canvas = torch.ones(rows * (height + padding) + padding, nrow * (width + padding) + padding)
+    for index in range(n):
+        top = padding + (index // nrow) * (height + padding)
+        left = padding + (index % nrow) * (width + padding)
+        canvas[top : top + height, left : left + width] = images[index, 0]
+    pixels = (canvas * 255).round().to(torch.uint8)
+    if scale > 1:
+        pixels = pixels.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
+    return Image.fromarray(pixels.numpy(), mode="L")
+
+
+def save_image_grid(images: torch.Tensor, path: Path, *, nrow: int | None = None) -> Path:
+    path = Path(path)
+    image_format = Image.registered_extensions().get(path.suffix.lower())
+    if image_format is None:
+        raise DgmError(f"cannot tell an image format from '{path.name}'; end the file name in .png")
+    with atomic_path(path) as tmp:
+        image_grid(images, nrow=nrow).save(tmp, format=image_format)
+    return path
+
+
+def save_curves(history: list[dict], path: Path, *, title: str) -> Path:
+    """One panel per metric that has train_ or val_ values, train and validation on the same axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({key.split("_", 1)[1] for record in history for key in record if key.startswith(("train_", "val_"))})
+    figure, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
+    for axis, name in zip(axes[0], names):
+        for split, style in (("train", "-o"), ("val", "-s")):
+            points = [(r["epoch"], r[f"{split}_{name}"]) for r in history if f"{split}_{name}" in r]
+            if points:
+                axis.plot(*zip(*points), style, markersize=3, label=split)
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(name)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        figure.savefig(tmp, format="png", dpi=100)
+    plt.close(figure)
+    return Path(path)

@@ -1,0 +1,178 @@
+"""The one training loop, for every registered model.
+
+Read it top to bottom: set up, then per epoch (shuffle, steps, validation,
+record, checkpoints, figures), then the copy to checkpoints/. The whole split
+sits on the training device as uint8 and an epoch is a random permutation cut
+into batches, so no DataLoader workers and no per-batch host-to-device copies.
+Metrics are summed as device tensors and read once per epoch; the progress bar
+reads the running loss only every `refresh_every` steps, so the GPU is not made
+to wait for the host after each step.
+
+A run folder holds:
+    config.json  metrics.jsonl  curves.png  samples/epoch_XXX.png
+    manifold/epoch_XXX.png (2-D latent models)  last.safetensors  best.safetensors
+"""
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dgm_cli import __version__
+from dgm_cli import config as config_tools
+from dgm_cli.atomic import atomic_path, ensure_writable_dir, write_text
+from dgm_cli.checkpoint import default_checkpoint, save_checkpoint
+from dgm_cli.data import Dataset
+from dgm_cli.errors import DgmError
+from dgm_cli.plots import save_curves, save_image_grid
+from dgm_cli.progress import make_progress
+from dgm_cli.registry import get_spec
+from dgm_cli.sampling import manifold_images, sample_images
+
+SAMPLE_GRID = 64
+MANIFOLD_GRID = 20
+VALIDATION_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    out_dir: Path
+    seed: int
+    device: torch.device
+    checkpoint_dir: Path | None  # where the final model is copied as <model>.safetensors; None: no copy
+
+
+@torch.no_grad()
+def validate(model, images: torch.Tensor) -> dict[str, float]:
+    model.eval()
+    sums = {}
+    for start in range(0, len(images), VALIDATION_BATCH):
+        batch = images[start : start + VALIDATION_BATCH]
+        for name, value in model.validation_step(batch).items():
+            sums[name] = sums.get(name, 0) + value * len(batch)
+    model.train()
+    return read_means(sums, len(images), prefix="val_")
+
+
+def read_means(sums: dict[str, torch.Tensor], count: int, *, prefix: str) -> dict[str, float]:
+    """One host synchronisation for all of an epoch's metrics."""
+    values = torch.stack([sums[name].float() for name in sums]).cpu().tolist()
+    return {f"{prefix}{name}": value / count for name, value in zip(sums, values)}
+
+
+def save_figures(model, out_dir: Path, epoch: int, seed: int) -> None:
+    """Samples from one fixed noise batch (the same latents every epoch), and the manifold when drawable."""
+    name = f"epoch_{epoch:03d}.png"
+    save_image_grid(sample_images(model, SAMPLE_GRID, seed=seed), out_dir / "samples" / name)
+    if model.pixel_distribution == "bernoulli":
+        draws = sample_images(model, SAMPLE_GRID, seed=seed, binary=True)
+        save_image_grid(draws, out_dir / "samples" / f"epoch_{epoch:03d}_binary.png")
+    if "manifold" in model.capabilities and model.latent_dim == 2:
+        manifold = manifold_images(model, MANIFOLD_GRID)
+        save_image_grid(manifold, out_dir / "manifold" / name, nrow=MANIFOLD_GRID)
+    model.train()
+
+
+def refuse_existing_run(out_dir: Path) -> None:
+    """A folder that already holds a run is never overwritten."""
+    if (Path(out_dir) / "last.safetensors").exists():
+        raise DgmError(f"{out_dir} already holds a training run; choose another --out (nothing was changed)")
+
+
+def train(model_name: str, config, dataset: Dataset, settings: RunSettings, console) -> list[dict]:
+    """Train from scratch into settings.out_dir; returns the per-epoch records (epoch 0 = before training)."""
+    spec = get_spec(model_name)
+    out, device, seed = settings.out_dir, settings.device, settings.seed
+    refuse_existing_run(out)
+    ensure_writable_dir(out)
+    if settings.checkpoint_dir is not None:
+        ensure_writable_dir(settings.checkpoint_dir)
+    monitor, direction = spec.module_class.monitor
+
+    torch.manual_seed(seed)
+    data_generator = torch.Generator().manual_seed(seed)  # static binarization and the like, on the CPU
+    model = spec.module_class(config).to(device)
+    optimizer = model.configure_optimizer()
+    train_images = model.prepare_split(dataset.train.images, train=True, generator=data_generator).to(device)
+    val_images = model.prepare_split(dataset.val.images, train=False, generator=data_generator).to(device)
+
+    run_facts = {"seed": seed, "device": str(device), "torch": torch.__version__, "dgm": __version__}
+    write_text(
+        out / "config.json",
+        json.dumps(
+            {"model": model_name, "config": config_tools.to_dict(config), "data": dataset.describe(), **run_facts},
+            indent=2,
+        ),
+    )
+
+    history: list[dict] = []
+    best_value = None
+    step = 0
+
+    def record_epoch(record: dict) -> None:
+        nonlocal best_value
+        history.append(record)
+        write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+        train_facts = {**run_facts, "epoch": record["epoch"], "step": step, "metrics": record}
+        save = lambda name: save_checkpoint(  # noqa: E731
+            out / name, model, model_name=model_name, config=config, data=dataset.describe(), train=train_facts
+        )
+        save("last.safetensors")
+        value = record[f"val_{monitor}"]
+        if best_value is None or (value > best_value if direction == "max" else value < best_value):
+            best_value = value
+            save("best.safetensors")
+        save_curves(history, out / "curves.png", title=f"{model_name} on {dataset.name}")
+        if record["epoch"] in config.sample_epochs:
+            save_figures(model, out, record["epoch"], seed)
+
+    record_epoch({"epoch": 0, "step": 0, **validate(model, val_images)})
+
+    n, batch_size = len(train_images), config.batch_size
+    steps_per_epoch = math.ceil(n / batch_size)
+    refresh_every = max(1, steps_per_epoch // 20)
+    with make_progress(console, extra="{task.fields[status]}") as progress:
+        task = progress.add_task("training", total=config.epochs * steps_per_epoch, status="")
+        for epoch in range(1, config.epochs + 1):
+            started = time.perf_counter()
+            progress.update(task, description=f"epoch {epoch}/{config.epochs}")
+            sums: dict[str, torch.Tensor] = {}
+            permutation = torch.randperm(n, device=device)
+            for index, start in enumerate(range(0, n, batch_size)):
+                batch = train_images[permutation[start : start + batch_size]]
+                metrics = model.training_step(batch)
+                optimizer.zero_grad(set_to_none=True)
+                metrics["loss"].backward()
+                optimizer.step()
+                step += 1
+                for name, value in metrics.items():
+                    sums[name] = sums.get(name, 0) + value.detach() * len(batch)
+                if (index + 1) % refresh_every == 0:
+                    seen = min(n, (index + 1) * batch_size)
+                    rate = seen / (time.perf_counter() - started)
+                    progress.update(task, status=f"loss {sums['loss'].item() / seen:.3f}  {rate:,.0f} img/s")
+                progress.advance(task)
+
+            train_metrics = read_means(sums, n, prefix="train_")
+            if not math.isfinite(train_metrics["train_loss"]):
+                raise DgmError(
+                    f"training diverged in epoch {epoch} (the loss became {train_metrics['train_loss']}); "
+                    f"{out / 'last.safetensors'} still holds epoch {epoch - 1}; try a smaller --lr"
+                )
+            seconds = time.perf_counter() - started
+            record = {"epoch": epoch, "step": step, **train_metrics, **validate(model, val_images)}
+            record.update(seconds=round(seconds, 3), images_per_second=round(n / seconds, 1))
+            record_epoch(record)
+            progress.console.print(
+                f"epoch {epoch:>3}/{config.epochs}  train {monitor} {record[f'train_{monitor}']:.3f}  "
+                f"val {monitor} {record[f'val_{monitor}']:.3f}  {seconds:.1f} s  {n / seconds:,.0f} img/s"
+            )
+
+    if settings.checkpoint_dir is not None:
+        target = default_checkpoint(model_name, settings.checkpoint_dir)
+        with atomic_path(target) as tmp:
+            tmp.write_bytes((out / "last.safetensors").read_bytes())
+    return history

@@ -1,0 +1,33 @@
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_mnist_root() -> Path | None:
+    """The full official MNIST files beside the checkout (../shared/data/mnist), or $DGM_TEST_MNIST."""
+    candidates = [Path(os.environ["DGM_TEST_MNIST"])] if os.environ.get("DGM_TEST_MNIST") else []
+    candidates.append(REPO.parent / "shared" / "data" / "mnist")
+    for root in candidates:
+        if (root / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").is_file():
+            return root
+    return None
+
+
+@pytest.fixture
+def mnist_root() -> Path:
+    root = shared_mnist_root()
+    if root is None:
+        pytest.skip("the official MNIST files are not available (set DGM_TEST_MNIST)")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Every test runs in its own folder, offline, with an empty data cache."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DGM_OFFLINE", "1")
+    monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path / "no-data"))
+    return tmp_path

@@ -1,0 +1,28 @@
+"""A failed write never damages the previous file or leaves a temporary behind."""
+
+import pytest
+
+from dgm_cli.atomic import atomic_path, ensure_writable_dir, write_text
+from dgm_cli.errors import DgmError
+
+
+def test_failed_write_keeps_the_old_version(tmp_path):
+    target = tmp_path / "metrics.jsonl"
+    write_text(target, "old\n")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half of the new")
+            raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]
+
+
+def test_successful_write_replaces_and_creates_folders(tmp_path):
+    write_text(tmp_path / "a" / "b" / "c.txt", "new")
+    assert (tmp_path / "a" / "b" / "c.txt").read_text() == "new"
+
+
+def test_unwritable_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DgmError, match="cannot write to"):
+        ensure_writable_dir(tmp_path / "file" / "sub")

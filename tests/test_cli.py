@@ -1,0 +1,208 @@
+"""Every command through Typer's CliRunner, on the bundled subset, plus the errors users will meet."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from dgm_cli import __version__
+from dgm_cli.cli import app
+
+runner = CliRunner()
+
+
+def dgm(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def ok(*args: str):
+    result = dgm(*args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def fails(code: int, *args: str, message: str):
+    result = dgm(*args)
+    assert result.exit_code == code, result.output
+    assert message in result.stderr, result.stderr
+    assert "Traceback" not in result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One short zdim-2 run shared by the tests that only read its outputs."""
+    folder = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        result = ok("train", "vae", "--zdim", "2", "--epochs", "2", "--dataset", "mnist-mini", "--out", "run",
+                    "--sample-epochs", "0,2", "--device", "cpu", "--json")
+    return folder, json.loads(result.stdout)
+
+
+def test_version_and_help():
+    assert ok("--version").stdout.strip() == f"dgm {__version__}"
+    for command in ("sample", "manifold", "eval", "info", "models", "train"):
+        assert command in ok("--help").stdout
+    assert "--zdim" in ok("train", "vae", "--help").stdout
+
+
+def test_python_dash_m_runs_the_same_app():
+    result = subprocess.run([sys.executable, "-m", "dgm_cli", "--version"], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == f"dgm {__version__}"
+
+
+def test_models_lists_the_registry():
+    payload = json.loads(ok("models", "--json").stdout)
+    vae = next(entry for entry in payload["models"] if entry["name"] == "vae")
+    assert vae["config"]["zdim"] == 20 and vae["config"]["epochs"] == 40
+    assert "manifold" in vae["capabilities"]
+
+
+def test_training_writes_the_whole_run_folder(trained):
+    folder, summary = trained
+    run = folder / "run"
+    for name in ("config.json", "metrics.jsonl", "curves.png", "last.safetensors", "best.safetensors"):
+        assert (run / name).is_file(), name
+    for name in ("samples/epoch_000.png", "samples/epoch_002.png", "samples/epoch_002_binary.png",
+                 "manifold/epoch_000.png", "manifold/epoch_002.png"):
+        assert (run / name).is_file(), name
+    assert (folder / "checkpoints" / "vae.safetensors").read_bytes() == (run / "last.safetensors").read_bytes()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1, 2]
+    assert records[0]["val_elbo"] == pytest.approx(-543.4, abs=1.0)  # uniform Bernoulli decoder at init
+    assert records[2]["val_elbo"] > records[0]["val_elbo"] + 200
+    assert summary["final"] == records[-1] and summary["data"]["name"] == "mnist-mini"
+    assert not list(run.rglob("*.tmp*"))
+
+
+def test_info_shows_the_checkpoint_metadata(trained):
+    folder, _ = trained
+    details = json.loads(ok("info", folder / "run" / "last.safetensors", "--json").stdout)
+    assert details["model"] == "vae" and details["config"]["zdim"] == 2
+    assert details["data"]["name"] == "mnist-mini" and details["data"]["fallback"] is False
+    assert details["train"]["epoch"] == 2 and details["train"]["seed"] == 0
+    assert "val_elbo" in details["train"]["metrics"]
+    assert "vae model" in ok("info", folder / "run" / "last.safetensors").stderr
+
+
+def test_sample_writes_a_grid_and_binary_draws(trained, tmp_path):
+    folder, _ = trained
+    checkpoint = folder / "run" / "last.safetensors"
+    ok("sample", "vae", checkpoint, "-n", "16", "--out", tmp_path / "s.png", "--seed", "3")
+    image = Image.open(tmp_path / "s.png")
+    assert image.size == ((4 * 30 + 2) * 2, (4 * 30 + 2) * 2)  # 4x4 digits of 28 px, 2 px gaps, drawn at 2x
+    ok("sample", "vae", checkpoint, "-n", "16", "--out", tmp_path / "again.png", "--seed", "3")
+    assert (tmp_path / "s.png").read_bytes() == (tmp_path / "again.png").read_bytes()
+    ok("sample", "vae", checkpoint, "-n", "8", "--nrow", "8", "--binary", "--out", tmp_path / "b.png")
+    pixels = numpy.asarray(Image.open(tmp_path / "b.png"))
+    assert set(numpy.unique(pixels).tolist()) <= {0, 255}
+
+
+def test_default_checkpoint_comes_from_checkpoints_folder(trained, monkeypatch):
+    folder, _ = trained
+    monkeypatch.chdir(folder)
+    ok("sample", "vae", "-n", "4", "--out", "default.png")
+    assert (folder / "default.png").is_file()
+
+
+def test_manifold_and_its_error_for_other_latent_sizes(trained, tmp_path):
+    folder, _ = trained
+    ok("manifold", "vae", folder / "run" / "last.safetensors", "--grid", "5", "--out", tmp_path / "m.png")
+    assert Image.open(tmp_path / "m.png").size == ((5 * 30 + 2) * 2,) * 2
+    ok("train", "vae", "--zdim", "3", "--hidden", "8", "--epochs", "0", "--dataset", "mnist-mini", "--out", "z3")
+    fails(1, "manifold", "vae", "z3/last.safetensors", message="train one with --zdim 2")
+
+
+def test_eval_reports_all_three_estimators(trained):
+    folder, _ = trained
+    result = ok("eval", "vae", folder / "run" / "best.safetensors", "--limit", "40", "--iw-samples", "64",
+                "--mc-samples", "64", "--json", "--device", "cpu")
+    report = json.loads(result.stdout)
+    assert report["dataset"] == "mnist-mini" and report["split"] == "test" and report["images"] == 40
+    estimates = report["estimates"]
+    assert estimates["importance_weighted"]["nats"] >= estimates["elbo"]["nats"]
+    assert estimates["prior_monte_carlo"]["nats"] < estimates["importance_weighted"]["nats"]
+    assert estimates["prior_monte_carlo"]["mean_ess"] < estimates["importance_weighted"]["mean_ess"]
+    for estimate in estimates.values():
+        assert estimate["bits_per_dim"] == pytest.approx(-estimate["nats"] / (784 * 0.6931471805599453))
+    for words in ("importance-weighted", "prior Monte-Carlo", "bits/dim"):
+        assert words in result.stderr
+    again = json.loads(ok("eval", "vae", folder / "run" / "best.safetensors", "--limit", "40", "--iw-samples",
+                          "64", "--mc-samples", "0", "--json").stdout)
+    assert "prior_monte_carlo" not in again["estimates"]
+    assert again["estimates"]["importance_weighted"] == estimates["importance_weighted"]  # seeded
+
+
+def test_training_without_a_dataset_falls_back_with_a_warning_and_records_it():
+    result = ok("train", "vae", "--epochs", "0", "--hidden", "8", "--out", "fb")
+    assert "warning" in result.stderr and "mnist-mini" in result.stderr
+    details = json.loads(ok("info", "fb/last.safetensors", "--json").stdout)
+    assert details["data"]["fallback"] is True and details["data"]["name"] == "mnist-mini"
+
+
+def test_static_binarization_trains(tmp_path):
+    ok("train", "vae", "--epochs", "1", "--hidden", "16", "--binarize", "static", "--dataset", "mnist-mini",
+       "--out", "st", "--sample-epochs", "")
+    assert json.loads(ok("info", "st/last.safetensors", "--json").stdout)["config"]["binarize"] == "static"
+    assert not Path("st/samples").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "vae", "--epochs", "-1"], "Invalid value"),
+        (["train", "vae", "--zdim", "0"], "Invalid value"),
+        (["train", "vae", "--batch-size", "0"], "Invalid value"),
+        (["train", "vae", "--lr", "0"], "Invalid value"),
+        (["train", "vae", "--binarize", "sometimes"], "Invalid value"),
+        (["train", "vae", "--sample-epochs", "1,x"], "comma-separated whole numbers"),
+        (["train", "vae", "--device", "tpu"], "not a device"),
+        (["train", "gan"], "No such command"),
+        (["sample", "vae", "-n", "0"], "Invalid value"),
+        (["sample", "gan"], "Invalid value"),
+        (["manifold", "vae", "--grid", "1"], "Invalid value"),
+        (["eval", "vae", "--iw-samples", "0"], "Invalid value"),
+        (["eval", "vae", "--split", "dev"], "Invalid value"),
+    ],
+)
+def test_usage_errors_exit_2(args, message):
+    fails(2, *args, message=message)
+
+
+def test_runtime_errors_exit_1_with_one_line(tmp_path):
+    fails(1, "sample", "vae", message="checkpoints/vae.safetensors does not exist; train one with `dgm train vae`")
+    fails(1, "sample", "vae", tmp_path / "nope.safetensors", message="does not exist")
+    (tmp_path / "junk.safetensors").write_bytes(b"\x80\x04junk" * 10)
+    result = fails(1, "info", tmp_path / "junk.safetensors", message="not a readable safetensors checkpoint")
+    assert len(result.stderr.strip().splitlines()) == 1
+    fails(1, "train", "vae", "--dataset", "mnist", "--epochs", "0", message="t10k-labels-idx1-ubyte.gz")
+    assert not Path("runs").exists()  # nothing is created for a run that cannot start
+    Path("blocker").write_text("a file where a folder should be")
+    fails(1, "train", "vae", "--epochs", "0", "--dataset", "mnist-mini", "--out", "blocker/run",
+          message="cannot write to blocker/run")
+    fails(1, "sample", "vae", tmp_path / "junk.safetensors", "--out", "x.png", message="not a readable")
+    assert not Path("x.png").exists()
+
+
+def test_an_existing_run_is_never_overwritten():
+    ok("train", "vae", "--epochs", "0", "--hidden", "8", "--dataset", "mnist-mini", "--out", "once")
+    before = Path("once/last.safetensors").read_bytes()
+    fails(1, "train", "vae", "--epochs", "0", "--dataset", "mnist-mini", "--out", "once", message="already holds")
+    assert Path("once/last.safetensors").read_bytes() == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_a_clear_error():
+    fails(1, "train", "vae", "--device", "cuda", "--dataset", "mnist-mini", message="CUDA is not available")
+
+
+def test_debug_shows_the_traceback():
+    result = dgm("--debug", "sample", "vae")
+    assert result.exit_code != 0 and result.exception is not None
