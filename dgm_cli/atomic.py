@@ -29,6 +29,8 @@ def ensure_writable_dir(folder: Path) -> Path:
 def atomic_path(path: Path):
     """Yield a temporary path next to `path`; on success it replaces `path`, on failure it is removed."""
     path = Path(path)
+    if path.is_dir():
+        raise DgmError(f"cannot write {path}: it is a folder; name a file")
     ensure_writable_dir(path.parent)
     # Keep the real suffix last so writers that pick a format by extension (PIL) still can.
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
@@ -39,6 +41,9 @@ def atomic_path(path: Path):
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as error:  # a full disk or a vanished folder: the old file is still intact
+        tmp.unlink(missing_ok=True)
+        raise DgmError(f"cannot write {path}: {error.strerror or error}; the previous version is untouched") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

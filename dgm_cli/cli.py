@@ -18,6 +18,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional, get_type_hints
 
+import torch
 import typer
 
 from dgm_cli import __version__
@@ -50,6 +51,11 @@ def user_errors(command):
             if _settings["debug"]:
                 raise
             typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(1) from None
+        except torch.OutOfMemoryError:
+            if _settings["debug"]:
+                raise
+            typer.echo("error: the device ran out of memory; try a smaller --batch-size or --device cpu", err=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
@@ -241,14 +247,17 @@ def _run_training(model_name: str, values: dict, common: dict) -> None:
 
 def _make_train_command(model_name: str):
     spec = get_spec(model_name)
-    config_names = [spec_field.name for spec_field in fields(spec.config_class)]
+    hints = get_type_hints(spec.config_class)
 
     def command(**kwargs):
         common = {name: kwargs.pop(name) for name in COMMON_TRAIN_OPTIONS}
-        values = {name: kwargs[name].value if isinstance(kwargs[name], Enum) else kwargs[name] for name in config_names}
-        for name, value in values.items():
-            if isinstance(spec.config_class.__dataclass_fields__[name].default, tuple):
-                values[name] = _parse_epochs(value, "--" + name.replace("_", "-"))
+        values = {}
+        for name, value in kwargs.items():
+            if isinstance(value, Enum):
+                value = value.value
+            elif hints[name] == tuple[int, ...]:
+                value = _parse_epochs(value, "--" + name.replace("_", "-"))
+            values[name] = value
         _run_training(model_name, values, common)
 
     parameters = _config_parameters(spec.config_class) + _common_train_parameters()

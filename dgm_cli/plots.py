@@ -41,13 +41,23 @@ def save_image_grid(images: torch.Tensor, path: Path, *, nrow: int | None = None
 
 
 def save_curves(history: list[dict], path: Path, *, title: str) -> Path:
-    """One panel per metric that has train_ or val_ values, train and validation on the same axes."""
+    """One panel per named metric, train and validation on the same axes.
+
+    "loss" is left out: it is the optimizer's view of a metric that has its own
+    panel (for the VAE, the negative ELBO). So is epoch 0, the untrained model,
+    once later epochs exist, because its values (ELBO -543) would flatten the
+    scale of everything after it; metrics.jsonl keeps it.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = sorted({key.split("_", 1)[1] for record in history for key in record if key.startswith(("train_", "val_"))})
+    if len(history) > 1:
+        history = [record for record in history if record["epoch"] > 0]
+    names = sorted(
+        {key.split("_", 1)[1] for record in history for key in record if key.startswith(("train_", "val_"))} - {"loss"}
+    )
     figure, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
     for axis, name in zip(axes[0], names):
         for split, style in (("train", "-o"), ("val", "-s")):

@@ -26,3 +26,19 @@ def test_unwritable_folder_is_a_clear_error(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(DgmError, match="cannot write to"):
         ensure_writable_dir(tmp_path / "file" / "sub")
+
+
+def test_a_folder_in_the_way_is_a_clear_error(tmp_path):
+    (tmp_path / "out.png").mkdir()
+    with pytest.raises(DgmError, match="it is a folder"):
+        write_text(tmp_path / "out.png", "x")
+
+
+def test_io_errors_while_writing_keep_the_old_file(tmp_path):
+    target = tmp_path / "m.txt"
+    write_text(target, "old")
+    with pytest.raises(DgmError, match="No space left on device"):
+        with atomic_path(target):
+            raise OSError(28, "No space left on device")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.txt"]

@@ -71,3 +71,22 @@ def test_importance_weighted_estimate_is_at_least_the_elbo_and_beats_prior_sampl
     summary = estimates["importance_weighted"].summary()
     assert summary["bits_per_dim"] == pytest.approx(bits_per_dim(summary["nats"]))
     assert 1 <= summary["mean_ess"] <= 200
+
+
+def test_draws_are_taken_in_memory_bounded_chunks(monkeypatch):
+    from dgm_cli import evaluate
+
+    class Recorder:
+        def __init__(self):
+            self.chunks = []
+
+        def log_weights(self, batch, k, *, proposal):
+            self.chunks.append(k)
+            return torch.zeros(len(batch), k)
+
+    monkeypatch.setattr(evaluate, "CHUNK_ELEMENTS", 784 * 4 * 300)  # 300 draws for a batch of 4
+    recorder = Recorder()
+    running = evaluate.weigh(recorder, torch.zeros(4, 28, 28, dtype=torch.uint8), 5000, "posterior")
+    assert sum(recorder.chunks) == 5000 and max(recorder.chunks) == 300
+    torch.testing.assert_close(running.log_mean(), torch.zeros(4, dtype=torch.float64))
+    torch.testing.assert_close(running.effective_sample_size(), torch.full((4,), 5000.0, dtype=torch.float64))

@@ -1,0 +1,16 @@
+"""Redraw a run's curves.png from its metrics.jsonl (after a change to the plot style, say).
+
+    python scripts/replot_curves.py RUN_DIR [RUN_DIR ...]
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from dgm_cli.plots import save_curves
+
+for run in map(Path, sys.argv[1:]):
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    config = json.loads((run / "config.json").read_text())
+    save_curves(history, run / "curves.png", title=f"{config['model']} on {config['data']['name']}")
+    print(run / "curves.png")
