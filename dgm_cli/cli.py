@@ -399,10 +399,11 @@ def _print_estimates(console, report: dict) -> None:
     gap = estimates["importance_weighted"]["nats"] - estimates["elbo"]["nats"]
     console.print(f"importance-weighted minus ELBO: {gap:+.2f} nats (never negative: Jensen's inequality)")
     if "prior_monte_carlo" in estimates:
-        looser = estimates["importance_weighted"]["nats"] - estimates["prior_monte_carlo"]["nats"]
+        prior, weighted = estimates["prior_monte_carlo"], estimates["importance_weighted"]
         console.print(
-            f"prior Monte-Carlo is {looser:.2f} nats below importance sampling: draws from p(z) rarely explain x, "
-            "so a few weights dominate (see its ESS)"
+            f"prior Monte-Carlo minus importance-weighted: {prior['nats'] - weighted['nats']:+.2f} nats; "
+            f"the prior's draws carry a mean ESS of {prior['mean_ess']:.1f} of {prior['samples']}, "
+            f"the posterior's {weighted['mean_ess']:.1f} of {weighted['samples']}"
         )
 
 
