@@ -229,18 +229,24 @@ def _run_training(model_name: str, values: dict, common: dict) -> None:
     dataset = load_dataset(dataset_name, common["data_dir"])
     console = stderr_console()
     if dataset.fallback_reason:
-        console.print(f"[yellow]warning:[/] {dataset.fallback_reason}", markup=True, soft_wrap=True)
+        # Messages and paths are printed without rich markup: "[Errno -2]" in a reason is not a style.
+        console.print(f"warning: {dataset.fallback_reason}", markup=False, soft_wrap=True, style="yellow")
         console.print(
-            f"[yellow]warning:[/] training on the bundled mnist-mini subset instead "
+            f"warning: training on the bundled mnist-mini subset instead "
             f"({len(dataset.train):,} train / {len(dataset.val):,} val / {len(dataset.test):,} test images); "
-            "its numbers are not comparable with full-MNIST results."
+            "its numbers are not comparable with full-MNIST results.",
+            markup=False,
+            style="yellow",
         )
-    console.print(f"training {model_name} on {dataset.name} ({len(dataset.train):,} images) on {device}; run folder {out}")
+    console.print(
+        f"training {model_name} on {dataset.name} ({len(dataset.train):,} images) on {device}; run folder {out}",
+        markup=False,
+    )
     settings = RunSettings(out_dir=out, seed=common["seed"], device=device, checkpoint_dir=common["checkpoint_dir"])
     history = train(model_name, config, dataset, settings, console)
     final = history[-1]
     copied = f" and {common['checkpoint_dir'] / (model_name + '.safetensors')}" if common["checkpoint_dir"] else ""
-    console.print(f"done: {out / 'last.safetensors'}{copied}")
+    console.print(f"done: {out / 'last.safetensors'}{copied}", markup=False)
     if common["json_output"]:
         _print_json({"model": model_name, "run": str(out), "data": dataset.describe(), "final": final})
 
@@ -293,7 +299,7 @@ def sample(
 
     net, info = _load(model, checkpoint, device)
     save_image_grid(sample_images(net, n, seed=seed, binary=binary), out, nrow=nrow)
-    stderr_console().print(f"wrote {n} samples from {info.path} to {out}")
+    stderr_console().print(f"wrote {n} samples from {info.path} to {out}", markup=False)
 
 
 @app.command()
@@ -315,7 +321,7 @@ def manifold(
 
     net, info = _load(model, checkpoint, device)
     save_image_grid(manifold_images(net, grid, edge=edge), out, nrow=grid)
-    stderr_console().print(f"wrote the {grid}x{grid} manifold of {info.path} to {out}")
+    stderr_console().print(f"wrote the {grid}x{grid} manifold of {info.path} to {out}", markup=False)
 
 
 # ---------------------------------------------------------------- evaluation and inspection
@@ -421,7 +427,10 @@ def info(
         _print_json(details)
         return
     console = stderr_console()
-    console.print(f"{details['path']}: {details['model']} model, {details['parameters']:,} parameters, dgm {details['version']}")
+    console.print(
+        f"{details['path']}: {details['model']} model, {details['parameters']:,} parameters, dgm {details['version']}",
+        markup=False,
+    )
     for key in ("config", "data", "train"):
         console.print(f"{key}: {json.dumps(details[key], sort_keys=True)}", soft_wrap=True, markup=False)
 

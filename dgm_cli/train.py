@@ -117,14 +117,14 @@ def train(model_name: str, config, dataset: Dataset, settings: RunSettings, cons
         history.append(record)
         write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
         train_facts = {**run_facts, "epoch": record["epoch"], "step": step, "metrics": record}
-        save = lambda name: save_checkpoint(  # noqa: E731
-            out / name, model, model_name=model_name, config=config, data=dataset.describe(), train=train_facts
-        )
-        save("last.safetensors")
         value = record[f"val_{monitor}"]
-        if best_value is None or (value > best_value if direction == "max" else value < best_value):
+        is_best = best_value is None or (value > best_value if direction == "max" else value < best_value)
+        for name in ("last.safetensors", "best.safetensors") if is_best else ("last.safetensors",):
+            save_checkpoint(
+                out / name, model, model_name=model_name, config=config, data=dataset.describe(), train=train_facts
+            )
+        if is_best:
             best_value = value
-            save("best.safetensors")
         save_curves(history, out / "curves.png", title=f"{model_name} on {dataset.name}")
         if record["epoch"] in config.sample_epochs:
             save_figures(model, out, record["epoch"], seed)

@@ -79,6 +79,9 @@ def test_training_writes_the_whole_run_folder(trained):
     assert records[0]["val_elbo"] == pytest.approx(-543.4, abs=1.0)  # uniform Bernoulli decoder at init
     assert records[2]["val_elbo"] > records[0]["val_elbo"] + 200
     assert summary["final"] == records[-1] and summary["data"]["name"] == "mnist-mini"
+    best_epoch = max(records, key=lambda r: r["val_elbo"])["epoch"]
+    best = json.loads(ok("info", run / "best.safetensors", "--json").stdout)
+    assert best["train"]["epoch"] == best_epoch
     assert not list(run.rglob("*.tmp*"))
 
 
@@ -206,3 +209,28 @@ def test_cuda_without_cuda_is_a_clear_error():
 def test_debug_shows_the_traceback():
     result = dgm("--debug", "sample", "vae")
     assert result.exit_code != 0 and result.exception is not None
+
+
+def test_a_download_error_with_brackets_is_printed_verbatim(monkeypatch):
+    from dgm_cli import data
+
+    monkeypatch.setattr(data, "download", lambda source, root: "<urlopen error [Errno -2] Name or service not known>")
+    result = ok("train", "vae", "--epochs", "0", "--hidden", "8", "--out", "offline")
+    assert "[Errno -2] Name or service not known" in result.stderr
+    assert "training on the bundled mnist-mini subset" in result.stderr
+
+
+def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(monkeypatch):
+    from dgm_cli.models.vae import VAE
+
+    healthy = VAE.training_step
+
+    def diverging(self, batch):
+        metrics = healthy(self, batch)
+        return {**metrics, "loss": metrics["loss"] * float("nan")}
+
+    monkeypatch.setattr(VAE, "training_step", diverging)
+    fails(1, "train", "vae", "--epochs", "2", "--hidden", "8", "--dataset", "mnist-mini", "--out", "nan",
+          message="training diverged in epoch 1")
+    assert json.loads(ok("info", "nan/last.safetensors", "--json").stdout)["train"]["epoch"] == 0
+    assert not Path("checkpoints/vae.safetensors").exists()
