@@ -290,6 +290,9 @@ def sample(
     out: Annotated[Path, typer.Option("--out", help="Output image (PNG).")] = Path("samples.png"),
     nrow: Annotated[Optional[int], typer.Option("--nrow", min=1, max=10_000, help="Images per row.")] = None,
     binary: Annotated[bool, typer.Option("--binary", help="Draw binary images from the pixel probabilities.")] = False,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Use the live weights, not their moving average (models trained with --ema).")
+    ] = False,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -298,7 +301,7 @@ def sample(
     from dgm_cli.sampling import sample_images
 
     net, info = _load(model, checkpoint, device)
-    save_image_grid(sample_images(net, n, seed=seed, binary=binary), out, nrow=nrow)
+    save_image_grid(sample_images(net, n, seed=seed, binary=binary, raw=raw), out, nrow=nrow)
     stderr_console().print(f"wrote {n} samples from {info.path} to {out}", markup=False)
 
 

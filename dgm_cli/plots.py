@@ -40,7 +40,7 @@ def save_image_grid(images: torch.Tensor, path: Path, *, nrow: int | None = None
     return path
 
 
-def save_curves(history: list[dict], path: Path, *, title: str) -> Path:
+def save_curves(history: list[dict], path: Path, *, title: str, reference_lines: dict[str, float] | None = None) -> Path:
     """One panel per named metric, train and validation on the same axes.
 
     "loss" is left out: it is the optimizer's view of a metric that has its own
@@ -64,6 +64,8 @@ def save_curves(history: list[dict], path: Path, *, title: str) -> Path:
             points = [(r["epoch"], r[f"{split}_{name}"]) for r in history if f"{split}_{name}" in r]
             if points:
                 axis.plot(*zip(*points), style, markersize=3, label=split)
+        if reference_lines and name in reference_lines:
+            axis.axhline(reference_lines[name], color="grey", linestyle="--", linewidth=1, label="equilibrium")
         axis.set_xlabel("epoch")
         axis.set_ylabel(name)
         axis.grid(alpha=0.3)

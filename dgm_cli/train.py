@@ -32,7 +32,6 @@ from dgm_cli.progress import make_progress
 from dgm_cli.registry import get_spec
 from dgm_cli.sampling import manifold_images, sample_images
 
-SAMPLE_GRID = 64
 MANIFOLD_GRID = 20
 VALIDATION_BATCH = 1000
 
@@ -66,9 +65,12 @@ def read_means(sums: dict[str, torch.Tensor], count: int, *, prefix: str) -> dic
 def save_figures(model, out_dir: Path, epoch: int, seed: int) -> None:
     """Samples from one fixed noise batch (the same latents every epoch), and the manifold when drawable."""
     name = f"epoch_{epoch:03d}.png"
-    save_image_grid(sample_images(model, SAMPLE_GRID, seed=seed), out_dir / "samples" / name)
+    save_image_grid(sample_images(model, model.training_samples, seed=seed), out_dir / "samples" / name)
+    if model.keeps_average:  # the weights as trained, beside their moving average
+        raw = sample_images(model, model.training_samples, seed=seed, raw=True)
+        save_image_grid(raw, out_dir / "samples" / f"epoch_{epoch:03d}_raw.png")
     if model.pixel_distribution == "bernoulli":
-        draws = sample_images(model, SAMPLE_GRID, seed=seed, binary=True)
+        draws = sample_images(model, model.training_samples, seed=seed, binary=True)
         save_image_grid(draws, out_dir / "samples" / f"epoch_{epoch:03d}_binary.png")
     if "manifold" in model.capabilities and model.latent_dim == 2:
         manifold = manifold_images(model, MANIFOLD_GRID)
@@ -90,12 +92,12 @@ def train(model_name: str, config, dataset: Dataset, settings: RunSettings, cons
     ensure_writable_dir(out)
     if settings.checkpoint_dir is not None:
         ensure_writable_dir(settings.checkpoint_dir)
-    monitor, direction = spec.module_class.monitor
+    headline = spec.module_class.headline_metrics
 
     torch.manual_seed(seed)
     data_generator = torch.Generator().manual_seed(seed)  # static binarization and the like, on the CPU
     model = spec.module_class(config).to(device)
-    optimizer = model.configure_optimizer()
+    optimizers = model.configure_optimizers()
     train_images = model.prepare_split(dataset.train.images, train=True, generator=data_generator).to(device)
     val_images = model.prepare_split(dataset.val.images, train=False, generator=data_generator).to(device)
 
@@ -117,15 +119,19 @@ def train(model_name: str, config, dataset: Dataset, settings: RunSettings, cons
         history.append(record)
         write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
         train_facts = {**run_facts, "epoch": record["epoch"], "step": step, "metrics": record}
-        value = record[f"val_{monitor}"]
-        is_best = best_value is None or (value > best_value if direction == "max" else value < best_value)
+        is_best = False
+        if model.monitor is not None:
+            monitor, direction = model.monitor
+            value = record[f"val_{monitor}"]
+            is_best = best_value is None or (value > best_value if direction == "max" else value < best_value)
+            best_value = value if is_best else best_value
         for name in ("last.safetensors", "best.safetensors") if is_best else ("last.safetensors",):
             save_checkpoint(
                 out / name, model, model_name=model_name, config=config, data=dataset.describe(), train=train_facts
             )
-        if is_best:
-            best_value = value
-        save_curves(history, out / "curves.png", title=f"{model_name} on {dataset.name}")
+        save_curves(
+            history, out / "curves.png", title=f"{model_name} on {dataset.name}", reference_lines=model.reference_lines
+        )
         if record["epoch"] in config.sample_epochs:
             save_figures(model, out, record["epoch"], seed)
 
@@ -144,31 +150,39 @@ def train(model_name: str, config, dataset: Dataset, settings: RunSettings, cons
             for index, start in enumerate(range(0, n, batch_size)):
                 batch = train_images[permutation[start : start + batch_size]]
                 metrics = model.training_step(batch)
-                optimizer.zero_grad(set_to_none=True)
-                metrics["loss"].backward()
-                optimizer.step()
+                if not model.manual_optimization:
+                    optimizers[0].zero_grad(set_to_none=True)
+                    metrics["loss"].backward()
+                    optimizers[0].step()
                 step += 1
                 for name, value in metrics.items():
                     sums[name] = sums.get(name, 0) + value.detach() * len(batch)
                 if (index + 1) % refresh_every == 0:
                     seen = min(n, (index + 1) * batch_size)
+                    running = read_means({name: sums[name] for name in headline}, seen, prefix="")
+                    status = "  ".join(f"{name} {value:.3f}" for name, value in running.items())
                     rate = seen / (time.perf_counter() - started)
-                    progress.update(task, status=f"loss {sums['loss'].item() / seen:.3f}  {rate:,.0f} img/s")
+                    progress.update(task, status=f"{status}  {rate:,.0f} img/s")
                 progress.advance(task)
 
             train_metrics = read_means(sums, n, prefix="train_")
-            if not math.isfinite(train_metrics["train_loss"]):
+            broken = {name: value for name, value in train_metrics.items() if not math.isfinite(value)}
+            if broken:
                 raise DgmError(
-                    f"training diverged in epoch {epoch} (the loss became {train_metrics['train_loss']}); "
+                    f"training diverged in epoch {epoch} ({', '.join(f'{k} = {v}' for k, v in broken.items())}); "
                     f"{out / 'last.safetensors'} still holds epoch {epoch - 1}; try a smaller --lr"
                 )
             seconds = time.perf_counter() - started
             record = {"epoch": epoch, "step": step, **train_metrics, **validate(model, val_images)}
             record.update(seconds=round(seconds, 3), images_per_second=round(n / seconds, 1))
             record_epoch(record)
+            shown = "  ".join(
+                f"{name} {record[f'train_{name}']:.3f}" + (f"/{record[f'val_{name}']:.3f}" if f"val_{name}" in record else "")
+                for name in headline
+            )
             progress.console.print(
-                f"epoch {epoch:>3}/{config.epochs}  train {monitor} {record[f'train_{monitor}']:.3f}  "
-                f"val {monitor} {record[f'val_{monitor}']:.3f}  {seconds:.1f} s  {n / seconds:,.0f} img/s"
+                f"epoch {epoch:>3}/{config.epochs}  {shown} (train/val)  {seconds:.1f} s  {n / seconds:,.0f} img/s",
+                markup=False,
             )
 
     if settings.checkpoint_dir is not None:

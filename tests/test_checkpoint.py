@@ -111,7 +111,7 @@ def bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     plain = case("plain", None, "without dgm metadata")
     save_file({"w": torch.zeros(2)}, str(plain))
     for name, changes, message in [
-        ("other-model", {"dgm__model": "gan"}, "unknown model 'gan'"),
+        ("unknown-model", {"dgm__model": "vqvae"}, "unknown model 'vqvae'"),
         ("newer-format", {"dgm__format": "99"}, "format '99'"),
         ("bad-json", {"dgm__config": "{zdim: 3"}, "not valid JSON"),
         ("not-object", {"dgm__data": "[1, 2]"}, "must be a JSON object"),

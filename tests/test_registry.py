@@ -54,4 +54,5 @@ def test_config_json_round_trip():
 def test_models_declare_their_capabilities():
     assert {"latent", "manifold", "latent_likelihood"} <= VAE.capabilities
     assert VAE.monitor == ("elbo", "max")
-    assert isinstance(create_model("vae", hidden=4).configure_optimizer(), torch.optim.Adam)
+    [optimizer] = create_model("vae", hidden=4).configure_optimizers()
+    assert isinstance(optimizer, torch.optim.Adam)

@@ -2,9 +2,10 @@
 
 Optional abilities are declared in `capabilities` rather than probed with
 hasattr, so `dgm models` can list them and a command can refuse early:
-  "latent"             decode(z) from a standard-normal latent of size latent_dim
+  "latent"             decode_images(z) from a standard-normal latent of size latent_dim
   "manifold"           manifold(grid, edge) for a 2-D latent space
   "latent_likelihood"  log_weights(x, k, proposal=...) for ELBO and importance sampling
+  "encoder"            encode(x) -> (mean, log-variance) of q(z|x), for interpolating between images
 """
 
 import torch
@@ -15,8 +16,18 @@ class GenerativeModel(nn.Module):
     capabilities: frozenset[str] = frozenset()
     # "bernoulli" when sample() returns pixel probabilities from which binary images can be drawn.
     pixel_distribution: str | None = None
-    # The validation metric (without its "val_" prefix) that picks best.safetensors, and its direction.
-    monitor: tuple[str, str] = ("loss", "min")
+    # The validation metric (without its "val_" prefix) that picks best.safetensors and its direction,
+    # or None when no held-out number ranks epochs (then only last.safetensors is written).
+    monitor: tuple[str, str] | None = ("loss", "min")
+    # False: training_step returns a "loss" that the trainer back-propagates through the one optimizer.
+    # True: training_step steps the model's own optimizers (the GAN's two alternating steps).
+    manual_optimization: bool = False
+    # The metrics the progress bar and the per-epoch line show.
+    headline_metrics: tuple[str, ...] = ("loss",)
+    # Horizontal reference lines in curves.png, by metric name.
+    reference_lines: dict[str, float] = {}
+    # How many samples the trainer draws into each samples/epoch_XXX.png.
+    training_samples: int = 64
 
     def __init__(self, config):
         super().__init__()
@@ -26,7 +37,8 @@ class GenerativeModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def configure_optimizer(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        """The optimizers, created once by the trainer (a manual model keeps them for its own steps)."""
         raise NotImplementedError
 
     def prepare_split(self, images: torch.Tensor, *, train: bool, generator: torch.Generator) -> torch.Tensor:
@@ -40,6 +52,14 @@ class GenerativeModel(nn.Module):
     def validation_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n images (n, 1, 28, 28) with values in [0, 1]; noise comes from `generator` (a CPU one)."""
+    @property
+    def keeps_average(self) -> bool:
+        """True when the model keeps a moving average of its weights that sampling uses by default."""
+        return False
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None, averaged: bool = True) -> torch.Tensor:
+        """n images (n, 1, 28, 28) with values in [0, 1]; noise comes from `generator` (a CPU one).
+
+        averaged=False samples from the live weights of a model that keeps an average.
+        """
         raise NotImplementedError

@@ -64,9 +64,10 @@ def standard_normal_log_density(z: torch.Tensor) -> torch.Tensor:
 
 
 class VAE(GenerativeModel):
-    capabilities = frozenset({"latent", "manifold", "latent_likelihood"})
+    capabilities = frozenset({"latent", "encoder", "manifold", "latent_likelihood"})
     pixel_distribution = "bernoulli"
     monitor = ("elbo", "max")
+    headline_metrics = ("elbo",)
 
     def __init__(self, config: VAEConfig):
         super().__init__(config)
@@ -83,8 +84,8 @@ class VAE(GenerativeModel):
     def latent_dim(self) -> int:
         return self.config.zdim
 
-    def configure_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.config.lr)
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [torch.optim.Adam(self.parameters(), lr=self.config.lr)]
 
     # ------------------------------------------------------------ pixels
 
@@ -153,7 +154,7 @@ class VAE(GenerativeModel):
         log_qz = -0.5 * (eps.square() + logvar[:, None] + LOG_2PI).sum(-1)
         return log_px_z + standard_normal_log_density(z) - log_qz
 
-    def sample(self, n, *, generator=None):
+    def sample(self, n, *, generator=None, averaged=True):
         z = torch.randn(n, self.latent_dim, generator=generator).to(self.device)
         return self.decode_images(z)
 

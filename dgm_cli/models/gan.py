@@ -1,0 +1,165 @@
+"""The generative adversarial network of the seed report (section 2).
+
+Generator z (standard normal) -> 128 -> 256 -> 512 -> 1024 -> 784, LeakyReLU(0.2)
+after each hidden layer, BatchNorm on the 256/512/1024 layers, tanh output;
+discriminator 784 -> 512 -> 256 -> 1 with LeakyReLU(0.2) and dropout 0.3,
+producing a logit. Pixels are scaled to [-1, 1].
+
+Each training step is one discriminator step on real against fake images and
+one generator step with the non-saturating objective (maximise log D(G(z)),
+seed 2.4), both written as binary cross-entropy on logits, which is stable
+where log(sigmoid(.)) is not. The GAN owns its two Adam optimizers and steps
+them inside training_step.
+"""
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dgm_cli.config import check, option
+from dgm_cli.data import IMAGE_SHAPE, PIXELS
+from dgm_cli.models.base import GenerativeModel
+from dgm_cli.registry import ModelSpec, register
+
+
+@dataclass(frozen=True)
+class GANConfig:
+    latent_dim: int = option(100, "Dimensions of the generator's standard-normal input.", min=1, max=1024)
+    ema: float = option(
+        0.0,
+        "Decay of an exponential moving average of the generator weights, used for sampling "
+        "(0 = off; 0.999 is typical).",
+        min=0.0,
+        max=0.99999,
+    )
+    epochs: int = option(200, "Passes over the training split.", min=0, max=100_000)
+    batch_size: int = option(64, "Images per discriminator and generator step.", min=1, max=65_536)
+    lr: float = option(2e-4, "Adam learning rate of both networks.", min=1e-8, max=10.0)
+    beta1: float = option(0.5, "Adam beta1 of both networks.", min=0.0, max=0.9999)
+    beta2: float = option(0.999, "Adam beta2 of both networks.", min=0.0, max=0.99999)
+    sample_epochs: tuple[int, ...] = option(
+        (0, 2, 8, 100, 200), "Epochs after which a 5x5 sample grid is saved; 0 = before training.", min=0
+    )
+
+    def __post_init__(self):
+        check(self)
+
+
+def generator_network(latent_dim: int) -> nn.Sequential:
+    layers, width = [nn.Linear(latent_dim, 128), nn.LeakyReLU(0.2)], 128
+    for out in (256, 512, 1024):
+        layers += [nn.Linear(width, out), nn.BatchNorm1d(out), nn.LeakyReLU(0.2)]
+        width = out
+    return nn.Sequential(*layers, nn.Linear(width, PIXELS), nn.Tanh())
+
+
+def discriminator_network() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(PIXELS, 512), nn.LeakyReLU(0.2), nn.Dropout(0.3),
+        nn.Linear(512, 256), nn.LeakyReLU(0.2), nn.Dropout(0.3),
+        nn.Linear(256, 1),
+    )  # fmt: skip
+
+
+def logit_loss(logits: torch.Tensor, target: float) -> torch.Tensor:
+    """Mean binary cross-entropy of logits against a constant label (1 = real, 0 = fake)."""
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+class GAN(GenerativeModel):
+    capabilities = frozenset({"latent"})
+    manual_optimization = True
+    monitor = None  # no held-out number says one GAN epoch is better than another: only last.safetensors
+    headline_metrics = ("d_loss", "g_loss", "d_real", "d_fake")
+    training_samples = 25
+    # At the game's equilibrium D = 1/2 everywhere and the discriminator's loss is log 4 (seed 2.3).
+    # and the generator's non-saturating loss -log D(G(z)) is log 2.
+    reference_lines = {"d_real": 0.5, "d_fake": 0.5, "d_loss": math.log(4), "g_loss": math.log(2)}
+
+    def __init__(self, config: GANConfig):
+        super().__init__(config)
+        self.generator = generator_network(config.latent_dim)
+        self.discriminator = discriminator_network()
+        self.generator_ema = None
+        if config.ema > 0:
+            self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.latent_dim
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        betas = (self.config.beta1, self.config.beta2)
+        self.d_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=self.config.lr, betas=betas)
+        self.g_optimizer = torch.optim.Adam(self.generator.parameters(), lr=self.config.lr, betas=betas)
+        return [self.d_optimizer, self.g_optimizer]
+
+    @staticmethod
+    def scale(batch: torch.Tensor) -> torch.Tensor:
+        """uint8 images (B, 28, 28) -> floats in [-1, 1], (B, 784)."""
+        return batch.flatten(1).float() / 127.5 - 1
+
+    @property
+    def keeps_average(self) -> bool:
+        return self.generator_ema is not None
+
+    def decode_images(self, z: torch.Tensor, *, averaged: bool = True) -> torch.Tensor:
+        """Images in [0, 1], (N, 1, 28, 28), from the averaged generator when there is one."""
+        generator = self.generator_ema if averaged and self.generator_ema is not None else self.generator
+        return ((generator(z) + 1) / 2).view(-1, *IMAGE_SHAPE)
+
+    def training_step(self, batch):
+        real = self.scale(batch)
+        fake = self.generator(torch.randn(len(real), self.latent_dim, device=real.device))
+
+        real_logits, fake_logits = self.discriminator(real), self.discriminator(fake.detach())
+        d_loss = logit_loss(real_logits, 1.0) + logit_loss(fake_logits, 0.0)
+        self.d_optimizer.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.d_optimizer.step()
+
+        # Non-saturating: minimise -log D(G(z)) rather than log(1 - D(G(z))), whose gradient vanishes
+        # exactly when the discriminator wins, early in training.
+        g_loss = logit_loss(self.discriminator(fake), 1.0)
+        self.g_optimizer.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.g_optimizer.step()
+        self.update_ema()
+
+        return {
+            "d_loss": d_loss.detach(),
+            "g_loss": g_loss.detach(),
+            "d_real": torch.sigmoid(real_logits).mean().detach(),
+            "d_fake": torch.sigmoid(fake_logits).mean().detach(),
+        }
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """Move the averaged generator a step towards the live one; BatchNorm statistics are copied."""
+        if self.generator_ema is None:
+            return
+        averaged, live = list(self.generator_ema.parameters()), list(self.generator.parameters())
+        torch._foreach_lerp_(averaged, live, 1 - self.config.ema)
+        for averaged_buffer, live_buffer in zip(self.generator_ema.buffers(), self.generator.buffers()):
+            averaged_buffer.copy_(live_buffer)
+
+    def validation_step(self, batch):
+        real = self.scale(batch)
+        fake = self.generator(torch.randn(len(real), self.latent_dim, device=real.device))
+        real_logits, fake_logits = self.discriminator(real), self.discriminator(fake)
+        return {
+            "d_loss": logit_loss(real_logits, 1.0) + logit_loss(fake_logits, 0.0),
+            "d_real": torch.sigmoid(real_logits).mean(),
+            "d_fake": torch.sigmoid(fake_logits).mean(),
+        }
+
+    def sample(self, n, *, generator=None, averaged=True):
+        z = torch.randn(n, self.latent_dim, generator=generator).to(self.device)
+        return self.decode_images(z, averaged=averaged)
+
+
+register(ModelSpec(name="gan", config_class=GANConfig, module_class=GAN, description="Generative adversarial network (seed report section 2)"))
