@@ -327,6 +327,68 @@ def manifold(
     stderr_console().print(f"wrote the {grid}x{grid} manifold of {info.path} to {out}", markup=False)
 
 
+class Method(str, Enum):
+    linear = "linear"
+    slerp = "slerp"
+
+
+@app.command()
+@user_errors
+def interpolate(
+    model: ModelArg,
+    checkpoint: CheckpointArg = None,
+    steps: Annotated[int, typer.Option("--steps", min=0, max=100, help="Points between the two endpoints.")] = 7,
+    method: Annotated[Method, typer.Option("--method", help="Straight line, or along the sphere (keeps the norm).")] = Method.slerp,
+    rows: Annotated[int, typer.Option("--rows", min=1, max=100, help="Independent pairs of endpoints.")] = 1,
+    seed_a: Annotated[
+        Optional[int], typer.Option("--seed-a", min=0, help="Seed of the first endpoint's draw (row r uses seed+r).")
+    ] = None,
+    seed_b: Annotated[Optional[int], typer.Option("--seed-b", min=0, help="Seed of the second endpoint's draw.")] = None,
+    from_images: Annotated[
+        bool, typer.Option("--from-images", help="Walk between the posterior means of two real images.")
+    ] = False,
+    image_a: Annotated[
+        Optional[int], typer.Option("--image-a", min=0, help="With --from-images: index of the first image.")
+    ] = None,
+    image_b: Annotated[
+        Optional[int], typer.Option("--image-b", min=0, help="With --from-images: index of the second image.")
+    ] = None,
+    split: Annotated[SplitName, typer.Option("--split", help="With --from-images: which split.")] = SplitName.test,
+    dataset: Annotated[
+        Optional[DatasetName], typer.Option("--dataset", help="Dataset (default: the one the model was trained on).")
+    ] = None,
+    data_dir: DataDirOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="Output image (PNG).")] = Path("interpolation.png"),
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Decode a walk through the latent space between two endpoints, one row per pair."""
+    from dgm_cli.data import load_dataset
+    from dgm_cli.interpolate import image_endpoints, interpolation_images, prior_endpoints
+    from dgm_cli.plots import save_image_grid
+
+    net, info = _load(model, checkpoint, device)
+    if "latent" not in net.capabilities:
+        raise DgmError(f"the {model.value} has no latent space to interpolate in")
+    if from_images:
+        images = load_dataset(dataset.value if dataset else info.data.get("name", "mnist"), data_dir)
+        starts, ends, pairs = image_endpoints(
+            net, images.split(split.value).images, rows, seed=seed, index_a=image_a, index_b=image_b
+        )
+        described = f"{split.value} images " + ", ".join(f"{a}->{b}" for a, b in pairs)
+    else:
+        if image_a is not None or image_b is not None:
+            raise DgmError("--image-a and --image-b choose real images; add --from-images")
+        starts, ends = prior_endpoints(net.latent_dim, rows, seed=seed, seed_a=seed_a, seed_b=seed_b)
+        described = "prior draws"
+    grid = interpolation_images(net, starts, ends, steps=steps, method=method.value)
+    save_image_grid(grid, out, nrow=steps + 2)
+    stderr_console().print(
+        f"wrote {rows} {method.value} interpolation(s) of {steps + 2} images between {described} to {out}",
+        markup=False,
+    )
+
+
 # ---------------------------------------------------------------- evaluation and inspection
 
 

@@ -137,7 +137,9 @@ def train(model_name: str, config, dataset: Dataset, settings: RunSettings, cons
 
     record_epoch({"epoch": 0, "step": 0, **validate(model, val_images)})
 
-    n, batch_size = len(train_images), config.batch_size
+    batch_size = config.batch_size
+    # A last batch of a single image is skipped: batch statistics (the GAN's BatchNorm) need two.
+    n = len(train_images) - 1 if len(train_images) % batch_size == 1 and len(train_images) > 1 else len(train_images)
     steps_per_epoch = math.ceil(n / batch_size)
     refresh_every = max(1, steps_per_epoch // 20)
     with make_progress(console, extra="{task.fields[status]}") as progress:
@@ -146,7 +148,7 @@ def train(model_name: str, config, dataset: Dataset, settings: RunSettings, cons
             started = time.perf_counter()
             progress.update(task, description=f"epoch {epoch}/{config.epochs}")
             sums: dict[str, torch.Tensor] = {}
-            permutation = torch.randperm(n, device=device)
+            permutation = torch.randperm(len(train_images), device=device)
             for index, start in enumerate(range(0, n, batch_size)):
                 batch = train_images[permutation[start : start + batch_size]]
                 metrics = model.training_step(batch)

@@ -110,6 +110,10 @@ class VAE(GenerativeModel):
         mean, logvar = self.encoder(x).chunk(2, dim=-1)
         return mean, logvar
 
+    def encode_images(self, batch: torch.Tensor) -> torch.Tensor:
+        """Posterior means of q(z|x) for uint8 images (binarized by a draw, as everywhere)."""
+        return self.encode(self.binary_pixels(batch))[0]
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Bernoulli logits (..., 784)."""
         return self.decoder(z)

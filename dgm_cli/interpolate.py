@@ -1,0 +1,75 @@
+"""Walking through a model's latent space between two endpoints (seed 2.7).
+
+Endpoints are prior draws (seeded), or the posterior means of two real images
+for models with an encoder. Linear interpolation cuts through the middle of a
+high-dimensional Gaussian, where its mass is not: a point halfway between two
+draws of N(0, I) in d dimensions has norm about sqrt(d/2) instead of sqrt(d).
+Spherical interpolation (slerp) keeps the norm, so every intermediate latent
+looks like a typical draw.
+"""
+
+import math
+
+import torch
+
+from dgm_cli.errors import DgmError
+
+METHODS = ("linear", "slerp")
+
+
+def interpolate(a: torch.Tensor, b: torch.Tensor, steps: int, method: str) -> torch.Tensor:
+    """steps + 2 points from a to b inclusive, (steps + 2, d); the ends are a and b exactly."""
+    t = torch.linspace(0, 1, steps + 2, dtype=a.dtype, device=a.device)[:, None]
+    if method == "linear":
+        return torch.lerp(a, b, t)
+    if method != "slerp":
+        raise ValueError(f"unknown interpolation method {method!r}")
+    cosine = torch.dot(a, b) / (a.norm() * b.norm())
+    omega = torch.arccos(cosine.clamp(-1, 1))
+    if math.sin(omega.item()) < 1e-6:  # (anti)parallel endpoints: the great circle is not unique
+        return torch.lerp(a, b, t)
+    path = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+    path[0], path[-1] = a, b  # exact ends, whatever the rounding
+    return path
+
+
+def prior_endpoints(latent_dim: int, rows: int, *, seed: int, seed_a: int | None, seed_b: int | None):
+    """(rows, d) pairs of standard-normal endpoints; row r uses seed_a + r and seed_b + r when given."""
+    shared = torch.Generator().manual_seed(seed)
+
+    def draw(fixed: int | None, row: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(fixed + row) if fixed is not None else shared
+        return torch.randn(latent_dim, generator=generator)
+
+    starts, ends = zip(*[(draw(seed_a, row), draw(seed_b, row)) for row in range(rows)])
+    return torch.stack(starts), torch.stack(ends)
+
+
+def image_endpoints(model, images: torch.Tensor, rows: int, *, seed: int, index_a: int | None, index_b: int | None):
+    """Posterior means of pairs of images: the given indices, or distinct random ones per row."""
+    if "encoder" not in model.capabilities:
+        raise DgmError(f"{type(model).__name__} has no encoder to map images to latents; leave out --from-images")
+    count = len(images)
+    for index in (index_a, index_b):
+        if index is not None and not 0 <= index < count:
+            raise DgmError(f"image index {index} is outside the split, which holds {count} images (0..{count - 1})")
+    generator = torch.Generator().manual_seed(seed)
+    pairs = []
+    for row in range(rows):
+        random_a, random_b = torch.randperm(count, generator=generator)[:2].tolist()
+        pairs.append((random_a if index_a is None else index_a + row, random_b if index_b is None else index_b + row))
+    indices = torch.tensor([i % count for pair in pairs for i in pair])
+    prepared = model.prepare_split(images[indices], train=False, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        latents = model.encode_images(prepared.to(model.device)).cpu()
+    return latents[0::2], latents[1::2], [tuple(i % count for i in pair) for pair in pairs]
+
+
+@torch.no_grad()
+def interpolation_images(model, starts: torch.Tensor, ends: torch.Tensor, *, steps: int, method: str) -> torch.Tensor:
+    """Rows of decoded interpolations, (rows * (steps + 2), 1, 28, 28), row-major."""
+    if "latent" not in model.capabilities:
+        raise DgmError(f"{type(model).__name__} has no latent space to interpolate in")
+    model.eval()
+    paths = torch.cat([interpolate(a, b, steps, method) for a, b in zip(starts, ends)])
+    return model.decode_images(paths.to(model.device))
