@@ -122,6 +122,18 @@ DataDirOpt = Annotated[
 ]
 
 
+CheckpointDatasetOpt = Annotated[
+    Optional[DatasetName], typer.Option("--dataset", help="Dataset (default: the one the model was trained on).")
+]
+
+
+def _checkpoint_dataset(info, dataset: Optional[Enum], data_dir: Optional[Path]):
+    """The dataset a checkpoint was trained on (or the one named), never silently replaced by a fallback."""
+    from dgm_cli.data import load_dataset
+
+    return load_dataset(dataset.value if dataset else info.data.get("name", "mnist"), data_dir)
+
+
 def _checkpoint(model: Enum, path: Optional[Path]) -> Path:
     from dgm_cli.checkpoint import default_checkpoint
 
@@ -354,16 +366,13 @@ def interpolate(
         Optional[int], typer.Option("--image-b", min=0, help="With --from-images: index of the second image.")
     ] = None,
     split: Annotated[SplitName, typer.Option("--split", help="With --from-images: which split.")] = SplitName.test,
-    dataset: Annotated[
-        Optional[DatasetName], typer.Option("--dataset", help="Dataset (default: the one the model was trained on).")
-    ] = None,
+    dataset: CheckpointDatasetOpt = None,
     data_dir: DataDirOpt = None,
     out: Annotated[Path, typer.Option("--out", help="Output image (PNG).")] = Path("interpolation.png"),
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
 ) -> None:
     """Decode a walk through the latent space between two endpoints, one row per pair."""
-    from dgm_cli.data import load_dataset
     from dgm_cli.interpolate import image_endpoints, interpolation_images, prior_endpoints
     from dgm_cli.plots import save_image_grid
 
@@ -371,10 +380,8 @@ def interpolate(
     if "latent" not in net.capabilities:
         raise DgmError(f"the {model.value} has no latent space to interpolate in")
     if from_images:
-        images = load_dataset(dataset.value if dataset else info.data.get("name", "mnist"), data_dir)
-        starts, ends, pairs = image_endpoints(
-            net, images.split(split.value).images, rows, seed=seed, index_a=image_a, index_b=image_b
-        )
+        images = _checkpoint_dataset(info, dataset, data_dir).split(split.value).images
+        starts, ends, pairs = image_endpoints(net, images, rows, seed=seed, index_a=image_a, index_b=image_b)
         described = f"{split.value} images " + ", ".join(f"{a}->{b}" for a, b in pairs)
     else:
         if image_a is not None or image_b is not None:
@@ -406,23 +413,20 @@ def evaluate(
     ] = 1000,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Evaluate only the first N images.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=10_000, help="Images per batch.")] = 100,
-    dataset: Annotated[
-        Optional[DatasetName], typer.Option("--dataset", help="Dataset (default: the one the model was trained on).")
-    ] = None,
+    dataset: CheckpointDatasetOpt = None,
     data_dir: DataDirOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     json_output: JsonOpt = False,
 ) -> None:
     """Estimate log-likelihoods: the ELBO, importance-weighted and prior Monte-Carlo, in nats and bits/dim."""
-    from dgm_cli.data import load_dataset
     from dgm_cli.evaluate import evaluate_images
 
     net, info = _load(model, checkpoint, device)
     if "latent_likelihood" not in net.capabilities:
         raise DgmError(f"the {model.value} has no likelihood estimator")
-    dataset_name = dataset.value if dataset else info.data.get("name", "mnist")
-    images = load_dataset(dataset_name, data_dir).split(split.value).images[:limit]
+    data = _checkpoint_dataset(info, dataset, data_dir)
+    images = data.split(split.value).images[:limit]
     console = stderr_console()
     with make_progress(console) as progress:
         task = progress.add_task(f"{split.value} images", total=len(images))
@@ -439,7 +443,7 @@ def evaluate(
     report = {
         "model": model.value,
         "checkpoint": str(info.path),
-        "dataset": dataset_name,
+        "dataset": data.name,
         "split": split.value,
         "images": len(images),
         "seed": seed,

@@ -110,6 +110,8 @@ def train(model_name: str, config, dataset: Dataset, settings: RunSettings, cons
         ),
     )
 
+    # Epochs past the end of the run are clipped to its last epoch, so a short run still shows its result.
+    sample_epochs = {min(epoch, config.epochs) for epoch in config.sample_epochs}
     history: list[dict] = []
     best_value = None
     step = 0
@@ -132,7 +134,7 @@ def train(model_name: str, config, dataset: Dataset, settings: RunSettings, cons
         save_curves(
             history, out / "curves.png", title=f"{model_name} on {dataset.name}", reference_lines=model.reference_lines
         )
-        if record["epoch"] in config.sample_epochs:
+        if record["epoch"] in sample_epochs:
             save_figures(model, out, record["epoch"], seed)
 
     record_epoch({"epoch": 0, "step": 0, **validate(model, val_images)})

@@ -95,12 +95,14 @@ def test_training_command_writes_gan_figures_and_metrics(tmp_path):
     from dgm_cli.cli import app
 
     runner = CliRunner()
+    # the default sample epochs 0, 2, 8, 100, 200 are clipped to this one-epoch run: 0 and 1
     result = runner.invoke(app, ["train", "gan", "--epochs", "1", "--ema", "0.99", "--dataset", "mnist-mini",
-                                 "--sample-epochs", "0,1", "--out", "gan-run", "--json"])
+                                 "--out", "gan-run", "--json"])
     assert result.exit_code == 0, result.output
     run = tmp_path / "gan-run"
     for name in ("samples/epoch_000.png", "samples/epoch_001.png", "samples/epoch_001_raw.png", "curves.png"):
         assert (run / name).is_file(), name
+    assert len(list((run / "samples").iterdir())) == 4
     assert not (run / "best.safetensors").exists()  # no held-out number ranks GAN epochs
     final = json.loads(result.stdout)["final"]
     assert {"train_d_loss", "train_g_loss", "train_d_real", "train_d_fake", "val_d_real", "val_d_fake"} <= set(final)

@@ -42,7 +42,10 @@ class GANConfig:
     beta1: float = option(0.5, "Adam beta1 of both networks.", min=0.0, max=0.9999)
     beta2: float = option(0.999, "Adam beta2 of both networks.", min=0.0, max=0.99999)
     sample_epochs: tuple[int, ...] = option(
-        (0, 2, 8, 100, 200), "Epochs after which a 5x5 sample grid is saved; 0 = before training.", min=0
+        (0, 2, 8, 100, 200),
+        "Epochs after which a 5x5 sample grid is saved; 0 = before training, later ones are clipped to the "
+        "run's last epoch.",
+        min=0,
     )
 
     def __post_init__(self):

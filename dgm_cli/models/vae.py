@@ -37,7 +37,9 @@ class VAEConfig:
     batch_size: int = option(128, "Images per optimizer step.", min=1, max=65_536)
     lr: float = option(1e-3, "Adam learning rate.", min=1e-8, max=10.0)
     sample_epochs: tuple[int, ...] = option(
-        (0, 10, 20, 30, 40), "Epochs after which sample grids (and the 2-D manifold) are saved; 0 = before training.",
+        (0, 10, 20, 30, 40),
+        "Epochs after which sample grids (and the 2-D manifold) are saved; 0 = before training, "
+        "later ones are clipped to the run's last epoch.",
         min=0,
     )
 
