@@ -122,6 +122,9 @@ DataDirOpt = Annotated[
 ]
 
 
+RawOpt = Annotated[
+    bool, typer.Option("--raw", help="Sample from the live weights, not their moving average (models trained with --ema).")
+]
 CheckpointDatasetOpt = Annotated[
     Optional[DatasetName], typer.Option("--dataset", help="Dataset (default: the one the model was trained on).")
 ]
@@ -302,9 +305,7 @@ def sample(
     out: Annotated[Path, typer.Option("--out", help="Output image (PNG).")] = Path("samples.png"),
     nrow: Annotated[Optional[int], typer.Option("--nrow", min=1, max=10_000, help="Images per row.")] = None,
     binary: Annotated[bool, typer.Option("--binary", help="Draw binary images from the pixel probabilities.")] = False,
-    raw: Annotated[
-        bool, typer.Option("--raw", help="Use the live weights, not their moving average (models trained with --ema).")
-    ] = False,
+    raw: RawOpt = False,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -339,6 +340,13 @@ def manifold(
     stderr_console().print(f"wrote the {grid}x{grid} manifold of {info.path} to {out}", markup=False)
 
 
+def _parse_digit_pair(text: str) -> tuple[int, int]:
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) != 2 or not all(part.isdigit() and len(part) == 1 for part in parts):
+        raise typer.BadParameter(f"--classes takes two digits such as 3,8, not '{text}'")
+    return int(parts[0]), int(parts[1])
+
+
 class Method(str, Enum):
     linear = "linear"
     slerp = "slerp"
@@ -356,6 +364,10 @@ def interpolate(
         Optional[int], typer.Option("--seed-a", min=0, help="Seed of the first endpoint's draw (row r uses seed+r).")
     ] = None,
     seed_b: Annotated[Optional[int], typer.Option("--seed-b", min=0, help="Seed of the second endpoint's draw.")] = None,
+    classes: Annotated[
+        Optional[str],
+        typer.Option("--classes", help="Two digits, e.g. 3,8: endpoints the MNIST classifier assigns to them."),
+    ] = None,
     from_images: Annotated[
         bool, typer.Option("--from-images", help="Walk between the posterior means of two real images.")
     ] = False,
@@ -373,9 +385,12 @@ def interpolate(
     device: DeviceOpt = "auto",
 ) -> None:
     """Decode a walk through the latent space between two endpoints, one row per pair."""
-    from dgm_cli.interpolate import image_endpoints, interpolation_images, prior_endpoints
+    from dgm_cli.interpolate import class_endpoints, image_endpoints, interpolation_images, prior_endpoints
     from dgm_cli.plots import save_image_grid
 
+    digits = _parse_digit_pair(classes) if classes is not None else None
+    if from_images and digits is not None:
+        raise typer.BadParameter("choose endpoints by --classes or by --from-images, not both")
     net, info = _load(model, checkpoint, device)
     if "latent" not in net.capabilities:
         raise DgmError(f"the {model.value} has no latent space to interpolate in")
@@ -383,6 +398,11 @@ def interpolate(
         images = _checkpoint_dataset(info, dataset, data_dir).split(split.value).images
         starts, ends, pairs = image_endpoints(net, images, rows, seed=seed, index_a=image_a, index_b=image_b)
         described = f"{split.value} images " + ", ".join(f"{a}->{b}" for a, b in pairs)
+    elif digits is not None:
+        from dgm_cli.metrics import load_classifier
+
+        starts, ends = class_endpoints(net, load_classifier(net.device), digits, rows, seed=seed)
+        described = f"prior draws the classifier reads as {digits[0]} and {digits[1]}"
     else:
         if image_a is not None or image_b is not None:
             raise DgmError("--image-a and --image-b choose real images; add --from-images")
@@ -404,14 +424,21 @@ def interpolate(
 def evaluate(
     model: ModelArg,
     checkpoint: CheckpointArg = None,
-    split: Annotated[SplitName, typer.Option("--split", help="Which split to evaluate.")] = SplitName.test,
+    split: Annotated[SplitName, typer.Option("--split", help="Which split to evaluate against.")] = SplitName.test,
     iw_samples: Annotated[
-        int, typer.Option("--iw-samples", min=1, max=100_000, help="Posterior draws per image (importance sampling).")
+        int,
+        typer.Option("--iw-samples", min=0, max=100_000, help="Posterior draws per image (importance sampling); 0 skips likelihoods."),
     ] = 1000,
     mc_samples: Annotated[
         int, typer.Option("--mc-samples", min=0, max=100_000, help="Prior draws per image (naive Monte-Carlo); 0 skips.")
     ] = 1000,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Evaluate only the first N images.")] = None,
+    samples: Annotated[
+        int, typer.Option("--samples", min=0, max=100_000, help="Generated images for the sample-quality metrics; 0 skips.")
+    ] = 10_000,
+    raw: RawOpt = False,
+    limit: Annotated[
+        Optional[int], typer.Option("--limit", min=1, help="Use only the first N images of the split (likelihoods, accuracy).")
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=10_000, help="Images per batch.")] = 100,
     dataset: CheckpointDatasetOpt = None,
     data_dir: DataDirOpt = None,
@@ -419,67 +446,55 @@ def evaluate(
     device: DeviceOpt = "auto",
     json_output: JsonOpt = False,
 ) -> None:
-    """Estimate log-likelihoods: the ELBO, importance-weighted and prior Monte-Carlo, in nats and bits/dim."""
-    from dgm_cli.evaluate import evaluate_images
+    """Evaluate a checkpoint: likelihoods (ELBO, importance-weighted, prior Monte-Carlo; nats and bits/dim),
+    sample quality (FID, KID, precision/recall, Inception Score, class coverage) beside the real-data floor,
+    and a classifier's accuracy."""
+    from dgm_cli import reports
+    from dgm_cli.evaluate import classification, evaluate_images
+    from dgm_cli.metrics import load_classifier, sample_quality
+    from dgm_cli.sampling import sample_images
 
     net, info = _load(model, checkpoint, device)
-    if "latent_likelihood" not in net.capabilities:
-        raise DgmError(f"the {model.value} has no likelihood estimator")
     data = _checkpoint_dataset(info, dataset, data_dir)
-    images = data.split(split.value).images[:limit]
+    chosen = data.split(split.value)
+    images, labels = chosen.images[:limit], chosen.labels[:limit]
+    report = {"model": model.value, "checkpoint": str(info.path), "dataset": data.name, "split": split.value, "seed": seed}
     console = stderr_console()
-    with make_progress(console) as progress:
-        task = progress.add_task(f"{split.value} images", total=len(images))
-        estimates = evaluate_images(
-            net,
-            images,
-            seed=seed,
-            iw_samples=iw_samples,
-            mc_samples=mc_samples,
-            batch_size=batch_size,
-            on_batch=lambda count: progress.advance(task, count),
-        )
-    summaries = {name: estimate.summary() for name, estimate in estimates.items()}
-    report = {
-        "model": model.value,
-        "checkpoint": str(info.path),
-        "dataset": data.name,
-        "split": split.value,
-        "images": len(images),
-        "seed": seed,
-        "estimates": summaries,
-    }
-    _print_estimates(console, report)
+    if "classifier" in net.capabilities:
+        report["classification"] = classification(net, images, labels)
+        reports.print_classification(console, report)
+    if "latent_likelihood" in net.capabilities and iw_samples > 0:
+        with make_progress(console) as progress:
+            task = progress.add_task(f"likelihoods, {split.value} images", total=len(images))
+            estimates = evaluate_images(
+                net,
+                images,
+                seed=seed,
+                iw_samples=iw_samples,
+                mc_samples=mc_samples,
+                batch_size=batch_size,
+                on_batch=lambda count: progress.advance(task, count),
+            )
+        report["likelihood"] = {"images": len(images), **{name: e.summary() for name, e in estimates.items()}}
+        reports.print_likelihood(console, report)
+    if "sample" in net.capabilities and samples > 0:
+        console.print(f"sample quality: drawing {samples:,} images and embedding them with the MNIST classifier")
+        floor_split = "test" if split.value == "val" else "val"
+        report["sample_quality"] = {
+            "floor_split": floor_split,
+            "weights": "live" if raw or not net.keeps_average else "moving average",
+            **sample_quality(
+                load_classifier(net.device),
+                sample_images(net, samples, seed=seed, raw=raw),
+                reference=chosen.images.float() / 255,
+                held_out=data.split(floor_split).images.float() / 255,
+            ),
+        }
+        reports.print_sample_quality(console, report)
+    if not {"classification", "likelihood", "sample_quality"} & set(report):
+        raise DgmError(f"nothing to evaluate for the {model.value} with these options")
     if json_output:
         _print_json(report)
-
-
-def _print_estimates(console, report: dict) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"{report['model']} on {report['dataset']} {report['split']} ({report['images']:,} images)")
-    for column in ("estimator", "log p(x) [nats]", "± s.e.", "bits/dim", "mean ESS"):
-        table.add_column(column, justify="left" if column == "estimator" else "right")
-    for summary in report["estimates"].values():
-        ess = "" if summary["mean_ess"] is None else f"{summary['mean_ess']:.1f} of {summary['samples']}"
-        table.add_row(
-            summary["label"],
-            f"{summary['nats']:.2f}",
-            f"{summary['standard_error']:.2f}",
-            f"{summary['bits_per_dim']:.4f}",
-            ess,
-        )
-    console.print(table)
-    estimates = report["estimates"]
-    gap = estimates["importance_weighted"]["nats"] - estimates["elbo"]["nats"]
-    console.print(f"importance-weighted minus ELBO: {gap:+.2f} nats (never negative: Jensen's inequality)")
-    if "prior_monte_carlo" in estimates:
-        prior, weighted = estimates["prior_monte_carlo"], estimates["importance_weighted"]
-        console.print(
-            f"prior Monte-Carlo minus importance-weighted: {prior['nats'] - weighted['nats']:+.2f} nats; "
-            f"the prior's draws carry a mean ESS of {prior['mean_ess']:.1f} of {prior['samples']}, "
-            f"the posterior's {weighted['mean_ess']:.1f} of {weighted['samples']}"
-        )
 
 
 @app.command()

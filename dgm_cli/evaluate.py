@@ -27,6 +27,27 @@ from dgm_cli.errors import DgmError
 
 # Draws decoded at once are capped so that one chunk's logits stay near 32 MB of float32.
 CHUNK_ELEMENTS = 8_000_000
+VALIDATION_BATCH = 1000
+
+
+@torch.no_grad()
+def validate(model, images: torch.Tensor, labels: torch.Tensor, *, prefix: str) -> dict[str, float]:
+    """The means of a model's validation_step metrics over a prepared split, in eval mode."""
+    was_training = model.training
+    model.eval()
+    sums = {}
+    for start in range(0, len(images), VALIDATION_BATCH):
+        batch, batch_labels = images[start : start + VALIDATION_BATCH], labels[start : start + VALIDATION_BATCH]
+        for name, value in model.validation_step(batch, batch_labels).items():
+            sums[name] = sums.get(name, 0) + value * len(batch)
+    model.train(was_training)
+    return read_means(sums, len(images), prefix=prefix)
+
+
+def read_means(sums: dict[str, torch.Tensor], count: int, *, prefix: str) -> dict[str, float]:
+    """Sums of per-batch means weighted by batch size -> means, with one host synchronisation."""
+    values = torch.stack([sums[name].float() for name in sums]).cpu().tolist()
+    return {f"{prefix}{name}": value / count for name, value in zip(sums, values)}
 
 
 @dataclass(frozen=True)
@@ -163,3 +184,18 @@ def evaluate_images(
         batch_size=batch_size,
         on_batch=on_batch,
     )
+
+
+@torch.no_grad()
+def classification(model, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Accuracy and loss of a classifier (the same computation its training records), plus per-class accuracy."""
+    prepared = model.prepare_split(images, train=False, generator=torch.Generator()).to(model.device)
+    labels = labels.to(model.device)
+    overall = validate(model, prepared, labels, prefix="")
+    model.eval()
+    predictions = torch.cat([model(batch.float() / 255).argmax(1) for batch in prepared.split(VALIDATION_BATCH)])
+    per_class = [
+        (predictions[labels == digit] == digit).double().mean().item() if (labels == digit).any() else None
+        for digit in range(10)
+    ]
+    return {"images": len(images), **overall, "per_class_accuracy": per_class}

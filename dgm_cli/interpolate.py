@@ -73,3 +73,38 @@ def interpolation_images(model, starts: torch.Tensor, ends: torch.Tensor, *, ste
     model.eval()
     paths = torch.cat([interpolate(a, b, steps, method) for a, b in zip(starts, ends)])
     return model.decode_images(paths.to(model.device))
+
+
+@torch.no_grad()
+def class_endpoints(
+    model, classifier, classes: tuple[int, int], rows: int, *, seed: int, confidence: float = 0.9, budget: int = 100_000
+):
+    """Prior draws that the classifier assigns to classes[0] and classes[1] with at least `confidence`.
+
+    Draws come in batches from a generator seeded with `seed`; each row takes the next unused
+    draw of each class, so a row never has the same latent at both ends.
+    """
+    if "latent" not in model.capabilities:
+        raise DgmError(f"{type(model).__name__} has no latent space to interpolate in")
+    model.eval()
+    wanted = {digit: rows * (2 if classes[0] == classes[1] else 1) for digit in classes}
+    found = {digit: [] for digit in classes}
+    generator = torch.Generator().manual_seed(seed)
+    drawn = 0
+    while any(len(found[d]) < wanted[d] for d in classes) and drawn < budget:
+        z = torch.randn(1000, model.latent_dim, generator=generator)
+        probabilities = torch.softmax(classifier(model.decode_images(z.to(model.device)).to(classifier.device)), 1).cpu()
+        best, label = probabilities.max(dim=1)
+        for digit in found:
+            found[digit].extend(z[(label == digit) & (best >= confidence)])
+        drawn += len(z)
+    for digit in classes:
+        if len(found[digit]) < wanted[digit]:
+            raise DgmError(
+                f"in {drawn:,} prior draws the classifier was sure of only {len(found[digit])} '{digit}'s "
+                f"(needed {wanted[digit]}); the model rarely draws that digit"
+            )
+    first, second = classes
+    starts = found[first][:rows]
+    ends = found[second][rows : 2 * rows] if first == second else found[second][:rows]
+    return torch.stack(starts), torch.stack(ends)

@@ -1,7 +1,8 @@
 """The one training loop, for every registered model.
 
 Read it top to bottom: set up, then per epoch (shuffle, steps, validation,
-record, checkpoints, figures), then the copy to checkpoints/. The whole split
+record, checkpoints, figures), then the test-split metrics of the final model
+and the copy to checkpoints/. The whole split
 sits on the training device as uint8 and an epoch is a random permutation cut
 into batches, so no DataLoader workers and no per-batch host-to-device copies.
 Metrics are summed as device tensors and read once per epoch; the progress bar
@@ -27,13 +28,13 @@ from dgm_cli.atomic import atomic_path, ensure_writable_dir, write_text
 from dgm_cli.checkpoint import default_checkpoint, save_checkpoint
 from dgm_cli.data import Dataset
 from dgm_cli.errors import DgmError
+from dgm_cli.evaluate import read_means, validate
 from dgm_cli.plots import save_curves, save_image_grid
 from dgm_cli.progress import make_progress
 from dgm_cli.registry import get_spec
 from dgm_cli.sampling import manifold_images, sample_images
 
 MANIFOLD_GRID = 20
-VALIDATION_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -42,24 +43,6 @@ class RunSettings:
     seed: int
     device: torch.device
     checkpoint_dir: Path | None  # where the final model is copied as <model>.safetensors; None: no copy
-
-
-@torch.no_grad()
-def validate(model, images: torch.Tensor) -> dict[str, float]:
-    model.eval()
-    sums = {}
-    for start in range(0, len(images), VALIDATION_BATCH):
-        batch = images[start : start + VALIDATION_BATCH]
-        for name, value in model.validation_step(batch).items():
-            sums[name] = sums.get(name, 0) + value * len(batch)
-    model.train()
-    return read_means(sums, len(images), prefix="val_")
-
-
-def read_means(sums: dict[str, torch.Tensor], count: int, *, prefix: str) -> dict[str, float]:
-    """One host synchronisation for all of an epoch's metrics."""
-    values = torch.stack([sums[name].float() for name in sums]).cpu().tolist()
-    return {f"{prefix}{name}": value / count for name, value in zip(sums, values)}
 
 
 def save_figures(model, out_dir: Path, epoch: int, seed: int) -> None:
@@ -100,6 +83,8 @@ def train(model_name: str, config, dataset: Dataset, settings: RunSettings, cons
     optimizers = model.configure_optimizers()
     train_images = model.prepare_split(dataset.train.images, train=True, generator=data_generator).to(device)
     val_images = model.prepare_split(dataset.val.images, train=False, generator=data_generator).to(device)
+    test_images = model.prepare_split(dataset.test.images, train=False, generator=data_generator).to(device)
+    train_labels, val_labels = dataset.train.labels.to(device), dataset.val.labels.to(device)
 
     run_facts = {"seed": seed, "device": str(device), "torch": torch.__version__, "dgm": __version__}
     write_text(
@@ -116,34 +101,39 @@ def train(model_name: str, config, dataset: Dataset, settings: RunSettings, cons
     best_value = None
     step = 0
 
+    def save_progress(record: dict, *, is_best: bool) -> None:
+        write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+        train_facts = {**run_facts, "epoch": record["epoch"], "step": step, "metrics": record}
+        for name in ("last.safetensors", "best.safetensors") if is_best else ("last.safetensors",):
+            save_checkpoint(
+                out / name, model, model_name=model_name, config=config, data=dataset.describe(), train=train_facts
+            )
+
     def record_epoch(record: dict) -> None:
         nonlocal best_value
         history.append(record)
-        write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-        train_facts = {**run_facts, "epoch": record["epoch"], "step": step, "metrics": record}
         is_best = False
         if model.monitor is not None:
             monitor, direction = model.monitor
             value = record[f"val_{monitor}"]
             is_best = best_value is None or (value > best_value if direction == "max" else value < best_value)
             best_value = value if is_best else best_value
-        for name in ("last.safetensors", "best.safetensors") if is_best else ("last.safetensors",):
-            save_checkpoint(
-                out / name, model, model_name=model_name, config=config, data=dataset.describe(), train=train_facts
-            )
+        save_progress(record, is_best=is_best)
         save_curves(
             history, out / "curves.png", title=f"{model_name} on {dataset.name}", reference_lines=model.reference_lines
         )
-        if record["epoch"] in sample_epochs:
+        if record["epoch"] in sample_epochs and "sample" in model.capabilities:
             save_figures(model, out, record["epoch"], seed)
 
-    record_epoch({"epoch": 0, "step": 0, **validate(model, val_images)})
+    record_epoch({"epoch": 0, "step": 0, **validate(model, val_images, val_labels, prefix="val_")})
 
     batch_size = config.batch_size
     # A last batch of a single image is skipped: batch statistics (the GAN's BatchNorm) need two.
     n = len(train_images) - 1 if len(train_images) % batch_size == 1 and len(train_images) > 1 else len(train_images)
     steps_per_epoch = math.ceil(n / batch_size)
     refresh_every = max(1, steps_per_epoch // 20)
+    total_steps = max(1, config.epochs * steps_per_epoch)
+    base_rates = [[group["lr"] for group in optimizer.param_groups] for optimizer in optimizers]
     with make_progress(console, extra="{task.fields[status]}") as progress:
         task = progress.add_task("training", total=config.epochs * steps_per_epoch, status="")
         for epoch in range(1, config.epochs + 1):
@@ -152,8 +142,13 @@ def train(model_name: str, config, dataset: Dataset, settings: RunSettings, cons
             sums: dict[str, torch.Tensor] = {}
             permutation = torch.randperm(len(train_images), device=device)
             for index, start in enumerate(range(0, n, batch_size)):
-                batch = train_images[permutation[start : start + batch_size]]
-                metrics = model.training_step(batch)
+                factor = model.learning_rate_factor(step / total_steps)
+                for optimizer, rates in zip(optimizers, base_rates):
+                    for group, rate in zip(optimizer.param_groups, rates):
+                        group["lr"] = rate * factor
+                indices = permutation[start : start + batch_size]
+                batch = train_images[indices]
+                metrics = model.training_step(batch, train_labels[indices])
                 if not model.manual_optimization:
                     optimizers[0].zero_grad(set_to_none=True)
                     metrics["loss"].backward()
@@ -177,7 +172,7 @@ def train(model_name: str, config, dataset: Dataset, settings: RunSettings, cons
                     f"{out / 'last.safetensors'} still holds epoch {epoch - 1}; try a smaller --lr"
                 )
             seconds = time.perf_counter() - started
-            record = {"epoch": epoch, "step": step, **train_metrics, **validate(model, val_images)}
+            record = {"epoch": epoch, "step": step, **train_metrics, **validate(model, val_images, val_labels, prefix="val_")}
             record.update(seconds=round(seconds, 3), images_per_second=round(n / seconds, 1))
             record_epoch(record)
             shown = "  ".join(
@@ -189,6 +184,9 @@ def train(model_name: str, config, dataset: Dataset, settings: RunSettings, cons
                 markup=False,
             )
 
+    # The final model's test-split metrics, recorded for the report and never used to choose anything.
+    history[-1].update(validate(model, test_images, dataset.test.labels.to(device), prefix="test_"))
+    save_progress(history[-1], is_best=False)
     if settings.checkpoint_dir is not None:
         target = default_checkpoint(model_name, settings.checkpoint_dir)
         with atomic_path(target) as tmp:

@@ -126,21 +126,26 @@ def test_manifold_and_its_error_for_other_latent_sizes(trained, tmp_path):
 def test_eval_reports_all_three_estimators(trained):
     folder, _ = trained
     result = ok("eval", "vae", folder / "run" / "best.safetensors", "--limit", "40", "--iw-samples", "64",
-                "--mc-samples", "64", "--json", "--device", "cpu")
+                "--mc-samples", "64", "--samples", "0", "--json", "--device", "cpu")
     report = json.loads(result.stdout)
-    assert report["dataset"] == "mnist-mini" and report["split"] == "test" and report["images"] == 40
-    estimates = report["estimates"]
-    assert estimates["importance_weighted"]["nats"] >= estimates["elbo"]["nats"]
-    assert estimates["prior_monte_carlo"]["nats"] < estimates["importance_weighted"]["nats"]
-    assert estimates["prior_monte_carlo"]["mean_ess"] < estimates["importance_weighted"]["mean_ess"]
-    for estimate in estimates.values():
+    assert report["dataset"] == "mnist-mini" and report["split"] == "test"
+    assert "sample_quality" not in report
+    likelihood = report["likelihood"]
+    assert likelihood["images"] == 40
+    assert likelihood["importance_weighted"]["nats"] >= likelihood["elbo"]["nats"]
+    assert likelihood["prior_monte_carlo"]["nats"] < likelihood["importance_weighted"]["nats"]
+    assert likelihood["prior_monte_carlo"]["mean_ess"] < likelihood["importance_weighted"]["mean_ess"]
+    for name in ("elbo", "importance_weighted", "prior_monte_carlo"):
+        estimate = likelihood[name]
         assert estimate["bits_per_dim"] == pytest.approx(-estimate["nats"] / (784 * 0.6931471805599453))
     for words in ("importance-weighted", "prior Monte-Carlo", "bits/dim"):
         assert words in result.stderr
     again = json.loads(ok("eval", "vae", folder / "run" / "best.safetensors", "--limit", "40", "--iw-samples",
-                          "64", "--mc-samples", "0", "--json").stdout)
-    assert "prior_monte_carlo" not in again["estimates"]
-    assert again["estimates"]["importance_weighted"] == estimates["importance_weighted"]  # seeded
+                          "64", "--mc-samples", "0", "--samples", "0", "--json").stdout)
+    assert "prior_monte_carlo" not in again["likelihood"]
+    assert again["likelihood"]["importance_weighted"] == likelihood["importance_weighted"]  # seeded
+    fails(1, "eval", "vae", folder / "run" / "best.safetensors", "--iw-samples", "0", "--samples", "0",
+          message="nothing to evaluate")
 
 
 def test_training_without_a_dataset_falls_back_with_a_warning_and_records_it():
@@ -171,7 +176,10 @@ def test_static_binarization_trains(tmp_path):
         (["sample", "vae", "-n", "0"], "Invalid value"),
         (["sample", "vqvae"], "Invalid value"),
         (["manifold", "vae", "--grid", "1"], "Invalid value"),
-        (["eval", "vae", "--iw-samples", "0"], "Invalid value"),
+        (["eval", "vae", "--iw-samples", "-1"], "Invalid value"),
+        (["eval", "vae", "--samples", "-5"], "Invalid value"),
+        (["interpolate", "vae", "--classes", "3,x"], "two digits"),
+        (["interpolate", "vae", "--method", "cubic"], "Invalid value"),
         (["eval", "vae", "--split", "dev"], "Invalid value"),
     ],
 )
@@ -225,8 +233,8 @@ def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(monkeypatch):
 
     healthy = VAE.training_step
 
-    def diverging(self, batch):
-        metrics = healthy(self, batch)
+    def diverging(self, batch, labels=None):
+        metrics = healthy(self, batch, labels)
         return {**metrics, "loss": metrics["loss"] * float("nan")}
 
     monkeypatch.setattr(VAE, "training_step", diverging)

@@ -119,7 +119,7 @@ def test_a_collapsing_gan_stops_with_the_last_good_checkpoint(monkeypatch):
     from dgm_cli.cli import app
 
     healthy = GAN.training_step
-    monkeypatch.setattr(GAN, "training_step", lambda self, batch: {**healthy(self, batch), "g_loss": torch.tensor(float("inf"))})
+    monkeypatch.setattr(GAN, "training_step", lambda self, batch, labels=None: {**healthy(self, batch), "g_loss": torch.tensor(float("inf"))})
     result = CliRunner().invoke(app, ["train", "gan", "--epochs", "1", "--dataset", "mnist-mini", "--out", "bad"])
     assert result.exit_code == 1 and "training diverged in epoch 1 (train_g_loss = inf)" in result.stderr
 

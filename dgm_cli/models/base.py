@@ -2,10 +2,12 @@
 
 Optional abilities are declared in `capabilities` rather than probed with
 hasattr, so `dgm models` can list them and a command can refuse early:
+  "sample"             sample(n) draws images (every generative model; not the classifier)
   "latent"             decode_images(z) from a standard-normal latent of size latent_dim
   "manifold"           manifold(grid, edge) for a 2-D latent space
   "latent_likelihood"  log_weights(x, k, proposal=...) for ELBO and importance sampling
-  "encoder"            encode(x) -> (mean, log-variance) of q(z|x), for interpolating between images
+  "encoder"            encode_images(x) -> latents of real images, for interpolating between them
+  "classifier"         forward(x) -> class logits and features(x) -> the penultimate layer
 """
 
 import torch
@@ -41,15 +43,23 @@ class GenerativeModel(nn.Module):
         """The optimizers, created once by the trainer (a manual model keeps them for its own steps)."""
         raise NotImplementedError
 
+    def learning_rate_factor(self, progress: float) -> float:
+        """The share of the configured learning rate to use at `progress` (0 at the first step, 1 at the end)."""
+        return 1.0
+
     def prepare_split(self, images: torch.Tensor, *, train: bool, generator: torch.Generator) -> torch.Tensor:
         """Turn a uint8 split into what the steps take, once, before training (identity by default)."""
         return images
 
-    def training_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Batch means of the metrics; "loss" is the one the trainer back-propagates."""
+    def training_step(self, batch: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Batch means of the metrics; "loss" is the one the trainer back-propagates.
+
+        batch: uint8 images (B, 28, 28) from prepare_split; labels: their classes, which the
+        generative models ignore and the classifier learns from.
+        """
         raise NotImplementedError
 
-    def validation_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+    def validation_step(self, batch: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     @property

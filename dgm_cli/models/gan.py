@@ -74,7 +74,7 @@ def logit_loss(logits: torch.Tensor, target: float) -> torch.Tensor:
 
 
 class GAN(GenerativeModel):
-    capabilities = frozenset({"latent"})
+    capabilities = frozenset({"sample", "latent"})
     manual_optimization = True
     monitor = None  # no held-out number says one GAN epoch is better than another: only last.safetensors
     headline_metrics = ("d_loss", "g_loss", "d_real", "d_fake")
@@ -115,7 +115,7 @@ class GAN(GenerativeModel):
         generator = self.generator_ema if averaged and self.generator_ema is not None else self.generator
         return ((generator(z) + 1) / 2).view(-1, *IMAGE_SHAPE)
 
-    def training_step(self, batch):
+    def training_step(self, batch, labels=None):
         real = self.scale(batch)
         fake = self.generator(torch.randn(len(real), self.latent_dim, device=real.device))
 
@@ -150,7 +150,7 @@ class GAN(GenerativeModel):
         for averaged_buffer, live_buffer in zip(self.generator_ema.buffers(), self.generator.buffers()):
             averaged_buffer.copy_(live_buffer)
 
-    def validation_step(self, batch):
+    def validation_step(self, batch, labels=None):
         real = self.scale(batch)
         fake = self.generator(torch.randn(len(real), self.latent_dim, device=real.device))
         real_logits, fake_logits = self.discriminator(real), self.discriminator(fake)

@@ -66,7 +66,7 @@ def standard_normal_log_density(z: torch.Tensor) -> torch.Tensor:
 
 
 class VAE(GenerativeModel):
-    capabilities = frozenset({"latent", "encoder", "manifold", "latent_likelihood"})
+    capabilities = frozenset({"sample", "latent", "encoder", "manifold", "latent_likelihood"})
     pixel_distribution = "bernoulli"
     monitor = ("elbo", "max")
     headline_metrics = ("elbo",)
@@ -132,12 +132,12 @@ class VAE(GenerativeModel):
         kl = gaussian_kl(mean, logvar)
         return {"elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
 
-    def training_step(self, batch):
+    def training_step(self, batch, labels=None):
         terms = self.elbo(self.binary_pixels(batch))
         means = {name: value.mean() for name, value in terms.items()}
         return {"loss": -means["elbo"], **{name: value.detach() for name, value in means.items()}}
 
-    def validation_step(self, batch):
+    def validation_step(self, batch, labels=None):
         return {name: value.mean() for name, value in self.elbo(self.binary_pixels(batch)).items()}
 
     def log_weights(self, batch: torch.Tensor, k: int, *, proposal: str) -> torch.Tensor:

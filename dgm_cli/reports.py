@@ -1,0 +1,78 @@
+"""Human-readable evaluation reports: rich tables on stderr, from the dicts `dgm eval --json` prints."""
+
+from rich.table import Table
+
+LIKELIHOODS = ("elbo", "importance_weighted", "prior_monte_carlo")
+
+
+def title(report: dict, what: str, count: int) -> str:
+    return f"{report['model']}: {what}, {report['dataset']} {report['split']} ({count:,} images)"
+
+
+def print_likelihood(console, report: dict) -> None:
+    section = report["likelihood"]
+    table = Table(title=title(report, "log-likelihood", section["images"]))
+    for column in ("estimator", "log p(x) [nats]", "± s.e.", "bits/dim", "mean ESS"):
+        table.add_column(column, justify="left" if column == "estimator" else "right")
+    for name in LIKELIHOODS:
+        if name not in section:
+            continue
+        summary = section[name]
+        ess = "" if summary["mean_ess"] is None else f"{summary['mean_ess']:.1f} of {summary['samples']}"
+        table.add_row(
+            summary["label"],
+            f"{summary['nats']:.2f}",
+            f"{summary['standard_error']:.2f}",
+            f"{summary['bits_per_dim']:.4f}",
+            ess,
+        )
+    console.print(table)
+    gap = section["importance_weighted"]["nats"] - section["elbo"]["nats"]
+    console.print(f"importance-weighted minus ELBO: {gap:+.2f} nats (never negative: Jensen's inequality)")
+    if "prior_monte_carlo" in section:
+        prior, weighted = section["prior_monte_carlo"], section["importance_weighted"]
+        console.print(
+            f"prior Monte-Carlo minus importance-weighted: {prior['nats'] - weighted['nats']:+.2f} nats; "
+            f"the prior's draws carry a mean ESS of {prior['mean_ess']:.1f} of {prior['samples']}, "
+            f"the posterior's {weighted['mean_ess']:.1f} of {weighted['samples']}"
+        )
+
+
+def print_sample_quality(console, report: dict) -> None:
+    section = report["sample_quality"]
+    model, floor = section["model"], section["real_floor"]
+    table = Table(
+        title=f"{report['model']}: sample quality, {section['samples']:,} samples against "
+        f"{section['reference_images']:,} {report['dataset']} {report['split']} images"
+    )
+    table.add_column("metric")
+    table.add_column("model", justify="right")
+    table.add_column(f"real floor ({floor['images']:,} {section['floor_split']} images)", justify="right")
+    table.add_column("better")
+    rows = [
+        ("FID", "fid", "{:.3f}", "lower"),
+        ("KID", "kid", "{:.5f}", "lower"),
+        ("precision (k=3)", "precision", "{:.3f}", "higher"),
+        ("recall (k=3)", "recall", "{:.3f}", "higher"),
+        ("Inception Score (max 10)", "inception_score", "{:.3f}", "higher"),
+        ("class entropy, bits (max 3.32)", "entropy_bits", "{:.3f}", "higher"),
+        ("classes with >= 5% of images", "classes_at_5_percent", "{}", "10"),
+    ]
+    for label, key, style, better in rows:
+        table.add_row(label, style.format(model[key]), style.format(floor[key]), better)
+    console.print(table)
+    histogram = "  ".join(f"{digit}:{count}" for digit, count in enumerate(model["histogram"]))
+    console.print(f"classes of the samples (classifier's argmax): {histogram}", markup=False)
+
+
+def print_classification(console, report: dict) -> None:
+    section = report["classification"]
+    console.print(
+        f"{title(report, 'classification', section['images'])}: accuracy {section['accuracy']:.4%}, "
+        f"loss {section['loss']:.4f}",
+        markup=False,
+    )
+    per_class = "  ".join(
+        f"{digit}:{'-' if accuracy is None else f'{accuracy:.3f}'}" for digit, accuracy in enumerate(section["per_class_accuracy"])
+    )
+    console.print(f"per-class accuracy: {per_class}", markup=False)
