@@ -347,9 +347,13 @@ def _parse_digit_pair(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
-class Method(str, Enum):
-    linear = "linear"
-    slerp = "slerp"
+def _method_enum():
+    from dgm_cli.interpolate import METHODS
+
+    return Enum("Method", {name: name for name in METHODS}, type=str)
+
+
+Method = _method_enum()
 
 
 @app.command()

@@ -83,7 +83,6 @@ def train(model_name: str, config, dataset: Dataset, settings: RunSettings, cons
     optimizers = model.configure_optimizers()
     train_images = model.prepare_split(dataset.train.images, train=True, generator=data_generator).to(device)
     val_images = model.prepare_split(dataset.val.images, train=False, generator=data_generator).to(device)
-    test_images = model.prepare_split(dataset.test.images, train=False, generator=data_generator).to(device)
     train_labels, val_labels = dataset.train.labels.to(device), dataset.val.labels.to(device)
 
     run_facts = {"seed": seed, "device": str(device), "torch": torch.__version__, "dgm": __version__}
@@ -185,6 +184,8 @@ def train(model_name: str, config, dataset: Dataset, settings: RunSettings, cons
             )
 
     # The final model's test-split metrics, recorded for the report and never used to choose anything.
+    # data_generator is used for nothing else, so preparing the test split here draws what it would have at start-up.
+    test_images = model.prepare_split(dataset.test.images, train=False, generator=data_generator).to(device)
     history[-1].update(validate(model, test_images, dataset.test.labels.to(device), prefix="test_"))
     save_progress(history[-1], is_best=False)
     if settings.checkpoint_dir is not None:
