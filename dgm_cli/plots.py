@@ -40,7 +40,9 @@ def save_image_grid(images: torch.Tensor, path: Path, *, nrow: int | None = None
     return path
 
 
-def save_curves(history: list[dict], path: Path, *, title: str, reference_lines: dict[str, float] | None = None) -> Path:
+def save_curves(
+    history: list[dict], path: Path, *, title: str, reference_lines: dict[str, tuple[float, str]] | None = None
+) -> Path:
     """One panel per named metric, train and validation on the same axes.
 
     "loss" is left out: it is the optimizer's view of a metric that has its own
@@ -65,7 +67,8 @@ def save_curves(history: list[dict], path: Path, *, title: str, reference_lines:
             if points:
                 axis.plot(*zip(*points), style, markersize=3, label=split)
         if reference_lines and name in reference_lines:
-            axis.axhline(reference_lines[name], color="grey", linestyle="--", linewidth=1, label="equilibrium")
+            value, label = reference_lines[name]
+            axis.axhline(value, color="grey", linestyle="--", linewidth=1, label=label)
         axis.set_xlabel("epoch")
         axis.set_ylabel(name)
         axis.grid(alpha=0.3)

@@ -2,7 +2,8 @@
 
 from rich.table import Table
 
-LIKELIHOODS = ("elbo", "importance_weighted", "prior_monte_carlo")
+# A VAE's three estimators and a flow's two; the table lists them in the order the report holds them.
+LIKELIHOODS = ("elbo", "importance_weighted", "prior_monte_carlo", "dequantized")
 
 
 def title(report: dict, what: str, count: int) -> str:
@@ -12,11 +13,9 @@ def title(report: dict, what: str, count: int) -> str:
 def print_likelihood(console, report: dict) -> None:
     section = report["likelihood"]
     table = Table(title=title(report, "log-likelihood", section["images"]))
-    for column in ("estimator", "log p(x) [nats]", "± s.e.", "bits/dim", "mean ESS"):
+    for column in ("estimator", "log p(x) [nats]", "± s.e.", "bits/dim", "± s.e.", "mean ESS"):
         table.add_column(column, justify="left" if column == "estimator" else "right")
-    for name in LIKELIHOODS:
-        if name not in section:
-            continue
+    for name in (name for name in section if name in LIKELIHOODS):
         summary = section[name]
         ess = "" if summary["mean_ess"] is None else f"{summary['mean_ess']:.1f} of {summary['samples']}"
         table.add_row(
@@ -24,13 +23,19 @@ def print_likelihood(console, report: dict) -> None:
             f"{summary['nats']:.2f}",
             f"{summary['standard_error']:.2f}",
             f"{summary['bits_per_dim']:.4f}",
+            f"{summary['bits_per_dim_standard_error']:.4f}",
             ess,
         )
     console.print(table)
-    gap = section["importance_weighted"]["nats"] - section["elbo"]["nats"]
-    console.print(f"importance-weighted minus ELBO: {gap:+.2f} nats (never negative: Jensen's inequality)")
+    weighted = section.get("importance_weighted")
+    if "elbo" in section:
+        gap = weighted["nats"] - section["elbo"]["nats"]
+        console.print(f"importance-weighted minus ELBO: {gap:+.2f} nats (never negative: Jensen's inequality)")
+    if "dequantized" in section and weighted is not None:
+        gap = weighted["nats"] - section["dequantized"]["nats"]
+        console.print(f"importance-weighted minus dequantized: {gap:+.2f} nats (never negative: Jensen's inequality)")
     if "prior_monte_carlo" in section:
-        prior, weighted = section["prior_monte_carlo"], section["importance_weighted"]
+        prior = section["prior_monte_carlo"]
         console.print(
             f"prior Monte-Carlo minus importance-weighted: {prior['nats'] - weighted['nats']:+.2f} nats; "
             f"the prior's draws carry a mean ESS of {prior['mean_ess']:.1f} of {prior['samples']}, "

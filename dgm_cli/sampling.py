@@ -10,17 +10,19 @@ from dgm_cli.errors import DgmError
 
 
 @torch.no_grad()
-def sample_images(model, n: int, *, seed: int, binary: bool = False, raw: bool = False) -> torch.Tensor:
+def sample_images(
+    model, n: int, *, seed: int, binary: bool = False, raw: bool = False, temperature: float = 1.0
+) -> torch.Tensor:
     """n images (n, 1, 28, 28) in [0, 1].
 
     binary: a Bernoulli draw from each pixel's probability; raw: the live weights of a model that
-    also keeps a moving average of them.
+    also keeps a moving average of them; temperature: the standard deviation of the latent draws.
     """
     if raw and not model.keeps_average:
         raise DgmError("this checkpoint keeps no moving average of its weights (train with --ema); leave out --raw")
     model.eval()
     generator = torch.Generator().manual_seed(seed)
-    images = model.sample(n, generator=generator, averaged=not raw)
+    images = model.sample(n, generator=generator, averaged=not raw, temperature=temperature)
     if binary:
         if model.pixel_distribution != "bernoulli":
             raise DgmError("binary draws need a model with Bernoulli pixels (the vae); leave out --binary")

@@ -132,6 +132,7 @@ def train(model_name: str, config, dataset: Dataset, settings: RunSettings, cons
     steps_per_epoch = math.ceil(n / batch_size)
     refresh_every = max(1, steps_per_epoch // 20)
     total_steps = max(1, config.epochs * steps_per_epoch)
+    max_grad_norm = getattr(config, "max_grad_norm", 0.0)  # a config field of the models that offer clipping
     base_rates = [[group["lr"] for group in optimizer.param_groups] for optimizer in optimizers]
     with make_progress(console, extra="{task.fields[status]}") as progress:
         task = progress.add_task("training", total=config.epochs * steps_per_epoch, status="")
@@ -151,6 +152,8 @@ def train(model_name: str, config, dataset: Dataset, settings: RunSettings, cons
                 if not model.manual_optimization:
                     optimizers[0].zero_grad(set_to_none=True)
                     metrics["loss"].backward()
+                    if max_grad_norm > 0:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
                     optimizers[0].step()
                 step += 1
                 for name, value in metrics.items():

@@ -5,7 +5,8 @@ hasattr, so `dgm models` can list them and a command can refuse early:
   "sample"             sample(n) draws images (every generative model; not the classifier)
   "latent"             decode_images(z) from a standard-normal latent of size latent_dim
   "manifold"           manifold(grid, edge) for a 2-D latent space
-  "latent_likelihood"  log_weights(x, k, proposal=...) for ELBO and importance sampling
+  "latent_likelihood"  log_weights(x, k, proposal="posterior"|"prior") for ELBO and importance sampling
+  "exact_likelihood"   log_density(w) of dequantised pixels, and log_weights(x, k, proposal="dequantization")
   "encoder"            encode_images(x) -> latents of real images, for interpolating between them
   "classifier"         forward(x) -> class logits and features(x) -> the penultimate layer
 """
@@ -26,8 +27,8 @@ class GenerativeModel(nn.Module):
     manual_optimization: bool = False
     # The metrics the progress bar and the per-epoch line show.
     headline_metrics: tuple[str, ...] = ("loss",)
-    # Horizontal reference lines in curves.png, by metric name.
-    reference_lines: dict[str, float] = {}
+    # Horizontal reference lines in curves.png: metric name -> (value, legend label).
+    reference_lines: dict[str, tuple[float, str]] = {}
     # How many samples the trainer draws into each samples/epoch_XXX.png.
     training_samples: int = 64
 
@@ -67,9 +68,12 @@ class GenerativeModel(nn.Module):
         """True when the model keeps a moving average of its weights that sampling uses by default."""
         return False
 
-    def sample(self, n: int, *, generator: torch.Generator | None = None, averaged: bool = True) -> torch.Tensor:
+    def sample(
+        self, n: int, *, generator: torch.Generator | None = None, averaged: bool = True, temperature: float = 1.0
+    ) -> torch.Tensor:
         """n images (n, 1, 28, 28) with values in [0, 1]; noise comes from `generator` (a CPU one).
 
-        averaged=False samples from the live weights of a model that keeps an average.
+        averaged=False samples from the live weights of a model that keeps an average;
+        temperature scales the standard deviation of the latent draws (below 1: fewer, cleaner modes).
         """
         raise NotImplementedError

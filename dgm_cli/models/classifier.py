@@ -107,7 +107,7 @@ class Classifier(GenerativeModel):
         logits = self(batch.float() / 255)
         return {"loss": F.cross_entropy(logits, labels), "accuracy": (logits.argmax(1) == labels).float().mean()}
 
-    def sample(self, n, *, generator=None, averaged=True):
+    def sample(self, n, *, generator=None, averaged=True, temperature=1.0):
         raise DgmError("a classifier draws no samples; sample from a generative model")
 
 

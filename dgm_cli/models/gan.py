@@ -81,7 +81,10 @@ class GAN(GenerativeModel):
     training_samples = 25
     # At the game's equilibrium D = 1/2 everywhere and the discriminator's loss is log 4 (seed 2.3).
     # and the generator's non-saturating loss -log D(G(z)) is log 2.
-    reference_lines = {"d_real": 0.5, "d_fake": 0.5, "d_loss": math.log(4), "g_loss": math.log(2)}
+    reference_lines = {
+        name: (value, "equilibrium")
+        for name, value in {"d_real": 0.5, "d_fake": 0.5, "d_loss": math.log(4), "g_loss": math.log(2)}.items()
+    }
 
     def __init__(self, config: GANConfig):
         super().__init__(config)
@@ -160,8 +163,8 @@ class GAN(GenerativeModel):
             "d_fake": torch.sigmoid(fake_logits).mean(),
         }
 
-    def sample(self, n, *, generator=None, averaged=True):
-        z = torch.randn(n, self.latent_dim, generator=generator).to(self.device)
+    def sample(self, n, *, generator=None, averaged=True, temperature=1.0):
+        z = temperature * torch.randn(n, self.latent_dim, generator=generator).to(self.device)
         return self.decode_images(z, averaged=averaged)
 
 

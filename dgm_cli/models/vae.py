@@ -160,8 +160,8 @@ class VAE(GenerativeModel):
         log_qz = -0.5 * (eps.square() + logvar[:, None] + LOG_2PI).sum(-1)
         return log_px_z + standard_normal_log_density(z) - log_qz
 
-    def sample(self, n, *, generator=None, averaged=True):
-        z = torch.randn(n, self.latent_dim, generator=generator).to(self.device)
+    def sample(self, n, *, generator=None, averaged=True, temperature=1.0):
+        z = temperature * torch.randn(n, self.latent_dim, generator=generator).to(self.device)
         return self.decode_images(z)
 
     def manifold(self, grid: int, edge: float = 0.05) -> torch.Tensor:

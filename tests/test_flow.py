@@ -1,0 +1,313 @@
+"""The flows: invertibility, log-determinants against brute-force Jacobians, closed forms of the untrained model."""
+
+import math
+
+import pytest
+import torch
+from torch.distributions import AffineTransform, Independent, Normal, SigmoidTransform, TransformedDistribution
+
+from dgm_cli.checkpoint import load_checkpoint, save_checkpoint
+from dgm_cli.data import PIXELS, load_dataset
+from dgm_cli.evaluate import dequantized_log_likelihood
+from dgm_cli.models.flow import (
+    ActNorm,
+    ConvCoupling,
+    InvertibleConv1x1,
+    MLPCoupling,
+    SplitPrior,
+    checkerboard_order,
+    squeeze,
+    to_logit_space,
+    unsqueeze,
+)
+from dgm_cli.registry import create_model
+
+ARCHS = ("realnvp-mlp", "realnvp-ms")
+SMALL = {"realnvp-mlp": {"hidden": 16, "couplings": 4}, "realnvp-ms": {"channels": 8, "steps": 2}}
+ALPHA = 1e-5
+
+
+def perturbed(module: torch.nn.Module, scale: float = 0.1, seed: int = 0) -> torch.nn.Module:
+    """Move every parameter off its initial value, so no layer is the identity its zero init makes it."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.add_(scale * torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
+    return module
+
+
+def small_flow(arch: str, *, trained_look: bool = True):
+    torch.manual_seed(0)
+    model = create_model("flow", arch=arch, **SMALL[arch])
+    if trained_look:
+        perturbed(model)
+        for layer in model.modules():
+            if isinstance(layer, ActNorm):
+                layer.initialized.fill_(1)
+    return model.eval()
+
+
+def brute_force_logdet(function, x: torch.Tensor) -> torch.Tensor:
+    """log |det J| of a map of one flat vector, from autograd's full Jacobian (float64)."""
+    jacobian = torch.func.jacrev(function)(x)
+    return torch.linalg.slogdet(jacobian.reshape(x.numel(), -1))[1]
+
+
+def images(count: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 256, (count, 28, 28), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+
+
+# ---------------------------------------------------------------- invertibility
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_image_to_latent_to_image_round_trip_in_float32(arch):
+    model = small_flow(arch)
+    z0, _ = to_logit_space(model.dequantize(images(8)), ALPHA)
+    z, _ = model.body(z0)
+    assert z.shape == (8, PIXELS)
+    torch.testing.assert_close(model.body.inverse(z), z0, atol=1e-4, rtol=0)
+    # and the other way: a latent through the inverse and back
+    latent = torch.randn(8, PIXELS, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(model.body(model.body.inverse(latent))[0], latent, atol=1e-4, rtol=0)
+
+
+def test_pixels_come_back_from_the_logit_space():
+    from dgm_cli.models.flow import from_logit_space
+
+    w = torch.rand(3, PIXELS, dtype=torch.float64) * 256
+    torch.testing.assert_close(from_logit_space(to_logit_space(w, ALPHA)[0], ALPHA) * 256, w)
+
+
+def test_squeeze_is_a_permutation_with_an_inverse():
+    x = torch.arange(2 * 3 * 4 * 6, dtype=torch.float32).view(2, 3, 4, 6)
+    squeezed = squeeze(x)
+    assert squeezed.shape == (2, 12, 2, 3)
+    assert torch.equal(squeezed.flatten().sort().values, x.flatten())
+    assert torch.equal(unsqueeze(squeezed), x)
+    # each 2x2 patch becomes the four channels of one position
+    assert squeezed[0, :4, 0, 0].tolist() == [x[0, 0, 0, 0], x[0, 0, 0, 1], x[0, 0, 1, 0], x[0, 0, 1, 1]]
+
+
+def test_checkerboard_halves_alternate_like_a_board():
+    order = checkerboard_order(28, 28)
+    assert sorted(order.tolist()) == list(range(PIXELS))
+    first = set(order[: PIXELS // 2].tolist())
+    assert 0 in first and 1 not in first and 28 not in first and 29 in first
+
+
+# ---------------------------------------------------------------- log-determinants, layer by layer
+
+
+def layer_cases():
+    torch.manual_seed(0)
+    cases = {}
+    coupling = perturbed(MLPCoupling(5, 7, hidden=6)).double()
+    cases["mlp coupling"] = (lambda v: torch.cat([v[:5], coupling(v[None, :5], v[None, 5:])[0][0]]),
+                             lambda v: coupling(v[None, :5], v[None, 5:])[1][0], 12)
+    shape = (4, 3, 3)
+    for name, layer in {
+        "actnorm": perturbed(ActNorm(4)),
+        "1x1 convolution": perturbed(InvertibleConv1x1(4)),
+        "conv coupling": perturbed(ConvCoupling(4, hidden=5)),
+    }.items():
+        layer = layer.double().eval()
+        if isinstance(layer, ActNorm):
+            layer.initialized.fill_(1)
+        cases[name] = (lambda v, layer=layer: layer(v.view(1, *shape))[0].flatten(),
+                       lambda v, layer=layer: layer(v.view(1, *shape))[1][0], 36)
+    split = perturbed(SplitPrior(4, hidden=5)).double()
+
+    def split_map(v):
+        kept, eps, _ = split(v.view(1, *shape))
+        return torch.cat([kept.flatten(), eps.flatten()])
+
+    cases["split prior"] = (split_map, lambda v: split(v.view(1, *shape))[2][0], 36)
+    cases["logit preprocessing"] = (lambda v: to_logit_space(v[None], ALPHA)[0][0],
+                                    lambda v: to_logit_space(v[None], ALPHA)[1][0], 10)
+    return cases
+
+
+@pytest.mark.parametrize("name", list(layer_cases()))
+def test_each_layer_logdet_equals_the_brute_force_jacobian(name):
+    function, logdet, size = layer_cases()[name]
+    x = torch.rand(size, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 200 + 20
+    if name != "logit preprocessing":
+        x = (x - 120) / 60
+    torch.testing.assert_close(logdet(x), brute_force_logdet(function, x), rtol=1e-9, atol=1e-8)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_whole_flow_logdet_equals_the_brute_force_jacobian(arch):
+    model = small_flow(arch).double()
+    w = model.dequantize(images(1, seed=4)).double()[0]
+    latent = lambda v: model.forward_with_logdet(v[None])[0][0]  # noqa: E731
+    logdet = model.forward_with_logdet(w[None])[1][0]
+    torch.testing.assert_close(logdet, brute_force_logdet(latent, w), rtol=1e-9, atol=1e-6)
+
+
+# ---------------------------------------------------------------- the untrained model in closed form
+
+
+def preprocessing_distribution() -> TransformedDistribution:
+    """What an identity flow is: a standard normal pushed through sigmoid, the margin and the 256 scale."""
+    base = Independent(Normal(torch.zeros(PIXELS, dtype=torch.float64), torch.ones(PIXELS, dtype=torch.float64)), 1)
+    margin = AffineTransform(loc=-ALPHA / (1 - 2 * ALPHA), scale=1 / (1 - 2 * ALPHA))
+    return TransformedDistribution(base, [SigmoidTransform(), margin, AffineTransform(0.0, 256.0)])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fresh_model_density_is_its_preprocessing(arch):
+    torch.manual_seed(0)
+    # zero-initialised couplings and split priors, actnorm before its first training batch: identities
+    model = create_model("flow", arch=arch, **SMALL[arch]).double().eval()
+    w = model.dequantize(images(6)).double()
+    # rtol 1e-8 of about 5,000 nats: the 1x1 convolutions' rotations were drawn in float32
+    torch.testing.assert_close(model.log_density(w), preprocessing_distribution().log_prob(w), rtol=1e-8, atol=1e-6)
+    bpd = model.validation_step(images(6))["bpd"]
+    assert 7 < bpd.item() < 9  # about 8 bits: uniform noise costs nothing less than the 8 bits of a byte
+
+
+def exact_log_probability_of_an_identity_flow(x: torch.Tensor) -> torch.Tensor:
+    """log P(x) for integer images under the untrained flow: per pixel, the mass of [x, x + 1)."""
+    x = x.flatten(1).double()
+
+    def cdf(w):
+        y = ALPHA + (1 - 2 * ALPHA) * w / 256
+        return torch.special.ndtr(torch.logit(y))
+
+    return torch.log(cdf(x + 1) - cdf(x)).sum(1)
+
+
+def test_dequantized_bounds_approach_the_exact_discrete_probability():
+    torch.manual_seed(0)
+    model = create_model("flow", **SMALL["realnvp-mlp"]).double().eval()
+    # Mid-range pixels, where the density is nearly flat across each unit cube, and ten dark ones,
+    # where it is not (next to the logit's edge): those open a Jensen gap of about 1.5 nats each.
+    x = torch.randint(90, 170, (4, PIXELS), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    x[:, :10] = torch.randint(0, 3, (4, 10), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    exact = exact_log_probability_of_an_identity_flow(x)
+    estimates = dequantized_log_likelihood(model, x.view(4, 28, 28), seed=0, draws=200, batch_size=2)
+    single, weighted = estimates["dequantized"].per_image, estimates["importance_weighted"].per_image
+    assert (single < exact - 5).all()  # Jensen: E log p(x + u) <= log E p(x + u) = log P(x)
+    assert (weighted >= single).all()
+    assert ((exact - weighted).abs() < 0.25 * (exact - single)).all()
+
+
+# ---------------------------------------------------------------- training, sampling, latents
+
+
+def test_actnorm_starts_from_the_first_batch_statistics():
+    layer = ActNorm(3).train()
+    x = torch.randn(64, 3, 5, 5) * torch.tensor([2.0, 0.5, 7.0]).view(1, 3, 1, 1) + 4
+    y, _ = layer(x)
+    torch.testing.assert_close(y.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(y.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-4, rtol=0)
+    assert layer.initialized.item() == 1
+    before = layer.log_scale.detach().clone()
+    layer(x * 3)  # a later batch does not re-initialise
+    assert torch.equal(layer.log_scale.detach(), before)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_a_few_steps_on_one_batch_lower_bits_per_dim(arch):
+    torch.manual_seed(0)
+    model = create_model("flow", arch=arch, **SMALL[arch]).train()
+    optimizer = model.configure_optimizers()[0]
+    batch = load_dataset("mnist-mini", None).train.images[:64]
+    first = model.training_step(batch)["bpd"].item()
+    for _ in range(30):
+        loss = model.training_step(batch)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert model.training_step(batch)["bpd"].item() < first - 0.3
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_samples_are_seeded_images_and_temperature_zero_is_the_mode_of_the_latent(arch):
+    model = small_flow(arch)
+    draw = lambda seed, t=1.0: model.sample(5, generator=torch.Generator().manual_seed(seed), temperature=t)  # noqa: E731
+    first = draw(1)
+    assert first.shape == (5, 1, 28, 28) and 0 <= first.min() and first.max() <= 1
+    assert torch.equal(first, draw(1)) and not torch.equal(first, draw(2))
+    cold = draw(1, 0.0)
+    torch.testing.assert_close(cold, cold[:1].expand_as(cold))  # every draw is the decoded zero latent
+    torch.testing.assert_close(cold[:1], model.decode_images(torch.zeros(1, PIXELS)))
+
+
+def test_encoding_an_image_and_decoding_it_returns_the_pixel_centres():
+    model = small_flow("realnvp-ms")
+    batch = images(3, seed=6)
+    decoded = model.decode_images(model.encode_images(batch)) * 256
+    torch.testing.assert_close(decoded.view(3, 28, 28), batch.double().float() + 0.5, atol=2e-3, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_checkpoint_round_trip_keeps_the_density(arch, tmp_path):
+    model = small_flow(arch)
+    save_checkpoint(tmp_path / "flow.safetensors", model, model_name="flow", config=model.config, data={}, train={})
+    loaded, _ = load_checkpoint(tmp_path / "flow.safetensors", expected_model="flow")
+    w = model.dequantize(images(4))
+    torch.testing.assert_close(loaded.eval().log_density(w), model.log_density(w), rtol=0, atol=0)
+
+
+def test_bits_per_dim_and_nats_agree():
+    model = small_flow("realnvp-mlp")
+    torch.manual_seed(0)
+    bpd = model.bits_per_dim(images(3))
+    torch.manual_seed(0)
+    nats = model.log_density(model.dequantize(images(3)))
+    torch.testing.assert_close(bpd, -nats / (PIXELS * math.log(2)))
+
+
+# ---------------------------------------------------------------- the commands, on the bundled subset
+
+
+def dgm(*args):
+    from typer.testing import CliRunner
+
+    from dgm_cli.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_train_sample_eval_and_interpolate_a_flow(arch, tmp_path):
+    import json
+
+    from PIL import Image
+
+    sizes = [f"--{name}={value}" for name, value in SMALL[arch].items()]
+    trained = dgm("train", "flow", "--arch", arch, *sizes, "--epochs", "1", "--dataset", "mnist-mini",
+                  "--out", "run", "--checkpoint-dir", "ckpt", "--max-grad-norm", "50", "--device", "cpu", "--json")
+    final = json.loads(trained.stdout)["final"]
+    assert final["val_bpd"] < 7  # one epoch on 5,000 digits is already far below the 8 bits of noise
+    history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    # untrained, mostly-black digits sit deep in the logit's tails: far above 8 bits
+    assert [r["epoch"] for r in history] == [0, 1] and history[0]["val_bpd"] > 20
+    assert {"train_bpd", "test_bpd"} <= set(history[-1])
+    for name in ("curves.png", "samples/epoch_000.png", "samples/epoch_001.png", "best.safetensors"):
+        assert (tmp_path / "run" / name).is_file(), name
+
+    dgm("sample", "flow", "ckpt/flow.safetensors", "-n", "16", "--temperature", "0.7", "--out", "cold.png")
+    assert Image.open("cold.png").size == (2 * (4 * 30 + 2),) * 2  # 4x4 digits of 28 + 2 padding, drawn at 2x
+
+    report = json.loads(dgm("eval", "flow", "ckpt/flow.safetensors", "--limit", "50", "--dequantization-draws", "4",
+                            "--samples", "100", "--json").stdout)
+    likelihood = report["likelihood"]
+    assert likelihood["images"] == 50
+    assert likelihood["importance_weighted"]["nats"] >= likelihood["dequantized"]["nats"]
+    assert likelihood["dequantized"]["bits_per_dim"] == pytest.approx(
+        -likelihood["dequantized"]["nats"] / (PIXELS * math.log(2))
+    )
+    assert likelihood["dequantized"]["bits_per_dim_standard_error"] > 0
+    assert report["sample_quality"]["model"]["fid"] > 0
+
+    dgm("interpolate", "flow", "ckpt/flow.safetensors", "--rows", "2", "--steps", "3", "--out", "walk.png")
+    dgm("interpolate", "flow", "ckpt/flow.safetensors", "--from-images", "--dataset", "mnist-mini", "--steps", "3",
+        "--out", "real.png")
+    assert Image.open("walk.png").size == (2 * (5 * 30 + 2), 2 * (2 * 30 + 2))  # two rows of 3 steps + 2 ends
+    assert Image.open("real.png").size == (2 * (5 * 30 + 2), 2 * (30 + 2))
