@@ -141,13 +141,18 @@ def _check_shapes(info: CheckpointInfo, model: torch.nn.Module) -> None:
         raise DgmError(f"{info.path} does not match its own {info.model_name} config: {'; '.join(problems)}")
 
 
+def check_checkpoint(path: Path, *, expected_model: str | None = None) -> CheckpointInfo:
+    """read_header, then the tensor names and shapes against a model built on the meta device (no weights read)."""
+    info = read_header(path, expected_model=expected_model)
+    with torch.device("meta"):
+        _check_shapes(info, get_spec(info.model_name).module_class(info.config))
+    return info
+
+
 def load_checkpoint(path: Path, *, expected_model: str | None = None, device: torch.device | str = "cpu"):
     """Return (model in eval mode on `device`, CheckpointInfo)."""
-    info = read_header(path, expected_model=expected_model)
-    module_class = get_spec(info.model_name).module_class
-    with torch.device("meta"):
-        _check_shapes(info, module_class(info.config))
-    model = module_class(info.config)
+    info = check_checkpoint(path, expected_model=expected_model)
+    model = get_spec(info.model_name).module_class(info.config)
     try:
         state = load_file(str(info.path), device="cpu")
     except Exception as error:

@@ -23,7 +23,7 @@ import typer
 
 from dgm_cli import __version__
 from dgm_cli import config as config_tools
-from dgm_cli.errors import DgmError
+from dgm_cli.errors import DgmError, Interrupted
 from dgm_cli.progress import make_progress, stderr_console
 from dgm_cli.registry import get_spec, list_models
 
@@ -57,6 +57,9 @@ def user_errors(command):
                 raise
             typer.echo("error: the device ran out of memory; try a smaller --batch-size or --device cpu", err=True)
             raise typer.Exit(1) from None
+        except Interrupted as stopped:
+            typer.echo(f"interrupted by {stopped}", err=True)
+            raise typer.Exit(130) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
@@ -161,7 +164,11 @@ def _load(model: Enum, checkpoint: Optional[Path], device: str):
 
 # ---------------------------------------------------------------- dgm train MODEL
 
-COMMON_TRAIN_OPTIONS = ("seed", "device", "out", "dataset", "data_dir", "checkpoint_dir", "json_output")
+COMMON_TRAIN_OPTIONS = (
+    "seed", "device", "out", "dataset", "data_dir", "checkpoint_dir", "resume", "save_every", "json_output", "ctx",
+)  # fmt: skip
+# What a resumed run may change: where and how it runs, not what it computes (and --epochs, to extend it).
+RESUME_MAY_CHANGE = {"epochs", "device", "data_dir", "checkpoint_dir", "save_every", "json_output", "resume"}
 
 
 def _parse_epochs(text: str, flag: str) -> tuple[int, ...]:
@@ -222,12 +229,79 @@ def _common_train_parameters() -> list[inspect.Parameter]:
             ],
             Path("checkpoints"),
         ),
+        "resume": (
+            Annotated[
+                Optional[str],
+                typer.Option(
+                    "--resume",
+                    help="Continue the run in this folder from its state.safetensors ('last': the newest run of "
+                    "this model under runs/); its own settings are used, --epochs may extend it.",
+                ),
+            ],
+            None,
+        ),
+        "save_every": (
+            Annotated[
+                int,
+                typer.Option(
+                    "--save-every", min=1, max=100_000, help="Epochs between checkpoints (always at the end and on Ctrl-C)."
+                ),
+            ],
+            1,
+        ),
         "json_output": (JsonOpt, False),
     }
-    return [
+    parameters = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
         for name, (annotation, default) in options.items()
     ]
+    return parameters + [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)]
+
+
+def _resumed_run(model_name: str, values: dict, common: dict):
+    """The run folder, training state, config, seed and dataset of `--resume`, after checking what may change."""
+    from dgm_cli.data import load_dataset
+    from dgm_cli.state import STATE_FILE, load_state
+
+    ctx = common["ctx"]
+    given = [name for name in [*values, *COMMON_TRAIN_OPTIONS] if name != "ctx" and ctx.get_parameter_source(name).name != "DEFAULT"]
+    refused = [f"--{name.replace('_', '-')}" for name in given if name not in RESUME_MAY_CHANGE]
+    if refused:
+        raise DgmError(
+            f"--resume continues a run with its own settings; leave out {', '.join(refused)} "
+            "(only --epochs, --device, --data-dir, --checkpoint-dir and --save-every may be given)"
+        )
+    run = Path(common["resume"])
+    if common["resume"] == "last":
+        runs = [p.parent for p in (Path("runs") / model_name).glob(f"*/{STATE_FILE}")]
+        if not runs:
+            raise DgmError(f"no run of the {model_name} to resume under runs/{model_name}/; name its folder")
+        run = max(runs, key=lambda folder: (folder / STATE_FILE).stat().st_mtime)
+    if not (run / STATE_FILE).is_file():
+        what = "does not exist" if not run.exists() else f"holds no {STATE_FILE}"
+        raise DgmError(f"cannot resume {run}: it {what}; name the folder of a run that dgm train wrote")
+    state = load_state(run / STATE_FILE)
+    if state.model_name != model_name:
+        raise DgmError(f"{run} holds a {state.model_name} run; resume it with dgm train {state.model_name} --resume {run}")
+    try:
+        stored = json.loads((run / "config.json").read_text())
+        seed, data = stored["seed"], stored["data"]
+        if "checkpoint_dir" not in given:  # copy the final model where the run was told to at its start
+            common["checkpoint_dir"] = None if stored.get("checkpoint_dir") is None else Path(stored["checkpoint_dir"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DgmError(f"{run / 'config.json'} is missing or damaged ({error}); the run cannot be resumed") from None
+    config = state.config
+    if "epochs" in given:
+        config = config_tools.from_dict(type(config), {**config_tools.to_dict(config), "epochs": values["epochs"]})
+    if config.epochs < state.epoch:
+        raise DgmError(f"{run} has already trained {state.epoch} epochs; --epochs must be at least that")
+    finished = state.position is None and state.epoch >= config.epochs and any(k.startswith("test_") for k in state.history[-1])
+    if finished:
+        raise DgmError(f"{run} has finished its {config.epochs} epochs; pass --epochs with a larger number to train on")
+    dataset = load_dataset(data["name"], common["data_dir"])
+    if dataset.describe() != data:
+        raise DgmError(f"the {data['name']} data found now differ from the data {run} was trained on; pass --data-dir")
+    return run, state, config, seed, dataset
 
 
 def _run_training(model_name: str, values: dict, common: dict) -> None:
@@ -236,12 +310,16 @@ def _run_training(model_name: str, values: dict, common: dict) -> None:
     from dgm_cli.train import RunSettings, refuse_existing_run, train
 
     spec = get_spec(model_name)
-    config = config_tools.from_dict(spec.config_class, values)
     device = resolve_device(common["device"])
-    out = common["out"] or Path("runs") / model_name / time.strftime("%Y%m%d-%H%M%S")
-    refuse_existing_run(out)
-    dataset_name = common["dataset"].value if common["dataset"] else None
-    dataset = load_dataset(dataset_name, common["data_dir"])
+    state, seed = None, common["seed"]
+    if common["resume"] is not None:
+        out, state, config, seed, dataset = _resumed_run(model_name, values, common)
+    else:
+        config = config_tools.from_dict(spec.config_class, values)
+        out = common["out"] or Path("runs") / model_name / time.strftime("%Y%m%d-%H%M%S")
+        refuse_existing_run(out)
+        dataset_name = common["dataset"].value if common["dataset"] else None
+        dataset = load_dataset(dataset_name, common["data_dir"])
     console = stderr_console()
     if dataset.fallback_reason:
         # Messages and paths are printed without rich markup: "[Errno -2]" in a reason is not a style.
@@ -253,12 +331,17 @@ def _run_training(model_name: str, values: dict, common: dict) -> None:
             markup=False,
             style="yellow",
         )
+    resumed = f"; resuming after epoch {state.epoch}" if state is not None else ""
+    if state is not None and state.position is not None:
+        resumed = f"; resuming epoch {state.epoch + 1} at batch {state.position.next_batch}"
     console.print(
-        f"training {model_name} on {dataset.name} ({len(dataset.train):,} images) on {device}; run folder {out}",
+        f"training {model_name} on {dataset.name} ({len(dataset.train):,} images) on {device}; run folder {out}{resumed}",
         markup=False,
     )
-    settings = RunSettings(out_dir=out, seed=common["seed"], device=device, checkpoint_dir=common["checkpoint_dir"])
-    history = train(model_name, config, dataset, settings, console)
+    settings = RunSettings(
+        out_dir=out, seed=seed, device=device, checkpoint_dir=common["checkpoint_dir"], save_every=common["save_every"]
+    )
+    history = train(model_name, config, dataset, settings, console, resume=state)
     final = history[-1]
     copied = f" and {common['checkpoint_dir'] / (model_name + '.safetensors')}" if common["checkpoint_dir"] else ""
     console.print(f"done: {out / 'last.safetensors'}{copied}", markup=False)
@@ -538,9 +621,9 @@ def info(
     json_output: JsonOpt = False,
 ) -> None:
     """Show a checkpoint's metadata: model, config, data and training facts."""
-    from dgm_cli.checkpoint import read_header
+    from dgm_cli.checkpoint import check_checkpoint
 
-    details = read_header(checkpoint).as_dict()
+    details = check_checkpoint(checkpoint).as_dict()
     if json_output:
         _print_json(details)
         return

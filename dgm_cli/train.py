@@ -12,6 +12,12 @@ to wait for the host after each step.
 A run folder holds:
     config.json  metrics.jsonl  curves.png  samples/epoch_XXX.png
     manifold/epoch_XXX.png (2-D latent models)  last.safetensors  best.safetensors
+    state.safetensors (what --resume continues from)  train.lock (while a training runs)
+
+Every --save-every epochs (and at the end, and on SIGINT/SIGTERM) the loop
+writes last.safetensors and state.safetensors; a signal in the middle of an
+epoch saves that epoch's permutation and position too, so a resumed run
+continues bit-identically (on the CPU) where the interrupted one stopped.
 """
 
 import json
@@ -27,12 +33,15 @@ from dgm_cli import config as config_tools
 from dgm_cli.atomic import atomic_path, ensure_writable_dir, write_text
 from dgm_cli.checkpoint import default_checkpoint, save_checkpoint
 from dgm_cli.data import Dataset
-from dgm_cli.errors import DgmError
+from dgm_cli.errors import DgmError, Interrupted
+from dgm_cli.interrupt import GracefulInterrupt
 from dgm_cli.evaluate import read_means, validate
 from dgm_cli.plots import save_curves, save_image_grid
 from dgm_cli.progress import make_progress
 from dgm_cli.registry import get_spec
+from dgm_cli.runlock import run_lock
 from dgm_cli.sampling import manifold_images, sample_images
+from dgm_cli.state import STATE_FILE, EpochPosition, TrainingState, capture_rng, restore_rng, save_state
 
 MANIFOLD_GRID = 20
 
@@ -43,6 +52,7 @@ class RunSettings:
     seed: int
     device: torch.device
     checkpoint_dir: Path | None  # where the final model is copied as <model>.safetensors; None: no copy
+    save_every: int = 1  # epochs between last.safetensors/state.safetensors (and always at the end)
 
 
 def save_figures(model, out_dir: Path, epoch: int, seed: int) -> None:
@@ -64,23 +74,45 @@ def save_figures(model, out_dir: Path, epoch: int, seed: int) -> None:
 def refuse_existing_run(out_dir: Path) -> None:
     """A folder that already holds a run is never overwritten."""
     if (Path(out_dir) / "last.safetensors").exists():
-        raise DgmError(f"{out_dir} already holds a training run; choose another --out (nothing was changed)")
+        raise DgmError(
+            f"{out_dir} already holds a training run; choose another --out, or continue it with --resume {out_dir} "
+            "(nothing was changed)"
+        )
 
 
-def train(model_name: str, config, dataset: Dataset, settings: RunSettings, console) -> list[dict]:
-    """Train from scratch into settings.out_dir; returns the per-epoch records (epoch 0 = before training)."""
-    spec = get_spec(model_name)
-    out, device, seed = settings.out_dir, settings.device, settings.seed
-    refuse_existing_run(out)
+def resume_command(model_name: str, out: Path) -> str:
+    return f"dgm train {model_name} --resume {out}"
+
+
+def train(
+    model_name: str, config, dataset: Dataset, settings: RunSettings, console, *, resume: TrainingState | None = None
+) -> list[dict]:
+    """Train into settings.out_dir, from scratch or from `resume`; returns the per-epoch records (epoch 0 = before training).
+
+    The run folder is locked for the whole run; SIGINT/SIGTERM save a resumable state and raise Interrupted.
+    """
+    out = settings.out_dir
     ensure_writable_dir(out)
     if settings.checkpoint_dir is not None:
         ensure_writable_dir(settings.checkpoint_dir)
+    with run_lock(out), GracefulInterrupt() as interrupt:
+        if resume is None:
+            refuse_existing_run(out)
+        return _train(model_name, config, dataset, settings, console, resume, interrupt)
+
+
+def _train(model_name, config, dataset, settings, console, resume, interrupt) -> list[dict]:
+    spec = get_spec(model_name)
+    out, device, seed = settings.out_dir, settings.device, settings.seed
     headline = spec.module_class.headline_metrics
 
     torch.manual_seed(seed)
     data_generator = torch.Generator().manual_seed(seed)  # static binarization and the like, on the CPU
     model = spec.module_class(config).to(device)
     optimizers = model.configure_optimizers()
+    # The configured rates, which learning_rate_factor scales (a resumed optimizer holds the last scaled ones).
+    base_rates = [[group["lr"] for group in optimizer.param_groups] for optimizer in optimizers]
+    # A resumed run prepares its splits again from the seed: the same draws as at its start.
     train_images = model.prepare_split(dataset.train.images, train=True, generator=data_generator).to(device)
     val_images = model.prepare_split(dataset.val.images, train=False, generator=data_generator).to(device)
     train_labels, val_labels = dataset.train.labels.to(device), dataset.val.labels.to(device)
@@ -89,7 +121,13 @@ def train(model_name: str, config, dataset: Dataset, settings: RunSettings, cons
     write_text(
         out / "config.json",
         json.dumps(
-            {"model": model_name, "config": config_tools.to_dict(config), "data": dataset.describe(), **run_facts},
+            {
+                "model": model_name,
+                "config": config_tools.to_dict(config),
+                "data": dataset.describe(),
+                **run_facts,
+                "checkpoint_dir": None if settings.checkpoint_dir is None else str(settings.checkpoint_dir),
+            },
             indent=2,
         ),
     )
@@ -99,14 +137,39 @@ def train(model_name: str, config, dataset: Dataset, settings: RunSettings, cons
     history: list[dict] = []
     best_value = None
     step = 0
+    saved_epoch = 0  # the epoch last.safetensors holds
+    position: EpochPosition | None = None
+    if resume is not None:
+        try:
+            model.load_state_dict(resume.model, strict=True)
+            for optimizer, stored in zip(optimizers, resume.optimizers, strict=True):
+                optimizer.load_state_dict(stored)
+            restore_rng(resume.rng, device)
+        except (RuntimeError, ValueError, KeyError) as error:
+            reason = " ".join(str(error).split())[:200]
+            raise DgmError(f"{out / STATE_FILE} does not fit its own model and optimizers ({reason})") from None
+        history, best_value, step, position = list(resume.history), resume.best_value, resume.step, resume.position
+        saved_epoch = resume.epoch
 
-    def save_progress(record: dict, *, is_best: bool) -> None:
+    def save_state_now(epoch: int, position: EpochPosition | None = None) -> None:
+        state = TrainingState(
+            model_name, config, epoch, step, history, best_value,
+            model.state_dict(), [optimizer.state_dict() for optimizer in optimizers], capture_rng(device), position,
+        )  # fmt: skip
+        save_state(out / STATE_FILE, state)
+
+    def save_progress(record: dict, *, is_best: bool, checkpoint: bool = True) -> None:
+        nonlocal saved_epoch
         write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
         train_facts = {**run_facts, "epoch": record["epoch"], "step": step, "metrics": record}
-        for name in ("last.safetensors", "best.safetensors") if is_best else ("last.safetensors",):
+        names = (("last.safetensors",) if checkpoint else ()) + (("best.safetensors",) if is_best else ())
+        for name in names:
             save_checkpoint(
                 out / name, model, model_name=model_name, config=config, data=dataset.describe(), train=train_facts
             )
+        if checkpoint:
+            save_state_now(record["epoch"])
+            saved_epoch = record["epoch"]
 
     def record_epoch(record: dict) -> None:
         nonlocal best_value
@@ -117,14 +180,30 @@ def train(model_name: str, config, dataset: Dataset, settings: RunSettings, cons
             value = record[f"val_{monitor}"]
             is_best = best_value is None or (value > best_value if direction == "max" else value < best_value)
             best_value = value if is_best else best_value
-        save_progress(record, is_best=is_best)
+        if record["epoch"] in sample_epochs and "sample" in model.capabilities:
+            save_figures(model, out, record["epoch"], seed)
+        epoch = record["epoch"]
+        checkpoint = epoch % settings.save_every == 0 or epoch == config.epochs or interrupt.requested is not None
+        save_progress(record, is_best=is_best, checkpoint=checkpoint)
         save_curves(
             history, out / "curves.png", title=f"{model_name} on {dataset.name}", reference_lines=model.reference_lines
         )
-        if record["epoch"] in sample_epochs and "sample" in model.capabilities:
-            save_figures(model, out, record["epoch"], seed)
 
-    record_epoch({"epoch": 0, "step": 0, **validate(model, val_images, val_labels, prefix="val_")})
+    def stop_if_interrupted(epoch_done: int, position: EpochPosition | None) -> None:
+        if interrupt.requested is None:
+            return
+        if position is not None:
+            save_state_now(epoch_done, position)
+        where = f"epoch {epoch_done + 1}, batch {position.next_batch}" if position else f"the end of epoch {epoch_done}"
+        raise Interrupted(
+            f"{interrupt.requested}: stopped at {where} and saved {out / STATE_FILE}; "
+            f"continue with: {resume_command(model_name, out)}"
+        )
+
+    if resume is None:
+        record_epoch({"epoch": 0, "step": 0, **validate(model, val_images, val_labels, prefix="val_")})
+    else:
+        write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
 
     batch_size = config.batch_size
     # A last batch of a single image is skipped: batch statistics (the GAN's BatchNorm) need two.
@@ -133,20 +212,25 @@ def train(model_name: str, config, dataset: Dataset, settings: RunSettings, cons
     refresh_every = max(1, steps_per_epoch // 20)
     total_steps = max(1, config.epochs * steps_per_epoch)
     max_grad_norm = getattr(config, "max_grad_norm", 0.0)  # a config field of the models that offer clipping
-    base_rates = [[group["lr"] for group in optimizer.param_groups] for optimizer in optimizers]
+    first_epoch = history[-1]["epoch"] + 1 if history else 1
     with make_progress(console, extra="{task.fields[status]}") as progress:
-        task = progress.add_task("training", total=config.epochs * steps_per_epoch, status="")
-        for epoch in range(1, config.epochs + 1):
-            started = time.perf_counter()
+        task = progress.add_task("training", total=config.epochs * steps_per_epoch, completed=step, status="")
+        for epoch in range(first_epoch, config.epochs + 1):
             progress.update(task, description=f"epoch {epoch}/{config.epochs}")
-            sums: dict[str, torch.Tensor] = {}
-            permutation = torch.randperm(len(train_images), device=device)
-            for index, start in enumerate(range(0, n, batch_size)):
+            if position is not None:  # the rest of an epoch that was interrupted
+                permutation, sums, first_batch = position.permutation.to(device), position.sums, position.next_batch
+                started = time.perf_counter() - position.seconds
+                sums = {name: value.to(device) for name, value in sums.items()}
+                position = None
+            else:
+                permutation, sums, first_batch = torch.randperm(len(train_images), device=device), {}, 0
+                started = time.perf_counter()
+            for index in range(first_batch, steps_per_epoch):
                 factor = model.learning_rate_factor(step / total_steps)
                 for optimizer, rates in zip(optimizers, base_rates):
                     for group, rate in zip(optimizer.param_groups, rates):
                         group["lr"] = rate * factor
-                indices = permutation[start : start + batch_size]
+                indices = permutation[index * batch_size : min(n, (index + 1) * batch_size)]
                 batch = train_images[indices]
                 metrics = model.training_step(batch, train_labels[indices])
                 if not model.manual_optimization:
@@ -165,13 +249,16 @@ def train(model_name: str, config, dataset: Dataset, settings: RunSettings, cons
                     rate = seen / (time.perf_counter() - started)
                     progress.update(task, status=f"{status}  {rate:,.0f} img/s")
                 progress.advance(task)
+                if index + 1 < steps_per_epoch:
+                    seconds = time.perf_counter() - started
+                    stop_if_interrupted(epoch - 1, EpochPosition(index + 1, seconds, permutation, sums))
 
             train_metrics = read_means(sums, n, prefix="train_")
             broken = {name: value for name, value in train_metrics.items() if not math.isfinite(value)}
             if broken:
                 raise DgmError(
                     f"training diverged in epoch {epoch} ({', '.join(f'{k} = {v}' for k, v in broken.items())}); "
-                    f"{out / 'last.safetensors'} still holds epoch {epoch - 1}; try a smaller --lr"
+                    f"{out / 'last.safetensors'} still holds epoch {saved_epoch}; try a smaller --lr"
                 )
             seconds = time.perf_counter() - started
             record = {"epoch": epoch, "step": step, **train_metrics, **validate(model, val_images, val_labels, prefix="val_")}
@@ -185,11 +272,15 @@ def train(model_name: str, config, dataset: Dataset, settings: RunSettings, cons
                 f"epoch {epoch:>3}/{config.epochs}  {shown} (train/val)  {seconds:.1f} s  {n / seconds:,.0f} img/s",
                 markup=False,
             )
+            stop_if_interrupted(epoch, None)
 
     # The final model's test-split metrics, recorded for the report and never used to choose anything.
     # data_generator is used for nothing else, so preparing the test split here draws what it would have at start-up.
     test_images = model.prepare_split(dataset.test.images, train=False, generator=data_generator).to(device)
-    history[-1].update(validate(model, test_images, dataset.test.labels.to(device), prefix="test_"))
+    # On a forked generator, so that a run extended later with --epochs continues the random stream
+    # it would have had without this evaluation.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        history[-1].update(validate(model, test_images, dataset.test.labels.to(device), prefix="test_"))
     save_progress(history[-1], is_best=False)
     if settings.checkpoint_dir is not None:
         target = default_checkpoint(model_name, settings.checkpoint_dir)

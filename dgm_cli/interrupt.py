@@ -1,0 +1,35 @@
+"""Ctrl-C and SIGTERM during training: finish the step, save, stop; a second signal stops at once."""
+
+import signal
+import threading
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class GracefulInterrupt:
+    """While active, the first SIGINT or SIGTERM only sets `requested` (the signal's name).
+
+    The training loop looks at it after every step, writes a resumable state
+    and raises Interrupted. A second signal raises KeyboardInterrupt where the
+    program is, for a user who will not wait; the files on disk are still
+    whole, because every write is atomic.
+    """
+
+    def __init__(self):
+        self.requested: str | None = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.requested is not None:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
