@@ -103,6 +103,15 @@ def _dataset_enum():
 DatasetName = _dataset_enum()
 
 
+def _precision_enum():
+    from dgm_cli.speed import PRECISIONS
+
+    return Enum("Precision", {name: name for name in PRECISIONS}, type=str)
+
+
+Precision = _precision_enum()
+
+
 def _check_device(value: str) -> str:
     from dgm_cli.device import DEVICE_PATTERN
 
@@ -165,10 +174,11 @@ def _load(model: Enum, checkpoint: Optional[Path], device: str):
 # ---------------------------------------------------------------- dgm train MODEL
 
 COMMON_TRAIN_OPTIONS = (
-    "seed", "device", "out", "dataset", "data_dir", "checkpoint_dir", "resume", "save_every", "json_output", "ctx",
+    "seed", "device", "out", "dataset", "data_dir", "checkpoint_dir", "resume", "save_every", "compile", "precision",
+    "json_output", "ctx",
 )  # fmt: skip
 # What a resumed run may change: where and how it runs, not what it computes (and --epochs, to extend it).
-RESUME_MAY_CHANGE = {"epochs", "device", "data_dir", "checkpoint_dir", "save_every", "json_output", "resume"}
+RESUME_MAY_CHANGE = {"epochs", "device", "data_dir", "checkpoint_dir", "save_every", "compile", "json_output", "resume"}
 
 
 def _parse_epochs(text: str, flag: str) -> tuple[int, ...]:
@@ -249,6 +259,17 @@ def _common_train_parameters() -> list[inspect.Parameter]:
             ],
             1,
         ),
+        "compile": (
+            Annotated[bool, typer.Option("--compile", help="torch.compile the training step (see docs/performance.md).")],
+            False,
+        ),
+        "precision": (
+            Annotated[
+                Precision,
+                typer.Option("--precision", help="fp32; tf32 matmuls (CUDA); bf16 autocast in training steps."),
+            ],
+            Precision.fp32,
+        ),
         "json_output": (JsonOpt, False),
     }
     parameters = [
@@ -269,7 +290,7 @@ def _resumed_run(model_name: str, values: dict, common: dict):
     if refused:
         raise DgmError(
             f"--resume continues a run with its own settings; leave out {', '.join(refused)} "
-            "(only --epochs, --device, --data-dir, --checkpoint-dir and --save-every may be given)"
+            "(only --epochs, --device, --data-dir, --checkpoint-dir, --save-every and --compile may be given)"
         )
     run = Path(common["resume"])
     if common["resume"] == "last":
@@ -339,7 +360,13 @@ def _run_training(model_name: str, values: dict, common: dict) -> None:
         markup=False,
     )
     settings = RunSettings(
-        out_dir=out, seed=seed, device=device, checkpoint_dir=common["checkpoint_dir"], save_every=common["save_every"]
+        out_dir=out,
+        seed=seed,
+        device=device,
+        checkpoint_dir=common["checkpoint_dir"],
+        save_every=common["save_every"],
+        compile=common["compile"],
+        precision=common["precision"].value,
     )
     history = train(model_name, config, dataset, settings, console, resume=state)
     final = history[-1]

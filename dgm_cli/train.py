@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from dgm_cli import __version__
+from dgm_cli import __version__, speed
 from dgm_cli import config as config_tools
 from dgm_cli.atomic import atomic_path, ensure_writable_dir, write_text
 from dgm_cli.checkpoint import default_checkpoint, save_checkpoint
@@ -53,6 +53,8 @@ class RunSettings:
     device: torch.device
     checkpoint_dir: Path | None  # where the final model is copied as <model>.safetensors; None: no copy
     save_every: int = 1  # epochs between last.safetensors/state.safetensors (and always at the end)
+    compile: bool = False  # torch.compile the training step
+    precision: str = "fp32"  # fp32, tf32 (CUDA) or bf16 autocast in training steps
 
 
 def save_figures(model, out_dir: Path, epoch: int, seed: int) -> None:
@@ -92,10 +94,11 @@ def train(
     The run folder is locked for the whole run; SIGINT/SIGTERM save a resumable state and raise Interrupted.
     """
     out = settings.out_dir
+    speed.check_precision(settings.precision, settings.device, get_spec(model_name).module_class)
     ensure_writable_dir(out)
     if settings.checkpoint_dir is not None:
         ensure_writable_dir(settings.checkpoint_dir)
-    with run_lock(out), GracefulInterrupt() as interrupt:
+    with run_lock(out), GracefulInterrupt() as interrupt, speed.matmul_precision(settings.precision):
         if resume is None:
             refuse_existing_run(out)
         return _train(model_name, config, dataset, settings, console, resume, interrupt)
@@ -213,6 +216,7 @@ def _train(model_name, config, dataset, settings, console, resume, interrupt) ->
     total_steps = max(1, config.epochs * steps_per_epoch)
     max_grad_norm = getattr(config, "max_grad_norm", 0.0)  # a config field of the models that offer clipping
     first_epoch = history[-1]["epoch"] + 1 if history else 1
+    training_step = speed.step_function(model, settings.compile)
     with make_progress(console, extra="{task.fields[status]}") as progress:
         task = progress.add_task("training", total=config.epochs * steps_per_epoch, completed=step, status="")
         for epoch in range(first_epoch, config.epochs + 1):
@@ -232,7 +236,8 @@ def _train(model_name, config, dataset, settings, console, resume, interrupt) ->
                         group["lr"] = rate * factor
                 indices = permutation[index * batch_size : min(n, (index + 1) * batch_size)]
                 batch = train_images[indices]
-                metrics = model.training_step(batch, train_labels[indices])
+                with speed.autocast(settings.precision, device):
+                    metrics = training_step(batch, train_labels[indices])
                 if not model.manual_optimization:
                     optimizers[0].zero_grad(set_to_none=True)
                     metrics["loss"].backward()

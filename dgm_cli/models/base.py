@@ -31,6 +31,8 @@ class GenerativeModel(nn.Module):
     reference_lines: dict[str, tuple[float, str]] = {}
     # How many samples the trainer draws into each samples/epoch_XXX.png.
     training_samples: int = 64
+    # False: --precision bf16 is refused (the flow's log-determinants need fp32).
+    reduced_precision: bool = True
 
     def __init__(self, config):
         super().__init__()

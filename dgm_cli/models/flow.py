@@ -366,6 +366,7 @@ class Flow(GenerativeModel):
     monitor = ("bpd", "min")
     headline_metrics = ("bpd",)
     reference_lines = {"bpd": (1.83, "seed report")}
+    reduced_precision = False  # a log-likelihood sums ~800 log-scales per layer: bf16 rounding would swamp it
 
     def __init__(self, config: FlowConfig):
         super().__init__(config)

@@ -1,0 +1,50 @@
+"""The fast-path switches change speed, not results."""
+
+import os
+
+import pytest
+import torch
+from rich.console import Console
+
+from dgm_cli.data import load_dataset
+from dgm_cli.errors import DgmError
+from dgm_cli.registry import create_config, create_model, get_spec
+from dgm_cli.speed import autocast, check_precision
+from dgm_cli.train import RunSettings, train
+
+
+def quiet() -> Console:
+    return Console(file=open(os.devnull, "w"))
+
+
+def test_bf16_autocast_gives_nearly_the_fp32_elbo():
+    torch.manual_seed(0)
+    model = create_model("vae")
+    batch = load_dataset("mnist-mini", None).train.images[:256]
+    torch.manual_seed(1)
+    exact = model.training_step(batch)["elbo"]
+    torch.manual_seed(1)
+    with autocast("bf16", torch.device("cpu")):
+        reduced = model.training_step(batch)
+    assert reduced["loss"].dtype == torch.float32  # losses are summed in fp32 even under autocast
+    assert reduced["elbo"].item() == pytest.approx(exact.item(), rel=0.01)
+
+
+def test_precisions_that_cannot_work_are_refused_before_anything_runs():
+    with pytest.raises(DgmError, match="setting of NVIDIA GPUs"):
+        check_precision("tf32", torch.device("cpu"), get_spec("vae").module_class)
+    with pytest.raises(DgmError, match="trains in fp32 only"):
+        check_precision("bf16", torch.device("cpu"), get_spec("flow").module_class)
+    check_precision("bf16", torch.device("cpu"), get_spec("gan").module_class)
+
+
+def test_a_compiled_training_step_trains_the_same_model(tmp_path):
+    mini = load_dataset("mnist-mini", None)
+    config = create_config("vae", hidden=16, zdim=2, epochs=1, batch_size=500, sample_epochs=())
+    runs = {}
+    for compiled in (False, True):
+        settings = RunSettings(tmp_path / str(compiled), seed=0, device=torch.device("cpu"), checkpoint_dir=None,
+                               compile=compiled)
+        runs[compiled] = train("vae", config, mini, settings, quiet())[-1]
+    for name in ("train_elbo", "val_elbo", "test_elbo"):
+        assert runs[True][name] == pytest.approx(runs[False][name], rel=1e-3), name
