@@ -311,3 +311,9 @@ def test_train_sample_eval_and_interpolate_a_flow(arch, tmp_path):
         "--out", "real.png")
     assert Image.open("walk.png").size == (2 * (5 * 30 + 2), 2 * (2 * 30 + 2))  # two rows of 3 steps + 2 ends
     assert Image.open("real.png").size == (2 * (5 * 30 + 2), 2 * (30 + 2))
+
+
+def test_the_learning_rate_is_constant_unless_a_cosine_is_asked_for():
+    constant, cosine = create_model("flow", **SMALL["realnvp-mlp"]), create_model("flow", lr_schedule="cosine")
+    assert [constant.learning_rate_factor(p) for p in (0, 0.5, 1)] == [1.0, 1.0, 1.0]
+    assert [round(cosine.learning_rate_factor(p), 12) for p in (0, 0.5, 1)] == [1.0, 0.5, 0.0]

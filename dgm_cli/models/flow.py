@@ -62,6 +62,11 @@ class FlowConfig:
     epochs: int = option(40, "Passes over the training split.", min=0, max=100_000)
     batch_size: int = option(128, "Images per optimizer step.", min=1, max=65_536)
     lr: float = option(1e-3, "Adam learning rate.", min=1e-8, max=10.0)
+    lr_schedule: str = option(
+        "constant",
+        "constant (the seed's), or cosine: decay the learning rate to zero along a half cosine over the run.",
+        choices=("constant", "cosine"),
+    )
     max_grad_norm: float = option(
         0.0, "Clip the gradient's global norm to this before each step (0 = no clipping).", min=0.0, max=1e6
     )
@@ -378,6 +383,11 @@ class Flow(GenerativeModel):
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return [torch.optim.Adam(self.parameters(), lr=self.config.lr)]
+
+    def learning_rate_factor(self, progress: float) -> float:
+        if self.config.lr_schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
 
     # ------------------------------------------------------------ densities
 
