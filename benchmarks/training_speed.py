@@ -1,7 +1,7 @@
 """Training speed: dgm's trainer against a tutorial-style loop, per model, side by side, plus the arithmetic floor.
 
     python benchmarks/training_speed.py --data-dir ../shared/data/mnist [--models vae,gan,flow]
-        [--repeats 3] [--device cpu|cuda] [--json results.json] [--dgm-option=--compile ...]
+        [--repeats 3] [--device cpu|cuda] [--json results.json] [--compile] [--precision fp32|tf32|bf16]
 
 For each model it times full 50,000-image training epochs of (a) `dgm`'s own
 trainer and (b) the tutorial loop of benchmarks/tutorial_loops.py, the same
@@ -80,7 +80,7 @@ def run_reference(model: str, data_dir: str, device: str) -> dict:
     return {**result, "peak_mb": peak_memory_mb(device)}
 
 
-def run_dgm(model: str, data_dir: str, device: str, options: list[str]) -> dict:
+def run_dgm(model: str, data_dir: str, device: str, options: dict) -> dict:
     from rich.console import Console
 
     from dgm_cli.data import Dataset, Split, load_dataset
@@ -89,7 +89,7 @@ def run_dgm(model: str, data_dir: str, device: str, options: list[str]) -> dict:
 
     dataset = load_dataset("mnist", Path(data_dir))
     assert len(dataset.train) == TRAIN_IMAGES
-    extra = dict(option.removeprefix("--").split("=", 1) for option in options)
+    extra = options
     quiet = Console(file=open(os.devnull, "w"))
     with tempfile.TemporaryDirectory() as folder:
         # Warm-up: the same code on a few hundred images, so one-time costs are not timed.
@@ -148,7 +148,7 @@ def matmul_rate(device: str, size: int = 2048, repeats: int = 20) -> float:
 
 def worker(kind: str, model: str, args) -> dict:
     command = [sys.executable, __file__, "--worker", kind, "--models", model, "--data-dir", args.data_dir,
-               "--device", args.device] + [f"--dgm-option={option}" for option in args.dgm_option]  # fmt: skip
+               "--device", args.device, "--precision", args.precision] + (["--compile"] if args.compile else [])  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{kind} worker for {model} failed:\n{done.stderr[-3000:]}")
@@ -162,21 +162,23 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", help="Also write the results here.")
-    parser.add_argument("--dgm-option", action="append", default=[], help="RunSettings field for dgm, e.g. --compile=1")
+    parser.add_argument("--compile", action="store_true", help="dgm trains with --compile")
+    parser.add_argument("--precision", default="fp32", help="dgm trains with --precision")
     parser.add_argument("--worker", choices=["dgm", "reference"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     models = args.models.split(",")
 
     if args.worker:
         runner = run_dgm if args.worker == "dgm" else run_reference
-        extra = (args.dgm_option,) if args.worker == "dgm" else ()
+        extra = ({"compile": args.compile, "precision": args.precision},) if args.worker == "dgm" else ()
         print(json.dumps(runner(models[0], args.data_dir, args.device, *extra)))
         return
 
     rate = matmul_rate(args.device)
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {device_name}; float32 matmul rate {rate / 1e9:.1f} GFLOP/s; torch {torch.__version__}", file=sys.stderr)
-    results = {"device": device_name, "torch": torch.__version__, "matmul_gflops": rate / 1e9, "dgm_options": args.dgm_option, "models": {}}
+    results = {"device": device_name, "torch": torch.__version__, "matmul_gflops": rate / 1e9,
+               "dgm_options": {"compile": args.compile, "precision": args.precision}, "models": {}}
     for model in models:
         runs = {"dgm": [], "reference": []}
         for repeat in range(args.repeats):
@@ -208,7 +210,7 @@ def main() -> None:
         }
 
     print(f"\n{device_name}, torch {torch.__version__}, medians of {args.repeats} epochs of 50,000 images; "
-          f"floor at {rate / 1e9:.1f} GFLOP/s" + (f"; dgm options {args.dgm_option}" if args.dgm_option else ""))
+          f"floor at {rate / 1e9:.1f} GFLOP/s; dgm with precision {args.precision}" + (", compiled" if args.compile else ""))
     print("| model | dgm s/epoch | reference s/epoch | speed-up | dgm img/s | reference img/s | dgm peak MB | "
           "reference peak MB | MFLOP/image | floor s/epoch | dgm / floor | loss dgm / reference (epoch 1) |")
     print("| --- " * 12 + "|")
