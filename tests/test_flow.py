@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.distributions import AffineTransform, Independent, Normal, SigmoidTransform, TransformedDistribution
 
 from dgm_cli.checkpoint import load_checkpoint, save_checkpoint
@@ -317,3 +318,33 @@ def test_the_learning_rate_is_constant_unless_a_cosine_is_asked_for():
     constant, cosine = create_model("flow", **SMALL["realnvp-mlp"]), create_model("flow", lr_schedule="cosine")
     assert [constant.learning_rate_factor(p) for p in (0, 0.5, 1)] == [1.0, 1.0, 1.0]
     assert [round(cosine.learning_rate_factor(p), 12) for p in (0, 0.5, 1)] == [1.0, 0.5, 0.0]
+
+
+def test_the_sliced_couplings_compute_the_textbook_masked_couplings():
+    """Rebuild each coupling in the masked form (full 784-wide input and output, multiplied by the
+    checkerboard mask) from the sliced weights, and run both on the same vector."""
+    torch.manual_seed(0)
+    model = small_flow("realnvp-mlp").double()
+    order = checkerboard_order(28, 28)
+    white, black = order[: PIXELS // 2], order[PIXELS // 2 :]
+    x = torch.randn(3, PIXELS, dtype=torch.float64)
+    z, logdet = model.body(x)
+
+    expected, expected_logdet = x.clone(), torch.zeros(3, dtype=torch.float64)
+    for index, coupling in enumerate(model.body.couplings):
+        kept, changed = (white, black) if index % 2 == 0 else (black, white)
+        mask = torch.zeros(PIXELS, dtype=torch.float64)
+        mask[kept] = 1
+        first, last = coupling.net[0], coupling.net[-1]
+        wide_in = torch.zeros(first.out_features, PIXELS, dtype=torch.float64)
+        wide_in[:, kept] = first.weight
+        raw = coupling.net[1:-1](F.linear(expected * mask, wide_in, first.bias))
+        out = F.linear(raw, last.weight, last.bias)
+        half = len(changed)
+        s = torch.zeros(3, PIXELS, dtype=torch.float64)
+        t = torch.zeros(3, PIXELS, dtype=torch.float64)
+        s[:, changed], t[:, changed] = torch.tanh(out[:, :half]), out[:, half:]
+        expected = expected * mask + (1 - mask) * (expected * torch.exp(s) + t)
+        expected_logdet += s.sum(1)
+    torch.testing.assert_close(z, expected)
+    torch.testing.assert_close(logdet, expected_logdet)
