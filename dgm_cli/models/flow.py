@@ -68,7 +68,11 @@ class FlowConfig:
         choices=("constant", "cosine"),
     )
     max_grad_norm: float = option(
-        0.0, "Clip the gradient's global norm to this before each step (0 = no clipping).", min=0.0, max=1e6
+        10.0,
+        "Clip the gradient's global norm to this before each step (0 = no clipping). Without it the seed's "
+        "configuration diverged in epoch 16 of a measured run; typical norms there were 1.2-1.7.",
+        min=0.0,
+        max=1e6,
     )
     sample_epochs: tuple[int, ...] = option(
         (0, 1, 10, 20, 40),
