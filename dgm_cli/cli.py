@@ -665,6 +665,34 @@ def info(
 
 @app.command()
 @user_errors
+def reproduce(
+    out: Annotated[Path, typer.Option("--out", help="Where the runs, results and README.md go.")] = Path("docs/report"),
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A few epochs on the bundled mnist-mini subset, for CI and demos.")
+    ] = False,
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = "auto",
+    json_output: JsonOpt = False,
+) -> None:
+    """Run the seed report's experiments (VAE zdim 20 and 2, GAN, both flows), evaluate them and write a report.
+
+    Interrupted? Run the same command again: finished steps are kept and an interrupted training resumes."""
+    from dgm_cli.data import load_dataset
+    from dgm_cli.device import resolve_device
+    from dgm_cli.reproduce import EXPERIMENTS
+    from dgm_cli.reproduce import reproduce as run_all
+
+    dataset = load_dataset("mnist-mini" if quick else "mnist", data_dir)
+    console = stderr_console()
+    console.print(f"reproducing {len(EXPERIMENTS)} experiments on {dataset.name} into {out}", markup=False)
+    summary = run_all(out, dataset, quick=quick, device=resolve_device(device), console=console)
+    console.print(f"done: {summary['report']}", markup=False)
+    if json_output:
+        _print_json(summary)
+
+
+@app.command()
+@user_errors
 def models(json_output: JsonOpt = False) -> None:
     """List the registered models and what each can do."""
     entries = []
