@@ -100,3 +100,15 @@ def test_static_binarization_is_seeded_and_dynamic_leaves_training_images_alone(
     assert torch.equal(VAE.binary_pixels(first), first.flatten(1).float() / 255)
     dynamic = VAE(VAEConfig(binarize="dynamic", hidden=4, zdim=1))
     assert dynamic.prepare_split(images, train=True, generator=torch.Generator()) is images
+
+
+def test_binary_pixels_are_one_with_probability_intensity_over_255():
+    from dgm_cli.models.vae import VAE
+
+    levels = torch.tensor([0, 1, 51, 128, 254, 255], dtype=torch.uint8)
+    draws = VAE.binary_pixels(levels.view(1, 6, 1).expand(20_000, 6, 1).contiguous()).view(20_000, 6)
+    assert draws[:, 0].max() == 0 and draws[:, -1].min() == 1  # black never, white always
+    frequency = draws.mean(0).double()
+    expected = levels.double() / 255
+    # four standard errors of a Bernoulli mean over 20,000 draws
+    assert ((frequency - expected).abs() <= 4 * (expected * (1 - expected) / 20_000).sqrt() + 1e-12).all()

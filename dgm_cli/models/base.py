@@ -15,6 +15,15 @@ import torch
 from torch import nn
 
 
+def adam(parameters, **settings) -> torch.optim.Adam:
+    """Adam with PyTorch's fused kernel: one pass over each tensor instead of a dozen elementwise ops.
+
+    On the CPU it took a quarter off the VAE's training step (docs/performance.md); the arithmetic
+    is Adam's, unchanged.
+    """
+    return torch.optim.Adam(parameters, fused=True, **settings)
+
+
 class GenerativeModel(nn.Module):
     capabilities: frozenset[str] = frozenset()
     # "bernoulli" when sample() returns pixel probabilities from which binary images can be drawn.

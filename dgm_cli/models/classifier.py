@@ -24,7 +24,7 @@ from torch import nn
 
 from dgm_cli.config import check, option
 from dgm_cli.errors import DgmError
-from dgm_cli.models.base import GenerativeModel
+from dgm_cli.models.base import GenerativeModel, adam
 from dgm_cli.registry import ModelSpec, register
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -79,7 +79,7 @@ class Classifier(GenerativeModel):
         self.schedule = None
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        return [torch.optim.Adam(self.parameters(), lr=self.config.lr)]
+        return [adam(self.parameters(), lr=self.config.lr)]
 
     def learning_rate_factor(self, progress: float) -> float:
         """Cosine decay to zero: at a constant rate the BatchNorm network's held-out accuracy wobbles by

@@ -38,7 +38,7 @@ from torch import nn
 
 from dgm_cli.config import check, option
 from dgm_cli.data import IMAGE_SHAPE, PIXELS
-from dgm_cli.models.base import GenerativeModel
+from dgm_cli.models.base import GenerativeModel, adam
 from dgm_cli.registry import ModelSpec, register
 
 ARCHITECTURES = ("realnvp-mlp", "realnvp-ms")
@@ -386,7 +386,7 @@ class Flow(GenerativeModel):
         return PIXELS
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        return [torch.optim.Adam(self.parameters(), lr=self.config.lr)]
+        return [adam(self.parameters(), lr=self.config.lr)]
 
     def learning_rate_factor(self, progress: float) -> float:
         if self.config.lr_schedule == "cosine":

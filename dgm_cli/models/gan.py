@@ -22,7 +22,7 @@ from torch import nn
 
 from dgm_cli.config import check, option
 from dgm_cli.data import IMAGE_SHAPE, PIXELS
-from dgm_cli.models.base import GenerativeModel
+from dgm_cli.models.base import GenerativeModel, adam
 from dgm_cli.registry import ModelSpec, register
 
 
@@ -100,8 +100,8 @@ class GAN(GenerativeModel):
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         betas = (self.config.beta1, self.config.beta2)
-        self.d_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=self.config.lr, betas=betas)
-        self.g_optimizer = torch.optim.Adam(self.generator.parameters(), lr=self.config.lr, betas=betas)
+        self.d_optimizer = adam(self.discriminator.parameters(), lr=self.config.lr, betas=betas)
+        self.g_optimizer = adam(self.generator.parameters(), lr=self.config.lr, betas=betas)
         return [self.d_optimizer, self.g_optimizer]
 
     @staticmethod

@@ -17,7 +17,7 @@ from torch import nn
 
 from dgm_cli.config import check, option
 from dgm_cli.data import IMAGE_SHAPE, PIXELS
-from dgm_cli.models.base import GenerativeModel
+from dgm_cli.models.base import GenerativeModel, adam
 from dgm_cli.registry import ModelSpec, register
 
 LOG_2PI = math.log(2 * math.pi)
@@ -87,7 +87,7 @@ class VAE(GenerativeModel):
         return self.config.zdim
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        return [torch.optim.Adam(self.parameters(), lr=self.config.lr)]
+        return [adam(self.parameters(), lr=self.config.lr)]
 
     # ------------------------------------------------------------ pixels
 
@@ -103,8 +103,14 @@ class VAE(GenerativeModel):
 
     @staticmethod
     def binary_pixels(batch: torch.Tensor) -> torch.Tensor:
-        """uint8 images (B, 28, 28) -> float {0, 1} pixels (B, 784), drawn from the intensities."""
-        return torch.bernoulli(batch.flatten(1).float() / 255)
+        """uint8 images (B, 28, 28) -> float {0, 1} pixels (B, 784), drawn from the intensities.
+
+        A pixel of intensity x is 1 with probability x / 255: for r uniform on {0, ..., 254},
+        P(r < x) = x / 255 exactly. Drawing r as uint8 and comparing is cheaper on the CPU than
+        torch.bernoulli on float probabilities (a tenth of the VAE's step there).
+        """
+        pixels = batch.flatten(1)
+        return (torch.randint(0, 255, pixels.shape, dtype=torch.uint8, device=pixels.device) < pixels).float()
 
     # ------------------------------------------------------------ the model
 
