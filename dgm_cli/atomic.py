@@ -49,6 +49,18 @@ def atomic_path(path: Path):
         raise
 
 
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files a killed writer left in `folder` and below (SIGKILL runs no cleanup).
+
+    Only for a folder no one else is writing to (the trainer holds the run's lock); the real files are
+    never touched, since a temporary only ever replaces its target by rename.
+    """
+    stale = [path for path in Path(folder).rglob(".*.tmp*") if path.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

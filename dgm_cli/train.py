@@ -30,7 +30,7 @@ import torch
 
 from dgm_cli import __version__, speed
 from dgm_cli import config as config_tools
-from dgm_cli.atomic import atomic_path, ensure_writable_dir, write_text
+from dgm_cli.atomic import atomic_path, ensure_writable_dir, remove_stale_temporaries, write_text
 from dgm_cli.checkpoint import default_checkpoint, save_checkpoint
 from dgm_cli.data import Dataset
 from dgm_cli.errors import DgmError, Interrupted
@@ -101,6 +101,7 @@ def train(
     with run_lock(out), GracefulInterrupt() as interrupt, speed.matmul_precision(settings.precision):
         if resume is None:
             refuse_existing_run(out)
+        remove_stale_temporaries(out)  # left by a process killed mid-write; the lock says none is writing now
         return _train(model_name, config, dataset, settings, console, resume, interrupt)
 
 

@@ -42,3 +42,15 @@ def test_io_errors_while_writing_keep_the_old_file(tmp_path):
             raise OSError(28, "No space left on device")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["m.txt"]
+
+
+def test_stale_temporaries_are_removed_and_real_files_kept(tmp_path):
+    from dgm_cli.atomic import remove_stale_temporaries
+
+    (tmp_path / "samples").mkdir()
+    real = [tmp_path / "last.safetensors", tmp_path / "samples" / "epoch_001.png", tmp_path / "metrics.jsonl"]
+    stale = [tmp_path / ".last.abc123.tmp.safetensors", tmp_path / "samples" / ".epoch_002.x9.tmp.png"]
+    for path in real + stale:
+        path.write_text("x")
+    assert sorted(remove_stale_temporaries(tmp_path)) == sorted(stale)
+    assert all(path.exists() for path in real) and not any(path.exists() for path in stale)
