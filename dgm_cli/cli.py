@@ -594,30 +594,17 @@ def evaluate(
     if "classifier" in net.capabilities:
         report["classification"] = classification(net, images, labels)
         reports.print_classification(console, report)
+    # A latent-variable model's estimators, or a flow's exact density at dequantized images.
+    estimator = None
     if "latent_likelihood" in net.capabilities and iw_samples > 0:
+        estimator = functools.partial(evaluate_images, iw_samples=iw_samples, mc_samples=mc_samples)
+    elif "exact_likelihood" in net.capabilities and dequantization_draws > 0:
+        estimator = functools.partial(dequantized_log_likelihood, draws=dequantization_draws)
+    if estimator is not None:
         with make_progress(console) as progress:
-            task = progress.add_task(f"likelihoods, {split.value} images", total=len(images))
-            estimates = evaluate_images(
-                net,
-                images,
-                seed=seed,
-                iw_samples=iw_samples,
-                mc_samples=mc_samples,
-                batch_size=batch_size,
-                on_batch=lambda count: progress.advance(task, count),
-            )
-        report["likelihood"] = {"images": len(images), **{name: e.summary() for name, e in estimates.items()}}
-        reports.print_likelihood(console, report)
-    if "exact_likelihood" in net.capabilities and dequantization_draws > 0:
-        with make_progress(console) as progress:
-            task = progress.add_task(f"bits/dim, {split.value} images", total=len(images))
-            estimates = dequantized_log_likelihood(
-                net,
-                images,
-                seed=seed,
-                draws=dequantization_draws,
-                batch_size=batch_size,
-                on_batch=lambda count: progress.advance(task, count),
+            task = progress.add_task(f"log-likelihood, {split.value} images", total=len(images))
+            estimates = estimator(
+                net, images, seed=seed, batch_size=batch_size, on_batch=lambda count: progress.advance(task, count)
             )
         report["likelihood"] = {"images": len(images), **{name: e.summary() for name, e in estimates.items()}}
         reports.print_likelihood(console, report)
