@@ -6,6 +6,7 @@ target with os.replace, which POSIX and Windows both make atomic.
 """
 
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,13 +50,19 @@ def atomic_path(path: Path):
         raise
 
 
-def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete the temporary files a killed writer left in `folder` and below (SIGKILL runs no cleanup).
+# The names atomic_path gives its temporaries: "." + stem + "." + mkstemp's 8 random characters + ".tmp" + suffix.
+TEMPORARY_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
 
-    Only for a folder no one else is writing to (the trainer holds the run's lock); the real files are
-    never touched, since a temporary only ever replaces its target by rename.
+
+def remove_stale_temporaries(folder: Path, subfolders: tuple[str, ...] = ()) -> list[Path]:
+    """Delete the temporary files a killed writer left in `folder` and the named subfolders (SIGKILL runs no cleanup).
+
+    Only for a folder no one else is writing to (the trainer holds the run's lock). Only names of
+    atomic_path's pattern are touched, never a real file: a temporary only replaces its target by rename.
     """
-    stale = [path for path in Path(folder).rglob(".*.tmp*") if path.is_file()]
+    folders = [Path(folder)] + [Path(folder) / name for name in subfolders]
+    stale = [path for where in folders if where.is_dir() for path in where.iterdir()
+             if path.is_file() and TEMPORARY_NAME.match(path.name)]  # fmt: skip
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

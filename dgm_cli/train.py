@@ -101,7 +101,8 @@ def train(
     with run_lock(out), GracefulInterrupt() as interrupt, speed.matmul_precision(settings.precision):
         if resume is None:
             refuse_existing_run(out)
-        remove_stale_temporaries(out)  # left by a process killed mid-write; the lock says none is writing now
+        # left by a process killed mid-write; the lock says none is writing now
+        remove_stale_temporaries(out, subfolders=("samples", "manifold"))
         return _train(model_name, config, dataset, settings, console, resume, interrupt)
 
 

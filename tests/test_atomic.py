@@ -47,10 +47,18 @@ def test_io_errors_while_writing_keep_the_old_file(tmp_path):
 def test_stale_temporaries_are_removed_and_real_files_kept(tmp_path):
     from dgm_cli.atomic import remove_stale_temporaries
 
+    from dgm_cli.atomic import atomic_path
+
     (tmp_path / "samples").mkdir()
-    real = [tmp_path / "last.safetensors", tmp_path / "samples" / "epoch_001.png", tmp_path / "metrics.jsonl"]
-    stale = [tmp_path / ".last.abc123.tmp.safetensors", tmp_path / "samples" / ".epoch_002.x9.tmp.png"]
+    (tmp_path / "elsewhere").mkdir()
+    real = [tmp_path / "last.safetensors", tmp_path / "samples" / "epoch_001.png", tmp_path / "metrics.jsonl",
+            tmp_path / ".notes.tmp", tmp_path / "elsewhere" / ".last.abcd1234.tmp.safetensors"]
+    stale = [tmp_path / ".last.abcd1234.tmp.safetensors", tmp_path / "samples" / ".epoch_002.x9_k2m7q.tmp.png"]
     for path in real + stale:
         path.write_text("x")
-    assert sorted(remove_stale_temporaries(tmp_path)) == sorted(stale)
+    with atomic_path(tmp_path / "curves.png") as tmp:  # the real pattern, taken from a real temporary
+        pattern_example = tmp.name
+    (tmp_path / pattern_example).write_text("x")
+    stale.append(tmp_path / pattern_example)
+    assert sorted(remove_stale_temporaries(tmp_path, subfolders=("samples",))) == sorted(stale)
     assert all(path.exists() for path in real) and not any(path.exists() for path in stale)
