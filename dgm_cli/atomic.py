@@ -37,7 +37,11 @@ def atomic_path(path: Path):
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
     os.close(fd)
     tmp = Path(tmp_name)
+    # mkstemp makes the file private (0600); give it the mode any new file gets here (0666 less the umask).
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)
         yield tmp
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())

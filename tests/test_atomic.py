@@ -62,3 +62,16 @@ def test_stale_temporaries_are_removed_and_real_files_kept(tmp_path):
     stale.append(tmp_path / pattern_example)
     assert sorted(remove_stale_temporaries(tmp_path, subfolders=("samples",))) == sorted(stale)
     assert all(path.exists() for path in real) and not any(path.exists() for path in stale)
+
+
+def test_written_files_get_the_usual_permissions_not_mkstemps_private_ones(tmp_path):
+    import os
+
+    from dgm_cli.atomic import write_text
+
+    umask = os.umask(0o022)
+    try:
+        write_text(tmp_path / "metrics.jsonl", "{}\n")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "metrics.jsonl").stat().st_mode & 0o777 == 0o644
