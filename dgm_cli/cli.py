@@ -316,8 +316,7 @@ def _resumed_run(model_name: str, values: dict, common: dict):
         config = config_tools.from_dict(type(config), {**config_tools.to_dict(config), "epochs": values["epochs"]})
     if config.epochs < state.epoch:
         raise DgmError(f"{run} has already trained {state.epoch} epochs; --epochs must be at least that")
-    finished = state.position is None and state.epoch >= config.epochs and any(k.startswith("test_") for k in state.history[-1])
-    if finished:
+    if state.finished and state.epoch >= config.epochs:
         raise DgmError(f"{run} has finished its {config.epochs} epochs; pass --epochs with a larger number to train on")
     dataset = load_dataset(data["name"], common["data_dir"])
     if dataset.describe() != data:

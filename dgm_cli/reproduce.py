@@ -22,8 +22,8 @@ from dgm_cli import config as config_tools
 from dgm_cli.atomic import atomic_path, ensure_writable_dir, write_text
 from dgm_cli.checkpoint import load_checkpoint
 from dgm_cli.data import Dataset
-from dgm_cli.evaluate import dequantized_log_likelihood, evaluate_images
 from dgm_cli.errors import DgmError
+from dgm_cli.evaluate import dequantized_log_likelihood, evaluate_images
 from dgm_cli.interpolate import class_endpoints, interpolation_images, prior_endpoints
 from dgm_cli.metrics import load_classifier, sample_quality
 from dgm_cli.plots import save_image_grid
@@ -72,17 +72,11 @@ FULL = Budget(epochs=None, iw_samples=1000, samples=10_000, interpolation_draws=
 QUICK = Budget(epochs={"vae": 2, "gan": 2, "flow": 1}, iw_samples=50, samples=1000, interpolation_draws=10_000)
 
 
-def _finished(run: Path) -> bool:
-    if not (run / STATE_FILE).is_file():
-        return False
-    state = load_state(run / STATE_FILE)
-    return state.position is None and any(key.startswith("test_") for key in state.history[-1])
-
-
 def run_training(experiment: Experiment, budget: Budget, dataset: Dataset, out: Path, device, console) -> Path:
     """Train (or resume, or skip when finished) one experiment; returns its run folder."""
     run = out / "runs" / experiment.name
-    if _finished(run):
+    resume = load_state(run / STATE_FILE) if (run / STATE_FILE).is_file() else None
+    if resume is not None and resume.finished:
         console.print(f"{experiment.name}: trained already ({run})", markup=False)
         return run
     overrides = dict(experiment.overrides)
@@ -90,7 +84,6 @@ def run_training(experiment: Experiment, budget: Budget, dataset: Dataset, out: 
         overrides["epochs"] = budget.epochs[experiment.model]
     config = create_config(experiment.model, **overrides)
     settings = RunSettings(out_dir=run, seed=0, device=device, checkpoint_dir=None)
-    resume = load_state(run / STATE_FILE) if (run / STATE_FILE).is_file() else None
     how = "resuming" if resume is not None else "training"
     console.print(f"{experiment.name}: {how} {experiment.model} {config_tools.to_json(config)}", markup=False)
     train(experiment.model, config, dataset, settings, console, resume=resume)

@@ -58,6 +58,11 @@ class TrainingState:
     rng: dict[str, torch.Tensor] = field(default_factory=dict)
     position: EpochPosition | None = None
 
+    @property
+    def finished(self) -> bool:
+        """The run ended after its last epoch: the trainer records the test-split metrics only then."""
+        return self.position is None and any(key.startswith("test_") for key in self.history[-1])
+
 
 def capture_rng(device: torch.device) -> dict[str, torch.Tensor]:
     states = {"rng.torch": torch.get_rng_state()}

@@ -34,8 +34,8 @@ from dgm_cli.atomic import atomic_path, ensure_writable_dir, remove_stale_tempor
 from dgm_cli.checkpoint import default_checkpoint, save_checkpoint
 from dgm_cli.data import Dataset
 from dgm_cli.errors import DgmError, Interrupted
-from dgm_cli.interrupt import GracefulInterrupt
 from dgm_cli.evaluate import read_means, validate
+from dgm_cli.interrupt import GracefulInterrupt
 from dgm_cli.plots import save_curves, save_image_grid
 from dgm_cli.progress import make_progress
 from dgm_cli.registry import get_spec
@@ -256,7 +256,7 @@ def _train(model_name, config, dataset, settings, console, resume, interrupt) ->
                     rate = seen / (time.perf_counter() - started)
                     progress.update(task, status=f"{status}  {rate:,.0f} img/s")
                 progress.advance(task)
-                if index + 1 < steps_per_epoch:
+                if interrupt.requested is not None and index + 1 < steps_per_epoch:
                     seconds = time.perf_counter() - started
                     stop_if_interrupted(epoch - 1, EpochPosition(index + 1, seconds, permutation, sums))
 
