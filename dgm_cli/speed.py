@@ -1,8 +1,8 @@
 """The fast-path switches of `dgm train`: torch.compile and the matmul precision.
 
 Both are off by default (docs/performance.md has the measurements and the
-commands): --compile gained nothing measurable for the VAE on our CPU after
-20 s of compiling, and bf16, though 1.5x faster there for the VAE, changes
+commands): --compile did not speed up the VAE's step on our CPU, and bf16,
+though about 1.3-1.5x faster there for the VAE, changes
 the arithmetic and pays only on hardware with native bf16 matmuls, so it is
 the user's choice per run.
 """

@@ -107,7 +107,7 @@ class VAE(GenerativeModel):
 
         A pixel of intensity x is 1 with probability x / 255: for r uniform on {0, ..., 254},
         P(r < x) = x / 255 exactly. Drawing r as uint8 and comparing is cheaper on the CPU than
-        torch.bernoulli on float probabilities (a tenth of the VAE's step there).
+        torch.bernoulli on float probabilities (a sixth off the VAE's step there; benchmarks/vae_step.py).
         """
         pixels = batch.flatten(1)
         return (torch.randint(0, 255, pixels.shape, dtype=torch.uint8, device=pixels.device) < pixels).float()
