@@ -11,6 +11,7 @@ this); usage errors exit 2; tracebacks appear only with --debug.
 import functools
 import inspect
 import json
+import os
 import sys
 import time
 from dataclasses import fields
@@ -45,12 +46,15 @@ def user_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        # Under torchrun rank 0 speaks for all; another rank's own failure is printed with its rank.
+        rank = int(os.environ.get("RANK", "0") or 0)
+        where = f"[rank {rank}] " if rank else ""
         try:
             return command(*args, **kwargs)
         except DgmError as error:
             if _settings["debug"]:
                 raise
-            typer.echo(f"error: {error}", err=True)
+            typer.echo(f"{where}error: {error}", err=True)
             raise typer.Exit(1) from None
         except torch.OutOfMemoryError:
             if _settings["debug"]:
@@ -58,7 +62,8 @@ def user_errors(command):
             typer.echo("error: the device ran out of memory; try a smaller --batch-size or --device cpu", err=True)
             raise typer.Exit(1) from None
         except Interrupted as stopped:
-            typer.echo(f"interrupted by {stopped}", err=True)
+            if not rank:
+                typer.echo(f"interrupted by {stopped}", err=True)
             raise typer.Exit(130) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
@@ -175,10 +180,13 @@ def _load(model: Enum, checkpoint: Optional[Path], device: str):
 
 COMMON_TRAIN_OPTIONS = (
     "seed", "device", "out", "dataset", "data_dir", "checkpoint_dir", "resume", "save_every", "compile", "precision",
+    "sync_batchnorm",
     "json_output", "ctx",
 )  # fmt: skip
 # What a resumed run may change: where and how it runs, not what it computes (and --epochs, to extend it).
-RESUME_MAY_CHANGE = {"epochs", "device", "data_dir", "checkpoint_dir", "save_every", "compile", "json_output", "resume"}
+RESUME_MAY_CHANGE = {
+    "epochs", "device", "data_dir", "checkpoint_dir", "save_every", "compile", "sync_batchnorm", "json_output", "resume",
+}  # fmt: skip
 
 
 def _parse_epochs(text: str, flag: str) -> tuple[int, ...]:
@@ -270,6 +278,17 @@ def _common_train_parameters() -> list[inspect.Parameter]:
             ],
             Precision.fp32,
         ),
+        "sync_batchnorm": (
+            Annotated[
+                bool,
+                typer.Option(
+                    "--sync-batchnorm",
+                    help="Under torchrun on GPUs: batch normalisation over the global batch (SyncBatchNorm) "
+                    "instead of each process's shard.",
+                ),
+            ],
+            False,
+        ),
         "json_output": (JsonOpt, False),
     }
     parameters = [
@@ -290,7 +309,8 @@ def _resumed_run(model_name: str, values: dict, common: dict):
     if refused:
         raise DgmError(
             f"--resume continues a run with its own settings; leave out {', '.join(refused)} "
-            "(only --epochs, --device, --data-dir, --checkpoint-dir, --save-every and --compile may be given)"
+            "(only --epochs, --device, --data-dir, --checkpoint-dir, --save-every, --compile and --sync-batchnorm "
+            "may be given)"
         )
     run = Path(common["resume"])
     if common["resume"] == "last":
@@ -325,22 +345,37 @@ def _resumed_run(model_name: str, values: dict, common: dict):
 
 
 def _run_training(model_name: str, values: dict, common: dict) -> None:
+    """One process's training; under torchrun every process runs this, joined by distributed.start."""
+    from dgm_cli import distributed
+
+    parallel, device_name = distributed.start(common["device"])
+    finished = False
+    try:
+        _train_in_process(model_name, values, common, parallel, device_name)
+        finished = True
+    finally:
+        distributed.stop(finished=finished)
+
+
+def _train_in_process(model_name: str, values: dict, common: dict, parallel, device_name: str) -> None:
     from dgm_cli.data import load_dataset
     from dgm_cli.device import resolve_device
+    from dgm_cli.progress import quiet_console
     from dgm_cli.train import RunSettings, refuse_existing_run, train
 
     spec = get_spec(model_name)
-    device = resolve_device(common["device"])
+    device = resolve_device(device_name)
     state, seed = None, common["seed"]
     if common["resume"] is not None:
         out, state, config, seed, dataset = _resumed_run(model_name, values, common)
     else:
         config = config_tools.from_dict(spec.config_class, values)
         out = common["out"] or Path("runs") / model_name / time.strftime("%Y%m%d-%H%M%S")
-        refuse_existing_run(out)
+        if parallel.is_main:
+            refuse_existing_run(out)
         dataset_name = common["dataset"].value if common["dataset"] else None
         dataset = load_dataset(dataset_name, common["data_dir"])
-    console = stderr_console()
+    console = stderr_console() if parallel.is_main else quiet_console()
     if dataset.fallback_reason:
         # Messages and paths are printed without rich markup: "[Errno -2]" in a reason is not a style.
         console.print(f"warning: {dataset.fallback_reason}", markup=False, soft_wrap=True, style="yellow")
@@ -354,8 +389,10 @@ def _run_training(model_name: str, values: dict, common: dict) -> None:
     resumed = f"; resuming after epoch {state.epoch}" if state is not None else ""
     if state is not None and state.position is not None:
         resumed = f"; resuming epoch {state.epoch + 1} at batch {state.position.next_batch}"
+    processes = f" x {parallel.world_size} processes (torchrun)" if parallel.enabled else ""
     console.print(
-        f"training {model_name} on {dataset.name} ({len(dataset.train):,} images) on {device}; run folder {out}{resumed}",
+        f"training {model_name} on {dataset.name} ({len(dataset.train):,} images) on {device}{processes}; "
+        f"run folder {out}{resumed}",
         markup=False,
     )
     settings = RunSettings(
@@ -366,12 +403,14 @@ def _run_training(model_name: str, values: dict, common: dict) -> None:
         save_every=common["save_every"],
         compile=common["compile"],
         precision=common["precision"].value,
+        parallel=parallel,
+        sync_batchnorm=common["sync_batchnorm"],
     )
     history = train(model_name, config, dataset, settings, console, resume=state)
     final = history[-1]
     copied = f" and {common['checkpoint_dir'] / (model_name + '.safetensors')}" if common["checkpoint_dir"] else ""
     console.print(f"done: {out / 'last.safetensors'}{copied}", markup=False)
-    if common["json_output"]:
+    if common["json_output"] and parallel.is_main:
         _print_json({"model": model_name, "run": str(out), "data": dataset.describe(), "final": final})
 
 

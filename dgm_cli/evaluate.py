@@ -31,16 +31,28 @@ VALIDATION_BATCH = 1000
 
 
 @torch.no_grad()
-def validate(model, images: torch.Tensor, labels: torch.Tensor, *, prefix: str) -> dict[str, float]:
-    """The means of a model's validation_step metrics over a prepared split, in eval mode."""
+def validate(model, images: torch.Tensor, labels: torch.Tensor, *, prefix: str, parallel=None) -> dict[str, float]:
+    """The means of a model's validation_step metrics over a prepared split, in eval mode.
+
+    parallel (a distributed.Parallel under torchrun): each process takes its rows of every batch, with
+    the batch's noise drawn as one process would (model.shard), and the sums are added over processes.
+    """
     was_training = model.training
     model.eval()
     sums = {}
     for start in range(0, len(images), VALIDATION_BATCH):
         batch, batch_labels = images[start : start + VALIDATION_BATCH], labels[start : start + VALIDATION_BATCH]
+        if parallel is not None and parallel.enabled:
+            rows = parallel.rows(len(batch))
+            model.shard = parallel.shard(len(batch))
+            batch, batch_labels = batch[rows], batch_labels[rows]
+        # A process left without rows still runs the step: its noise draws keep the generators in step.
         for name, value in model.validation_step(batch, batch_labels).items():
-            sums[name] = sums.get(name, 0) + value * len(batch)
+            sums[name] = sums.get(name, 0) + (value * len(batch) if len(batch) else torch.zeros_like(value))
+    model.shard = None
     model.train(was_training)
+    if parallel is not None:
+        sums = parallel.sum(sums, images.device)
     return read_means(sums, len(images), prefix=prefix)
 
 

@@ -111,7 +111,8 @@ def save_state(path: Path, state: TrainingState) -> None:
         position = {"next_batch": state.position.next_batch, "seconds": state.position.seconds}
         tensors["epoch.permutation"] = state.position.permutation.to("cpu").contiguous()
         for name, value in state.position.sums.items():
-            tensors[f"epoch.sums.{name}"] = value.detach().to("cpu").reshape(()).contiguous()
+            # one number, or under torchrun one per process (distributed.Parallel.gather)
+            tensors[f"epoch.sums.{name}"] = value.detach().to("cpu").contiguous()
     progress = {
         "epoch": state.epoch,
         "step": state.step,

@@ -23,7 +23,8 @@ continues bit-identically (on the CPU) where the interrupted one stopped.
 import json
 import math
 import time
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,11 +34,12 @@ from dgm_cli import config as config_tools
 from dgm_cli.atomic import atomic_path, ensure_writable_dir, remove_stale_temporaries, write_text
 from dgm_cli.checkpoint import default_checkpoint, save_checkpoint
 from dgm_cli.data import Dataset
+from dgm_cli.distributed import Parallel
 from dgm_cli.errors import DgmError, Interrupted
 from dgm_cli.evaluate import read_means, validate
 from dgm_cli.interrupt import GracefulInterrupt
 from dgm_cli.plots import save_curves, save_image_grid
-from dgm_cli.progress import make_progress
+from dgm_cli.progress import make_progress, quiet_console
 from dgm_cli.registry import get_spec
 from dgm_cli.runlock import run_lock
 from dgm_cli.sampling import manifold_images, sample_images
@@ -55,6 +57,8 @@ class RunSettings:
     save_every: int = 1  # epochs between last.safetensors/state.safetensors (and always at the end)
     compile: bool = False  # torch.compile the training step
     precision: str = "fp32"  # fp32, tf32 (CUDA) or bf16 autocast in training steps
+    parallel: Parallel = field(default_factory=Parallel)  # this process's place under torchrun
+    sync_batchnorm: bool = False  # under torchrun: BatchNorm over the global batch (PyTorch's SyncBatchNorm)
 
 
 def save_figures(model, out_dir: Path, epoch: int, seed: int) -> None:
@@ -92,28 +96,64 @@ def train(
     """Train into settings.out_dir, from scratch or from `resume`; returns the per-epoch records (epoch 0 = before training).
 
     The run folder is locked for the whole run; SIGINT/SIGTERM save a resumable state and raise Interrupted.
+    Under torchrun (settings.parallel) only rank 0 locks, prints and writes.
     """
-    out = settings.out_dir
+    out, parallel = settings.out_dir, settings.parallel
     speed.check_precision(settings.precision, settings.device, get_spec(model_name).module_class)
-    ensure_writable_dir(out)
-    if settings.checkpoint_dir is not None:
-        ensure_writable_dir(settings.checkpoint_dir)
-    with run_lock(out), GracefulInterrupt() as interrupt, speed.matmul_precision(settings.precision):
-        if resume is None:
+    check_parallel_settings(model_name, config, settings)
+    if parallel.is_main:
+        ensure_writable_dir(out)
+        if settings.checkpoint_dir is not None:
+            ensure_writable_dir(settings.checkpoint_dir)
+    else:
+        console = quiet_console()
+    # A launcher may pass on a Ctrl-C that the terminal has delivered to the processes already:
+    # a copy that arrives within a second is the same request, not a second one.
+    duplicate_window = 1.0 if parallel.enabled else 0.0
+    lock = run_lock(out) if parallel.is_main else nullcontext()
+    with lock, GracefulInterrupt(duplicate_window) as interrupt, speed.matmul_precision(settings.precision):
+        if resume is None and parallel.is_main:
             refuse_existing_run(out)
-        # left by a process killed mid-write; the lock says none is writing now
-        remove_stale_temporaries(out, subfolders=("samples", "manifold"))
+        if parallel.is_main:  # left by a process killed mid-write; the lock says none is writing now
+            remove_stale_temporaries(out, subfolders=("samples", "manifold"))
         return _train(model_name, config, dataset, settings, console, resume, interrupt)
+
+
+def check_parallel_settings(model_name: str, config, settings: RunSettings) -> None:
+    """Refuse what data-parallel training cannot do, before any process starts working."""
+    parallel = settings.parallel
+    if settings.sync_batchnorm:
+        if not parallel.enabled:
+            raise DgmError("--sync-batchnorm only matters under torchrun with more than one process; leave it out")
+        if settings.device.type != "cuda":
+            raise DgmError("--sync-batchnorm needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel); leave it out on the CPU")
+        module = get_spec(model_name).module_class(config)
+        if not any(isinstance(layer, torch.nn.modules.batchnorm._BatchNorm) for layer in module.modules()):
+            raise DgmError(f"the {model_name} has no batch normalisation; leave out --sync-batchnorm")
+    if not parallel.enabled:
+        return
+    if settings.compile:
+        raise DgmError("--compile is not supported under torchrun yet; leave it out")
+    if config.batch_size < 2 * parallel.world_size:
+        raise DgmError(
+            f"--batch-size is the global batch and must give each of the {parallel.world_size} processes at least "
+            f"two images; use --batch-size {2 * parallel.world_size} or more"
+        )
 
 
 def _train(model_name, config, dataset, settings, console, resume, interrupt) -> list[dict]:
     spec = get_spec(model_name)
-    out, device, seed = settings.out_dir, settings.device, settings.seed
+    out, device, seed, parallel = settings.out_dir, settings.device, settings.seed, settings.parallel
+    main = parallel.is_main
     headline = spec.module_class.headline_metrics
 
+    # The same seed in every process: the same initial weights, permutations and noise (distributed.py).
     torch.manual_seed(seed)
     data_generator = torch.Generator().manual_seed(seed)  # static binarization and the like, on the CPU
-    model = spec.module_class(config).to(device)
+    model = spec.module_class(config)
+    if settings.sync_batchnorm:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
     optimizers = model.configure_optimizers()
     # The configured rates, which learning_rate_factor scales (a resumed optimizer holds the last scaled ones).
     base_rates = [[group["lr"] for group in optimizer.param_groups] for optimizer in optimizers]
@@ -123,19 +163,22 @@ def _train(model_name, config, dataset, settings, console, resume, interrupt) ->
     train_labels, val_labels = dataset.train.labels.to(device), dataset.val.labels.to(device)
 
     run_facts = {"seed": seed, "device": str(device), "torch": torch.__version__, "dgm": __version__}
-    write_text(
-        out / "config.json",
-        json.dumps(
-            {
-                "model": model_name,
-                "config": config_tools.to_dict(config),
-                "data": dataset.describe(),
-                **run_facts,
-                "checkpoint_dir": None if settings.checkpoint_dir is None else str(settings.checkpoint_dir),
-            },
-            indent=2,
-        ),
-    )
+    if parallel.enabled:
+        run_facts["processes"] = parallel.world_size
+    if main:
+        write_text(
+            out / "config.json",
+            json.dumps(
+                {
+                    "model": model_name,
+                    "config": config_tools.to_dict(config),
+                    "data": dataset.describe(),
+                    **run_facts,
+                    "checkpoint_dir": None if settings.checkpoint_dir is None else str(settings.checkpoint_dir),
+                },
+                indent=2,
+            ),
+        )
 
     # Epochs past the end of the run are clipped to its last epoch, so a short run still shows its result.
     sample_epochs = {min(epoch, config.epochs) for epoch in config.sample_epochs}
@@ -165,6 +208,8 @@ def _train(model_name, config, dataset, settings, console, resume, interrupt) ->
 
     def save_progress(record: dict, *, is_best: bool, checkpoint: bool = True) -> None:
         nonlocal saved_epoch
+        if not main:
+            return
         write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
         train_facts = {**run_facts, "epoch": record["epoch"], "step": step, "metrics": record}
         names = (("last.safetensors",) if checkpoint else ()) + (("best.safetensors",) if is_best else ())
@@ -185,6 +230,8 @@ def _train(model_name, config, dataset, settings, console, resume, interrupt) ->
             value = record[f"val_{monitor}"]
             is_best = best_value is None or (value > best_value if direction == "max" else value < best_value)
             best_value = value if is_best else best_value
+        if not main:  # the figures draw from their own seeded generators, so skipping them changes no stream
+            return
         if record["epoch"] in sample_epochs and "sample" in model.capabilities:
             save_figures(model, out, record["epoch"], seed)
         epoch = record["epoch"]
@@ -194,31 +241,54 @@ def _train(model_name, config, dataset, settings, console, resume, interrupt) ->
             history, out / "curves.png", title=f"{model_name} on {dataset.name}", reference_lines=model.reference_lines
         )
 
+    def stop_requested(*, check_others: bool) -> bool:
+        """Whether to stop here; under torchrun all processes must agree, which costs an all-reduce,
+        so they compare only where check_others says (about 20 times an epoch, and after each)."""
+        if not parallel.enabled:
+            return interrupt.requested is not None
+        if not check_others:
+            return False
+        if parallel.any(interrupt.requested is not None, device) and interrupt.requested is None:
+            interrupt.requested = "a signal to another process"
+        return interrupt.requested is not None
+
     def stop_if_interrupted(epoch_done: int, position: EpochPosition | None) -> None:
         if interrupt.requested is None:
             return
         if position is not None:
-            save_state_now(epoch_done, position)
+            # Rank 0 saves every process's own metric sums, so a resumed run adds in the same order.
+            position = EpochPosition(position.next_batch, position.seconds, position.permutation,
+                                     parallel.gather(position.sums, device))  # fmt: skip
+            if main:
+                save_state_now(epoch_done, position)
         where = f"epoch {epoch_done + 1}, batch {position.next_batch}" if position else f"the end of epoch {epoch_done}"
         raise Interrupted(
             f"{interrupt.requested}: stopped at {where} and saved {out / STATE_FILE}; "
             f"continue with: {resume_command(model_name, out)}"
         )
 
+    def validation(images, labels, prefix):
+        return validate(model, images, labels, prefix=prefix, parallel=parallel)
+
     if resume is None:
-        record_epoch({"epoch": 0, "step": 0, **validate(model, val_images, val_labels, prefix="val_")})
-    else:
+        record_epoch({"epoch": 0, "step": 0, **validation(val_images, val_labels, "val_")})
+    elif main:
         write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
 
     batch_size = config.batch_size
-    # A last batch of a single image is skipped: batch statistics (the GAN's BatchNorm) need two.
-    n = len(train_images) - 1 if len(train_images) % batch_size == 1 and len(train_images) > 1 else len(train_images)
+    # A last batch too small to give every process two images is skipped (with one process: a batch of
+    # one image): batch statistics (the GAN's BatchNorm) need two.
+    remainder = len(train_images) % batch_size
+    n = len(train_images) - remainder if 0 < remainder < 2 * parallel.world_size else len(train_images)
     steps_per_epoch = math.ceil(n / batch_size)
     refresh_every = max(1, steps_per_epoch // 20)
     total_steps = max(1, config.epochs * steps_per_epoch)
     max_grad_norm = getattr(config, "max_grad_norm", 0.0)  # a config field of the models that offer clipping
     first_epoch = history[-1]["epoch"] + 1 if history else 1
-    training_step = speed.step_function(model, settings.compile)
+    if parallel.enabled:
+        training_step = model.distribute(lambda module: parallel.wrap(module, device))
+    else:
+        training_step = speed.step_function(model, settings.compile)
     with make_progress(console, extra="{task.fields[status]}") as progress:
         task = progress.add_task("training", total=config.epochs * steps_per_epoch, completed=step, status="")
         for epoch in range(first_epoch, config.epochs + 1):
@@ -226,10 +296,12 @@ def _train(model_name, config, dataset, settings, console, resume, interrupt) ->
             if position is not None:  # the rest of an epoch that was interrupted
                 permutation, sums, first_batch = position.permutation.to(device), position.sums, position.next_batch
                 started = time.perf_counter() - position.seconds
-                sums = {name: value.to(device) for name, value in sums.items()}
+                sums = {name: parallel.own_share(value.to(device)) for name, value in sums.items()}
+                rows_summed = min(n, first_batch * batch_size) // parallel.world_size  # for the progress bar only
                 position = None
             else:
                 permutation, sums, first_batch = torch.randperm(len(train_images), device=device), {}, 0
+                rows_summed = 0
                 started = time.perf_counter()
             for index in range(first_batch, steps_per_epoch):
                 factor = model.learning_rate_factor(step / total_steps)
@@ -237,30 +309,34 @@ def _train(model_name, config, dataset, settings, console, resume, interrupt) ->
                     for group, rate in zip(optimizer.param_groups, rates):
                         group["lr"] = rate * factor
                 indices = permutation[index * batch_size : min(n, (index + 1) * batch_size)]
+                model.shard = parallel.shard(len(indices))  # None in one process
+                indices = indices[parallel.rows(len(indices))]
                 batch = train_images[indices]
                 with speed.autocast(settings.precision, device):
                     metrics = training_step(batch, train_labels[indices])
                 if not model.manual_optimization:
                     optimizers[0].zero_grad(set_to_none=True)
-                    metrics["loss"].backward()
+                    (metrics["loss"] * model.loss_weight()).backward()
                     if max_grad_norm > 0:
                         torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
                     optimizers[0].step()
                 step += 1
                 for name, value in metrics.items():
                     sums[name] = sums.get(name, 0) + value.detach() * len(batch)
-                if (index + 1) % refresh_every == 0:
-                    seen = min(n, (index + 1) * batch_size)
-                    running = read_means({name: sums[name] for name in headline}, seen, prefix="")
+                rows_summed += len(batch)
+                if (index + 1) % refresh_every == 0 and main:
+                    running = read_means({name: sums[name] for name in headline}, rows_summed, prefix="")
                     status = "  ".join(f"{name} {value:.3f}" for name, value in running.items())
-                    rate = seen / (time.perf_counter() - started)
+                    rate = min(n, (index + 1) * batch_size) / (time.perf_counter() - started)
                     progress.update(task, status=f"{status}  {rate:,.0f} img/s")
                 progress.advance(task)
-                if interrupt.requested is not None and index + 1 < steps_per_epoch:
+                if index + 1 < steps_per_epoch and stop_requested(check_others=(index + 1) % refresh_every == 0):
                     seconds = time.perf_counter() - started
                     stop_if_interrupted(epoch - 1, EpochPosition(index + 1, seconds, permutation, sums))
 
-            train_metrics = read_means(sums, n, prefix="train_")
+            model.shard = None
+            parallel.share_buffers(model)
+            train_metrics = read_means(parallel.sum(sums, device), n, prefix="train_")
             broken = {name: value for name, value in train_metrics.items() if not math.isfinite(value)}
             if broken:
                 raise DgmError(
@@ -268,7 +344,7 @@ def _train(model_name, config, dataset, settings, console, resume, interrupt) ->
                     f"{out / 'last.safetensors'} still holds epoch {saved_epoch}; try a smaller --lr"
                 )
             seconds = time.perf_counter() - started
-            record = {"epoch": epoch, "step": step, **train_metrics, **validate(model, val_images, val_labels, prefix="val_")}
+            record = {"epoch": epoch, "step": step, **train_metrics, **validation(val_images, val_labels, "val_")}
             record.update(seconds=round(seconds, 3), images_per_second=round(n / seconds, 1))
             record_epoch(record)
             shown = "  ".join(
@@ -279,17 +355,19 @@ def _train(model_name, config, dataset, settings, console, resume, interrupt) ->
                 f"epoch {epoch:>3}/{config.epochs}  {shown} (train/val)  {seconds:.1f} s  {n / seconds:,.0f} img/s",
                 markup=False,
             )
+            stop_requested(check_others=True)
             stop_if_interrupted(epoch, None)
 
+    parallel.check_parameters_agree(model, device)
     # The final model's test-split metrics, recorded for the report and never used to choose anything.
     # data_generator is used for nothing else, so preparing the test split here draws what it would have at start-up.
     test_images = model.prepare_split(dataset.test.images, train=False, generator=data_generator).to(device)
     # On a forked generator, so that a run extended later with --epochs continues the random stream
     # it would have had without this evaluation.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        history[-1].update(validate(model, test_images, dataset.test.labels.to(device), prefix="test_"))
+        history[-1].update(validation(test_images, dataset.test.labels.to(device), "test_"))
     save_progress(history[-1], is_best=False)
-    if settings.checkpoint_dir is not None:
+    if settings.checkpoint_dir is not None and main:
         target = default_checkpoint(model_name, settings.checkpoint_dir)
         with atomic_path(target) as tmp:
             tmp.write_bytes((out / "last.safetensors").read_bytes())

@@ -97,7 +97,7 @@ def test_static_binarization_is_seeded_and_dynamic_leaves_training_images_alone(
     assert set(first.unique().tolist()) <= {0, 255}
     assert (first.float() / 255).mean().item() == pytest.approx((images.float() / 255).mean().item(), abs=0.01)
     # A 0/255 image makes the per-batch Bernoulli draw deterministic.
-    assert torch.equal(VAE.binary_pixels(first), first.flatten(1).float() / 255)
+    assert torch.equal(VAE(VAEConfig()).binary_pixels(first), first.flatten(1).float() / 255)
     dynamic = VAE(VAEConfig(binarize="dynamic", hidden=4, zdim=1))
     assert dynamic.prepare_split(images, train=True, generator=torch.Generator()) is images
 
@@ -106,7 +106,7 @@ def test_binary_pixels_are_one_with_probability_intensity_over_255():
     from dgm_cli.models.vae import VAE
 
     levels = torch.tensor([0, 1, 51, 128, 254, 255], dtype=torch.uint8)
-    draws = VAE.binary_pixels(levels.view(1, 6, 1).expand(20_000, 6, 1).contiguous()).view(20_000, 6)
+    draws = VAE(VAEConfig()).binary_pixels(levels.view(1, 6, 1).expand(20_000, 6, 1).contiguous()).view(20_000, 6)
     assert draws[:, 0].max() == 0 and draws[:, -1].min() == 1  # black never, white always
     frequency = draws.mean(0).double()
     expected = levels.double() / 255

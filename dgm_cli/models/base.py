@@ -11,8 +11,27 @@ hasattr, so `dgm models` can list them and a command can refuse early:
   "classifier"         forward(x) -> class logits and features(x) -> the penultimate layer
 """
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Under torchrun: the rows start:stop of a global batch of `size` rows that this process holds."""
+
+    start: int
+    stop: int
+    size: int
+    world_size: int
+
+    @property
+    def loss_weight(self) -> float:
+        """What a shard's mean loss is multiplied by so that DistributedDataParallel's average of the
+        ranks' gradients is the gradient of the global batch's mean, also when shards differ in size."""
+        return (self.stop - self.start) * self.world_size / self.size
 
 
 def adam(parameters, **settings) -> torch.optim.Adam:
@@ -42,6 +61,9 @@ class GenerativeModel(nn.Module):
     training_samples: int = 64
     # False: --precision bf16 is refused (the flow's log-determinants need fp32).
     reduced_precision: bool = True
+    # Under torchrun, which rows of the global batch this process holds; set by the trainer before
+    # each step and validation batch, None in a single process.
+    shard: Shard | None = None
 
     def __init__(self, config):
         super().__init__()
@@ -54,6 +76,29 @@ class GenerativeModel(nn.Module):
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         """The optimizers, created once by the trainer (a manual model keeps them for its own steps)."""
         raise NotImplementedError
+
+    def batch_noise(self, draw: Callable[[int], torch.Tensor], rows: int, *, dim: int = 0) -> torch.Tensor:
+        """Random numbers for `rows` batch rows: draw(size) along dimension `dim`.
+
+        Under torchrun every process draws them for the whole global batch and keeps its own rows, so
+        all processes' generators stay in step and N processes draw exactly what one process would:
+        data-parallel training is the same computation as training in one process, up to the order
+        of floating-point sums. The extra draws cost little beside the network.
+        """
+        if self.shard is None:
+            return draw(rows)
+        return draw(self.shard.size).narrow(dim, self.shard.start, self.shard.stop - self.shard.start)
+
+    def loss_weight(self) -> float:
+        """1 in a single process; see Shard.loss_weight."""
+        return 1.0 if self.shard is None else self.shard.loss_weight
+
+    def distribute(self, wrap: Callable[[nn.Module], nn.Module]) -> Callable:
+        """Under torchrun: the training step to call instead of training_step, built with `wrap`
+        (which makes a module DistributedDataParallel). By default the whole step is one module,
+        whose loss the trainer back-propagates; a model that steps its own optimizers overrides this
+        and wraps the parts it steps."""
+        return wrap(TrainingStep(self))
 
     def learning_rate_factor(self, progress: float) -> float:
         """The share of the configured learning rate to use at `progress` (0 at the first step, 1 at the end)."""
@@ -88,3 +133,15 @@ class GenerativeModel(nn.Module):
         temperature scales the standard deviation of the latent draws (below 1: fewer, cleaner modes).
         """
         raise NotImplementedError
+
+
+class TrainingStep(nn.Module):
+    """A model's training_step as a module's forward, which DistributedDataParallel needs in order to
+    average the gradients of what it returns. It holds the model, so its parameters are the model's."""
+
+    def __init__(self, model: GenerativeModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch, labels=None):
+        return self.model.training_step(batch, labels)

@@ -48,13 +48,17 @@ def conv_block(inputs: int, outputs: int) -> list[nn.Module]:
     return [nn.Conv2d(inputs, outputs, 3, padding=1, bias=False), nn.BatchNorm2d(outputs), nn.ReLU()]
 
 
-def random_shift(images: torch.Tensor, shift: int) -> torch.Tensor:
-    """Shift each image of (B, 28, 28) by its own random offset of up to `shift` pixels, filling with zeros."""
+def random_shift(images: torch.Tensor, shift: int, draw=None) -> torch.Tensor:
+    """Shift each image of (B, 28, 28) by its own random offset of up to `shift` pixels, filling with zeros.
+
+    draw(make_offsets, rows) draws the (2, B) offsets (the model's batch_noise under torchrun).
+    """
     if shift == 0:
         return images
     size = images.shape[-1]
     padded = F.pad(images, (shift, shift, shift, shift))
-    offsets = torch.randint(0, 2 * shift + 1, (2, len(images)), device=images.device)
+    make_offsets = lambda rows: torch.randint(0, 2 * shift + 1, (2, rows), device=images.device)  # noqa: E731
+    offsets = make_offsets(len(images)) if draw is None else draw(make_offsets, len(images))
     rows = (offsets[0, :, None] + torch.arange(size, device=images.device))[:, :, None]
     cols = (offsets[1, :, None] + torch.arange(size, device=images.device))[:, None, :]
     return padded[torch.arange(len(images), device=images.device)[:, None, None], rows, cols]
@@ -100,7 +104,8 @@ class Classifier(GenerativeModel):
         return self.head(self.features(images))
 
     def training_step(self, batch, labels=None):
-        logits = self(random_shift(batch, self.config.shift).float() / 255)
+        draw = lambda make, rows: self.batch_noise(make, rows, dim=1)  # noqa: E731
+        logits = self(random_shift(batch, self.config.shift, draw).float() / 255)
         return {"loss": F.cross_entropy(logits, labels), "accuracy": (logits.argmax(1) == labels).float().mean()}
 
     def validation_step(self, batch, labels=None):

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import distributed, nn
 
 from dgm_cli.config import check, option
 from dgm_cli.data import IMAGE_SHAPE, PIXELS
@@ -206,6 +206,23 @@ def unsqueeze(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(b, c // 4, 2 * h, 2 * w)
 
 
+def channel_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (unbiased) standard deviation of (B, C, H, W), keepdim.
+
+    Under torchrun they are those of the global batch (two all-reduces, once per layer at the first
+    step), so every process starts its actnorm layers where a single process would.
+    """
+    dims = (0, 2, 3)
+    if not (distributed.is_available() and distributed.is_initialized() and distributed.get_world_size() > 1):
+        return x.mean(dim=dims, keepdim=True), x.std(dim=dims, keepdim=True)
+    totals = torch.cat([x.sum(dim=dims, keepdim=True), torch.full_like(x[:1, :, :1, :1], x[:, :1].numel())])
+    distributed.all_reduce(totals)
+    mean = totals[:1] / totals[1:]
+    squares = (x - mean).square().sum(dim=dims, keepdim=True)
+    distributed.all_reduce(squares)
+    return mean, (squares / (totals[1:] - 1)).sqrt()
+
+
 class ActNorm(nn.Module):
     """y = (x + bias) * exp(log_scale) per channel, set from the first training batch to zero mean and unit variance.
 
@@ -221,8 +238,7 @@ class ActNorm(nn.Module):
 
     @torch.no_grad()
     def initialize(self, x: torch.Tensor) -> None:
-        mean = x.mean(dim=(0, 2, 3), keepdim=True)
-        std = x.std(dim=(0, 2, 3), keepdim=True)
+        mean, std = channel_moments(x)
         self.bias.copy_(-mean)
         self.log_scale.copy_(-torch.log(std + 1e-6))
         self.initialized.fill_(1)
@@ -409,7 +425,7 @@ class Flow(GenerativeModel):
     def dequantize(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 images (B, 28, 28) -> x + u with u ~ U[0, 1), flat (B, 784), in the model's precision."""
         x = batch.flatten(1).to(next(self.parameters()).dtype)
-        return x + torch.rand_like(x)
+        return x + self.batch_noise(lambda rows: torch.rand(rows, PIXELS, dtype=x.dtype, device=x.device), len(x))
 
     def bits_per_dim(self, batch: torch.Tensor) -> torch.Tensor:
         """-log2 p(x + u) / 784 per image: a stochastic upper bound on -log2 P(x) / 784."""

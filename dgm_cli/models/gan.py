@@ -60,12 +60,34 @@ def generator_network(latent_dim: int) -> nn.Sequential:
     return nn.Sequential(*layers, nn.Linear(width, PIXELS), nn.Tanh())
 
 
-def discriminator_network() -> nn.Sequential:
-    return nn.Sequential(
-        nn.Linear(PIXELS, 512), nn.LeakyReLU(0.2), nn.Dropout(0.3),
-        nn.Linear(512, 256), nn.LeakyReLU(0.2), nn.Dropout(0.3),
-        nn.Linear(256, 1),
-    )  # fmt: skip
+DROPOUT = 0.3
+
+
+class Discriminator(nn.Sequential):
+    """784 -> 512 -> 256 -> 1 with LeakyReLU(0.2) and dropout 0.3, producing a logit.
+
+    The dropout masks are passed in (`keep`, one boolean tensor per dropout layer) rather than drawn
+    inside, so that under torchrun they can be drawn for the global batch like all the step's other
+    noise (GenerativeModel.batch_noise); without masks (evaluation) dropout is off.
+    """
+
+    widths = (512, 256)
+
+    def __init__(self):
+        super().__init__(
+            nn.Linear(PIXELS, 512), nn.LeakyReLU(0.2), nn.Dropout(DROPOUT),
+            nn.Linear(512, 256), nn.LeakyReLU(0.2), nn.Dropout(DROPOUT),
+            nn.Linear(256, 1),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor, keep: list[torch.Tensor] | None = None) -> torch.Tensor:
+        masks = iter(keep or ())
+        for layer in self:
+            if isinstance(layer, nn.Dropout):
+                x = x * next(masks) / (1 - DROPOUT) if keep is not None else x
+            else:
+                x = layer(x)
+        return x
 
 
 def logit_loss(logits: torch.Tensor, target: float) -> torch.Tensor:
@@ -89,7 +111,8 @@ class GAN(GenerativeModel):
     def __init__(self, config: GANConfig):
         super().__init__(config)
         self.generator = generator_network(config.latent_dim)
-        self.discriminator = discriminator_network()
+        self.discriminator = Discriminator()
+        self.parallel_parts = {}  # under torchrun: the DistributedDataParallel wrappers, see distribute
         self.generator_ema = None
         if config.ema > 0:
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
@@ -118,21 +141,40 @@ class GAN(GenerativeModel):
         generator = self.generator_ema if averaged and self.generator_ema is not None else self.generator
         return ((generator(z) + 1) / 2).view(-1, *IMAGE_SHAPE)
 
-    def training_step(self, batch, labels=None):
-        real = self.scale(batch)
-        fake = self.generator(torch.randn(len(real), self.latent_dim, device=real.device))
+    def distribute(self, wrap):
+        """Each network its own DistributedDataParallel: the two steps back-propagate separately."""
+        self.parallel_parts = {"generator": wrap(self.generator), "discriminator": wrap(self.discriminator)}
+        return self.training_step
 
-        real_logits, fake_logits = self.discriminator(real), self.discriminator(fake.detach())
+    def latents(self, rows: int, device) -> torch.Tensor:
+        return self.batch_noise(lambda size: torch.randn(size, self.latent_dim, device=device), rows)
+
+    def dropout_masks(self, rows: int, device) -> list[torch.Tensor]:
+        draw = lambda width: lambda size: torch.rand(size, width, device=device) >= DROPOUT  # noqa: E731
+        return [self.batch_noise(draw(width), rows) for width in Discriminator.widths]
+
+    def training_step(self, batch, labels=None):
+        generator = self.parallel_parts.get("generator", self.generator)
+        discriminator = self.parallel_parts.get("discriminator", self.discriminator)
+        real = self.scale(batch)
+        rows, device = len(real), real.device
+        fake = generator(self.latents(rows, device))
+
+        # Real and fake images in one forward pass (one pass per backward, as DistributedDataParallel
+        # requires; there is no batch normalisation in the discriminator, so this changes nothing else).
+        keep = [torch.cat(pair) for pair in zip(self.dropout_masks(rows, device), self.dropout_masks(rows, device))]
+        real_logits, fake_logits = discriminator(torch.cat([real, fake.detach()]), keep).split(rows)
         d_loss = logit_loss(real_logits, 1.0) + logit_loss(fake_logits, 0.0)
         self.d_optimizer.zero_grad(set_to_none=True)
-        d_loss.backward()
+        (d_loss * self.loss_weight()).backward()
         self.d_optimizer.step()
 
         # Non-saturating: minimise -log D(G(z)) rather than log(1 - D(G(z))), whose gradient vanishes
-        # exactly when the discriminator wins, early in training.
-        g_loss = logit_loss(self.discriminator(fake), 1.0)
+        # exactly when the discriminator wins, early in training. The discriminator is called
+        # directly, not through its data-parallel wrapper: its gradients from this loss are discarded.
+        g_loss = logit_loss(self.discriminator(fake, self.dropout_masks(rows, device)), 1.0)
         self.g_optimizer.zero_grad(set_to_none=True)
-        g_loss.backward()
+        (g_loss * self.loss_weight()).backward()
         self.g_optimizer.step()
         self.update_ema()
 
@@ -155,7 +197,7 @@ class GAN(GenerativeModel):
 
     def validation_step(self, batch, labels=None):
         real = self.scale(batch)
-        fake = self.generator(torch.randn(len(real), self.latent_dim, device=real.device))
+        fake = self.generator(self.latents(len(real), real.device))
         real_logits, fake_logits = self.discriminator(real), self.discriminator(fake)
         return {
             "d_loss": logit_loss(real_logits, 1.0) + logit_loss(fake_logits, 0.0),

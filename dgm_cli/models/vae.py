@@ -101,8 +101,7 @@ class VAE(GenerativeModel):
             return images
         return (torch.bernoulli(images.float() / 255, generator=generator) * 255).to(torch.uint8)
 
-    @staticmethod
-    def binary_pixels(batch: torch.Tensor) -> torch.Tensor:
+    def binary_pixels(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 images (B, 28, 28) -> float {0, 1} pixels (B, 784), drawn from the intensities.
 
         A pixel of intensity x is 1 with probability x / 255: for r uniform on {0, ..., 254},
@@ -110,7 +109,8 @@ class VAE(GenerativeModel):
         torch.bernoulli on float probabilities (a sixth off the VAE's step there; benchmarks/vae_step.py).
         """
         pixels = batch.flatten(1)
-        return (torch.randint(0, 255, pixels.shape, dtype=torch.uint8, device=pixels.device) < pixels).float()
+        draw = lambda rows: torch.randint(0, 255, (rows, pixels.shape[1]), dtype=torch.uint8, device=pixels.device)  # noqa: E731
+        return (self.batch_noise(draw, len(pixels)) < pixels).float()
 
     # ------------------------------------------------------------ the model
 
@@ -133,7 +133,8 @@ class VAE(GenerativeModel):
     def elbo(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-image one-sample ELBO and its two terms, for binary pixels x (B, 784)."""
         mean, logvar = self.encode(x)
-        z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+        eps = self.batch_noise(lambda rows: torch.randn(rows, mean.shape[1], device=mean.device), len(mean))
+        z = mean + torch.exp(0.5 * logvar) * eps
         reconstruction = bernoulli_log_likelihood(self.decode(z), x)
         kl = gaussian_kl(mean, logvar)
         return {"elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}

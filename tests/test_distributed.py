@@ -1,0 +1,202 @@
+"""Data-parallel training under torchrun (2 CPU processes, gloo): the ranks agree and equal one process.
+
+Each test starts real torchrun processes, the way a user launches them.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dgm_cli.distributed import Parallel
+from dgm_cli.errors import DgmError
+from dgm_cli.models.base import GenerativeModel
+from dgm_cli.progress import quiet_console
+from dgm_cli.registry import create_config, create_model
+from dgm_cli.train import RunSettings, check_parallel_settings, train
+
+sys.path.insert(0, str(Path(__file__).parent))
+from distributed_data import small_dataset  # noqa: E402
+
+WORKER = Path(__file__).parent / "distributed_worker.py"
+TRAIN_IMAGES = 530  # five global batches of 101 and a last one of 25: shards of 50/51 and 12/13 images
+SMALL = {
+    "vae": {"hidden": 32, "zdim": 4, "epochs": 1, "batch_size": 101, "sample_epochs": ()},
+    "flow": {"hidden": 16, "couplings": 2, "epochs": 1, "batch_size": 101, "sample_epochs": ()},
+    # Adam turns float-rounding differences in near-zero gradients into steps of up to lr, so the
+    # multi-scale flow, whose actnorm layers start from the first batch's statistics, is compared at a
+    # tiny rate: what it checks is that every process starts its actnorm layers from the global batch.
+    "flow-ms": {"arch": "realnvp-ms", "steps": 1, "channels": 8, "epochs": 1, "batch_size": 101, "lr": 1e-7,
+                "sample_epochs": ()},
+    "gan": {"latent_dim": 8, "ema": 0.9, "epochs": 1, "batch_size": 101, "sample_epochs": ()},
+}
+
+
+def torchrun(*arguments: str) -> list[str]:
+    """torchrun for one machine; --standalone lets it pick a free port itself."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *arguments]
+
+
+def environment() -> dict:
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+
+
+def run_workers(model_name: str, out: Path) -> tuple[dict, dict]:
+    config = SMALL[model_name]
+    model = "flow" if model_name.startswith("flow") else model_name
+    done = subprocess.run(
+        torchrun(str(WORKER), model, str(out), json.dumps(config), str(TRAIN_IMAGES)),
+        capture_output=True, text=True, timeout=240, env=environment(),
+    )  # fmt: skip
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    return load_file(out / "rank0.safetensors"), load_file(out / "rank1.safetensors")
+
+
+def one_process(model_name: str, out: Path) -> dict:
+    model = "flow" if model_name.startswith("flow") else model_name
+    settings = RunSettings(out_dir=out, seed=3, device=torch.device("cpu"), checkpoint_dir=None)
+    train(model, create_config(model, **SMALL[model_name]), small_dataset(TRAIN_IMAGES), settings, quiet_console())
+    return load_file(out / "last.safetensors")
+
+
+@pytest.mark.parametrize("model_name", ["vae", "flow", "flow-ms"])
+def test_two_processes_compute_what_one_process_computes(model_name, tmp_path):
+    rank0, rank1 = run_workers(model_name, tmp_path / "two")
+    assert rank0.keys() == rank1.keys()
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), f"{name} differs between the ranks"
+    single = one_process(model_name, tmp_path / "one")
+    assert single.keys() == rank0.keys()
+    for name in single:
+        torch.testing.assert_close(rank0[name], single[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_gan_ranks_end_with_the_same_weights(tmp_path):
+    """The GAN's BatchNorm normalises each shard (no SyncBatchNorm on the CPU), so only rank agreement holds."""
+    rank0, rank1 = run_workers("gan", tmp_path / "two")
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), f"{name} differs between the ranks"
+
+
+def test_shards_cover_every_batch_once_with_sizes_differing_by_at_most_one():
+    for world_size in (1, 2, 3, 8):
+        for size in (world_size, 17, 101, 128):
+            shards = [Parallel(rank, world_size).rows(size) for rank in range(world_size)]
+            rows = [row for shard in shards for row in range(size)[shard]]
+            assert rows == list(range(size))
+            lengths = {shard.stop - shard.start for shard in shards}
+            assert max(lengths) - min(lengths) <= 1
+            if world_size > 1:  # the loss weights turn the ranks' average into the batch mean
+                weights = [Parallel(rank, world_size).shard(size).loss_weight for rank in range(world_size)]
+                means_weighted = sum(w * (s.stop - s.start) for w, s in zip(weights, shards)) / world_size
+                assert means_weighted == pytest.approx(sum((s.stop - s.start) ** 2 for s in shards) / size)
+
+
+def test_each_process_draws_its_rows_of_the_global_batch_noise():
+    model = create_model("vae", hidden=8, zdim=2)
+    draw = lambda rows: torch.randn(rows, 3)  # noqa: E731
+    torch.manual_seed(0)
+    whole = model.batch_noise(draw, 101)
+    parts = []
+    for rank in range(2):
+        torch.manual_seed(0)
+        model.shard = Parallel(rank, 2).shard(101)
+        parts.append(model.batch_noise(draw, model.shard.stop - model.shard.start))
+    assert torch.equal(torch.cat(parts), whole)
+
+
+def test_settings_that_cannot_run_data_parallel_are_refused_with_what_to_do():
+    config = create_config("vae", batch_size=3)
+    two = Parallel(0, 2)
+
+    def refusal(**changes):
+        settings = RunSettings(out_dir=Path("run"), seed=0, device=torch.device("cpu"), checkpoint_dir=None, **changes)
+        with pytest.raises(DgmError) as error:
+            check_parallel_settings("vae", config, settings)
+        return str(error.value)
+
+    assert "--batch-size 4 or more" in refusal(parallel=two)
+    assert "--compile" in refusal(parallel=two, compile=True)
+    assert "needs CUDA" in refusal(parallel=two, sync_batchnorm=True)
+    assert "only matters under torchrun" in refusal(sync_batchnorm=True)
+
+
+def test_one_gpu_named_for_every_process_is_refused(monkeypatch):
+    from dgm_cli import distributed
+
+    for name, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": "29500"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    with pytest.raises(DgmError, match="pass --device cuda"):
+        distributed.start("cuda:0")
+
+
+def cli(*arguments: str, out: Path, processes: int) -> subprocess.CompletedProcess:
+    command = torchrun("-m", "dgm_cli", *arguments) if processes == 2 else [sys.executable, "-m", "dgm_cli", *arguments]
+    return subprocess.run(command, capture_output=True, text=True, timeout=240, env=environment(), cwd=out)
+
+
+VAE_OPTIONS = ("--dataset", "mnist-mini", "--hidden", "32", "--zdim", "4", "--batch-size", "101", "--device", "cpu",
+               "--checkpoint-dir", "checkpoints", "--sample-epochs", "0,2")  # fmt: skip
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_torchrun_cli_trains_like_one_process_and_only_rank_0_speaks_and_writes(tmp_path):
+    two = cli("train", "vae", *VAE_OPTIONS, "--epochs", "2", "--out", "run", "--json", out=tmp_path, processes=2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert len(two.stdout.strip().splitlines()) == 1  # one JSON object, from rank 0
+    assert json.loads(two.stdout)["final"]["epoch"] == 2
+    assert two.stderr.count("done: ") == 1 and "x 2 processes (torchrun)" in two.stderr
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "best.safetensors", "config.json", "curves.png", "last.safetensors", "metrics.jsonl", "samples",
+        "state.safetensors",
+    ]  # fmt: skip
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["processes"] == 2
+    one_dir = tmp_path / "single"
+    one_dir.mkdir()
+    one = cli("train", "vae", *VAE_OPTIONS, "--epochs", "2", "--out", "run", out=one_dir, processes=1)
+    assert one.returncode == 0, one.stderr[-3000:]
+    for parallel, single in zip(metrics(tmp_path / "run"), metrics(one_dir / "run"), strict=True):
+        for name, value in single.items():
+            if name not in ("seconds", "images_per_second"):
+                assert parallel[name] == pytest.approx(value, rel=1e-4, abs=1e-4), name
+
+
+def test_ctrl_c_to_torchrun_saves_once_and_resume_under_torchrun_ends_where_an_uninterrupted_run_does(tmp_path):
+    options = (*VAE_OPTIONS, "--epochs", "12")
+    whole = cli("train", "vae", *options, "--out", "whole", out=tmp_path, processes=2)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    command = torchrun("-m", "dgm_cli", "train", "vae", *options, "--out", "cut")
+    launcher = subprocess.Popen(command, cwd=tmp_path, env=environment(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+    state = tmp_path / "cut" / "state.safetensors"
+    deadline = time.monotonic() + 120
+    while not state.exists() and time.monotonic() < deadline:  # after epoch 1 has been saved
+        time.sleep(0.05)
+    launcher.send_signal(signal.SIGINT)
+    _, stderr = launcher.communicate(timeout=120)
+    assert launcher.returncode != 0
+    assert stderr.count("continue with: dgm train vae --resume cut") == 1, stderr[-3000:]
+    assert not (tmp_path / "cut" / "train.lock").exists()
+    stopped_at = len(metrics(tmp_path / "cut"))
+    assert stopped_at < 13, "the run finished before the signal; nothing was interrupted"
+
+    resumed = cli("train", "vae", "--resume", "cut", out=tmp_path, processes=2)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final, reference = load_file(tmp_path / "cut" / "last.safetensors"), load_file(tmp_path / "whole" / "last.safetensors")
+    for name in reference:
+        assert torch.equal(final[name], reference[name]), name
+    timing = ("seconds", "images_per_second")
+    strip = lambda history: [{k: v for k, v in r.items() if k not in timing} for r in history]  # noqa: E731
+    assert strip(metrics(tmp_path / "cut")) == strip(metrics(tmp_path / "whole"))
