@@ -84,8 +84,13 @@ def main_options(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")] = False,
+    ctx: typer.Context = None,
 ) -> None:
     _settings["debug"] = debug
+    if ctx is not None and ctx.invoked_subcommand not in (None, "train") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Several copies of another command would each do all the work, and write the same files.
+        typer.echo(f"error: only dgm train runs data-parallel; run dgm {ctx.invoked_subcommand} without torchrun", err=True)
+        raise typer.Exit(1)
 
 
 # ---------------------------------------------------------------- shared option types

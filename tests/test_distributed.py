@@ -200,3 +200,14 @@ def test_ctrl_c_to_torchrun_saves_once_and_resume_under_torchrun_ends_where_an_u
     timing = ("seconds", "images_per_second")
     strip = lambda history: [{k: v for k, v in r.items() if k not in timing} for r in history]  # noqa: E731
     assert strip(metrics(tmp_path / "cut")) == strip(metrics(tmp_path / "whole"))
+
+
+def test_commands_other_than_train_refuse_to_run_as_several_copies(monkeypatch):
+    from typer.testing import CliRunner
+
+    from dgm_cli.cli import app
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = CliRunner().invoke(app, ["models"])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "error: only dgm train runs data-parallel; run dgm models without torchrun"
