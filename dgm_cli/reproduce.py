@@ -22,7 +22,7 @@ from dgm_cli import config as config_tools
 from dgm_cli.atomic import atomic_path, ensure_writable_dir, write_text
 from dgm_cli.checkpoint import load_checkpoint
 from dgm_cli.data import Dataset
-from dgm_cli.errors import DgmError
+from dgm_cli.errors import DgmError, Interrupted
 from dgm_cli.evaluate import dequantized_log_likelihood, evaluate_images
 from dgm_cli.interpolate import class_endpoints, interpolation_images, prior_endpoints
 from dgm_cli.metrics import load_classifier, sample_quality
@@ -88,7 +88,11 @@ def run_training(experiment: Experiment, budget: Budget, dataset: Dataset, out: 
     settings = RunSettings(out_dir=run, seed=0, device=device, checkpoint_dir=None)
     how = "resuming" if resume is not None else "training"
     console.print(f"{experiment.name}: {how} {experiment.model} {config_tools.to_json(config)}", markup=False)
-    train(experiment.model, config, dataset, settings, console, resume=resume)
+    try:
+        train(experiment.model, config, dataset, settings, console, resume=resume)
+    except Interrupted as stopped:  # the trainer's advice names dgm train; here the whole command resumes
+        where = str(stopped).split("; continue with:")[0]
+        raise Interrupted(f"{where}; run the same dgm reproduce command again to continue") from None
     return run
 
 

@@ -40,7 +40,7 @@ def test_reproduce_writes_a_report_from_the_runs_and_resumes_after_an_interrupti
 
     with monkeypatch.context() as patch:
         patch.setattr(flow, "training_step", interrupting)
-        with pytest.raises(Interrupted):
+        with pytest.raises(Interrupted, match="run the same dgm reproduce command again to continue"):
             reproduce(tmp_path, tiny_data, quick=True, device="cpu", console=quiet())
     done = sorted(path.stem for path in (tmp_path / "results").glob("*.json"))
     assert done == ["gan", "vae-zdim2", "vae-zdim20"]  # the steps before the interruption are kept
