@@ -10,6 +10,7 @@ runs, none is typed in.
 """
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -168,16 +169,24 @@ def _sample_epochs(run: Path) -> list[int]:
     return sorted(int(path.stem.split("_")[1]) for path in (run / "samples").glob("epoch_[0-9][0-9][0-9].png"))
 
 
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA)"
+    return f"the CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
 def write_report(out: Path, dataset: Dataset, runs: dict, results: dict, interpolation: str, *, quick: bool, device,
                  seconds: float) -> Path:  # fmt: skip
     figure = lambda run, path, name: copy_figure(runs[run] / path, out, name)  # noqa: E731
+    training_hours = sum(result["training_seconds"] for result in results.values()) / 3600
     lines = [
         "# The seed report, reproduced",
         "",
         f"Written by `dgm reproduce{' --quick' if quick else ''} --out {out}` on {dataset.name} "
         f"({len(dataset.train):,} training / {len(dataset.val):,} validation / {len(dataset.test):,} test images), "
-        f"device {device}, torch {torch.__version__}. This invocation took {seconds / 60:.1f} minutes "
-        "(training time per experiment is in the table; steps finished by an earlier invocation were reused).",
+        f"on {describe_device(device)}, torch {torch.__version__}. Training took {training_hours:.1f} hours in all "
+        "(the sum of the table's training times, which leave out validation and evaluation); this invocation took "
+        f"{seconds / 60:.1f} minutes (steps finished by an earlier invocation were reused).",
         "",
     ]
     if quick:
