@@ -316,7 +316,7 @@ def _train(model_name, config, dataset, settings, console, resume, interrupt) ->
                     metrics = training_step(batch, train_labels[indices])
                 if not model.manual_optimization:
                     optimizers[0].zero_grad(set_to_none=True)
-                    (metrics["loss"] * model.loss_weight()).backward()
+                    model.shard_loss(metrics["loss"]).backward()
                     if max_grad_norm > 0:
                         torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
                     optimizers[0].step()

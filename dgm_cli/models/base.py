@@ -89,9 +89,10 @@ class GenerativeModel(nn.Module):
             return draw(rows)
         return draw(self.shard.size).narrow(dim, self.shard.start, self.shard.stop - self.shard.start)
 
-    def loss_weight(self) -> float:
-        """1 in a single process; see Shard.loss_weight."""
-        return 1.0 if self.shard is None else self.shard.loss_weight
+    def shard_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        """The loss to back-propagate: the shard's mean weighted by Shard.loss_weight under torchrun,
+        the loss itself (no extra operation) in one process."""
+        return loss if self.shard is None else loss * self.shard.loss_weight
 
     def distribute(self, wrap: Callable[[nn.Module], nn.Module]) -> Callable:
         """Under torchrun: the training step to call instead of training_step, built with `wrap`

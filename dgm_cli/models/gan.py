@@ -166,7 +166,7 @@ class GAN(GenerativeModel):
         real_logits, fake_logits = discriminator(torch.cat([real, fake.detach()]), keep).split(rows)
         d_loss = logit_loss(real_logits, 1.0) + logit_loss(fake_logits, 0.0)
         self.d_optimizer.zero_grad(set_to_none=True)
-        (d_loss * self.loss_weight()).backward()
+        self.shard_loss(d_loss).backward()
         self.d_optimizer.step()
 
         # Non-saturating: minimise -log D(G(z)) rather than log(1 - D(G(z))), whose gradient vanishes
@@ -174,7 +174,7 @@ class GAN(GenerativeModel):
         # directly, not through its data-parallel wrapper: its gradients from this loss are discarded.
         g_loss = logit_loss(self.discriminator(fake, self.dropout_masks(rows, device)), 1.0)
         self.g_optimizer.zero_grad(set_to_none=True)
-        (g_loss * self.loss_weight()).backward()
+        self.shard_loss(g_loss).backward()
         self.g_optimizer.step()
         self.update_ema()
 
