@@ -1,18 +1,21 @@
 """Training speed: dgm's trainer against a tutorial-style loop, per model, side by side, plus the arithmetic floor.
 
     python benchmarks/training_speed.py --data-dir ../shared/data/mnist [--models vae,gan,flow]
-        [--repeats 3] [--device cpu|cuda] [--json results.json] [--compile] [--precision fp32|tf32|bf16]
+        [--repeats 3] [--epoch 1] [--device cpu|cuda] [--json results.json] [--compile] [--precision fp32|tf32|bf16]
 
 For each model it times full 50,000-image training epochs of (a) `dgm`'s own
 trainer and (b) the tutorial loop of benchmarks/tutorial_loops.py, the same
-architecture, batch size and optimizer. Every epoch runs in a fresh worker
-process (so each has its own peak memory), after a warm-up of a few hundred
-images in that process, and the two kinds alternate (dgm first in even
-repeats, the reference first in odd ones) so drift in the machine's speed
-hits both alike. It reports medians of seconds per epoch and images/s, the
-ratio, peak memory, the first epoch's mean training loss of each (they
-must agree within the noise of one epoch from different random draws, or
-the speed would be bought with a different computation) and the arithmetic
+architecture, batch size and optimizer. Every run trains from scratch in a
+fresh worker process (so each has its own peak memory), after a warm-up of a
+few hundred images in that process, and times its first epoch, or with
+`--epoch N` its N-th (later epochs can be slower: subnormal numbers appear as
+training settles, which dgm flushes and the tutorial loop does not). The two
+kinds alternate (dgm first in even repeats, the reference first in odd ones)
+so drift in the machine's speed hits both alike. It reports medians of
+seconds per epoch and images/s, the ratio, peak memory, the timed epoch's
+mean training loss of each (they must agree within the noise of one epoch
+from different random draws, or the speed would be bought with a different
+computation) and the arithmetic
 floor: the training FLOPs per image (counted by torch's FlopCounterMode over
 one real step of dgm's model) times 50,000, at the machine's measured float32
 matrix-multiply rate.
@@ -66,7 +69,7 @@ def unpacked_mnist(data_dir: str) -> str:
     return str(target)
 
 
-def run_reference(model: str, data_dir: str, device: str) -> dict:
+def run_reference(model: str, data_dir: str, device: str, epoch: int) -> dict:
     from tutorial_loops import LOOPS
 
     root = unpacked_mnist(data_dir)
@@ -74,13 +77,13 @@ def run_reference(model: str, data_dir: str, device: str) -> dict:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    result = LOOPS[model](root, device)
+    result = LOOPS[model](root, device, epochs=epoch)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return {**result, "peak_mb": peak_memory_mb(device)}
 
 
-def run_dgm(model: str, data_dir: str, device: str, options: dict) -> dict:
+def run_dgm(model: str, data_dir: str, device: str, epoch: int, options: dict) -> dict:
     from rich.console import Console
 
     from dgm_cli.data import Dataset, Split, load_dataset
@@ -100,7 +103,7 @@ def run_dgm(model: str, data_dir: str, device: str, options: dict) -> dict:
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         settings = RunSettings(Path(folder) / "run", seed=0, device=torch.device(device), checkpoint_dir=None, **extra)
-        history = train(model, create_config(model, epochs=1, sample_epochs=()), dataset, settings, quiet)
+        history = train(model, create_config(model, epochs=epoch, sample_epochs=()), dataset, settings, quiet)
     metric, sign = LOSS_METRIC[model]
     last = history[-1]
     return {"seconds": last["seconds"], "images": TRAIN_IMAGES, "loss": sign * last[metric], "peak_mb": peak_memory_mb(device)}
@@ -148,7 +151,8 @@ def matmul_rate(device: str, size: int = 2048, repeats: int = 20) -> float:
 
 def worker(kind: str, model: str, args) -> dict:
     command = [sys.executable, __file__, "--worker", kind, "--models", model, "--data-dir", args.data_dir,
-               "--device", args.device, "--precision", args.precision] + (["--compile"] if args.compile else [])  # fmt: skip
+               "--device", args.device, "--precision", args.precision, "--epoch", str(args.epoch)]
+    command += ["--compile"] if args.compile else []
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{kind} worker for {model} failed:\n{done.stderr[-3000:]}")
@@ -160,6 +164,7 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--models", default="vae,gan,flow")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epoch", type=int, default=1, help="Each run trains this many epochs and times the last.")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", help="Also write the results here.")
     parser.add_argument("--compile", action="store_true", help="dgm trains with --compile")
@@ -168,23 +173,28 @@ def main() -> None:
     args = parser.parse_args()
     models = args.models.split(",")
 
-    if args.worker:
-        runner = run_dgm if args.worker == "dgm" else run_reference
-        extra = ({"compile": args.compile, "precision": args.precision},) if args.worker == "dgm" else ()
-        print(json.dumps(runner(models[0], args.data_dir, args.device, *extra)))
+    if args.worker == "dgm":
+        from dgm_cli.speed import flush_subnormals
+
+        flush_subnormals()  # first, as the dgm command does (docs/performance.md)
+        options = {"compile": args.compile, "precision": args.precision}
+        print(json.dumps(run_dgm(models[0], args.data_dir, args.device, args.epoch, options)))
+        return
+    if args.worker == "reference":
+        print(json.dumps(run_reference(models[0], args.data_dir, args.device, args.epoch)))
         return
 
     rate = matmul_rate(args.device)
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {device_name}; float32 matmul rate {rate / 1e9:.1f} GFLOP/s; torch {torch.__version__}", file=sys.stderr)
-    results = {"device": device_name, "torch": torch.__version__, "matmul_gflops": rate / 1e9,
+    results = {"device": device_name, "torch": torch.__version__, "matmul_gflops": rate / 1e9, "epoch": args.epoch,
                "dgm_options": {"compile": args.compile, "precision": args.precision}, "models": {}}
     for model in models:
         runs = {"dgm": [], "reference": []}
         for repeat in range(args.repeats):
             for kind in ("dgm", "reference") if repeat % 2 == 0 else ("reference", "dgm"):
                 runs[kind].append(worker(kind, model, args))
-                print(f"{model} {kind} epoch {repeat + 1}: {runs[kind][-1]['seconds']:.2f} s", file=sys.stderr)
+                print(f"{model} {kind} run {repeat + 1}: {runs[kind][-1]['seconds']:.2f} s", file=sys.stderr)
         flops = training_flops_per_image(model, args.device)
         floor = flops * TRAIN_IMAGES / rate
         summary = {}
@@ -209,10 +219,11 @@ def main() -> None:
             "same_loss": gap <= SAME_LOSS[model],
         }
 
-    print(f"\n{device_name}, torch {torch.__version__}, medians of {args.repeats} epochs of 50,000 images; "
+    which = "first epoch" if args.epoch == 1 else f"epoch {args.epoch}"
+    print(f"\n{device_name}, torch {torch.__version__}, medians of {args.repeats} runs' {which} of 50,000 images; "
           f"floor at {rate / 1e9:.1f} GFLOP/s; dgm with precision {args.precision}" + (", compiled" if args.compile else ""))
     print("| model | dgm s/epoch | reference s/epoch | speed-up | dgm img/s | reference img/s | dgm peak MB | "
-          "reference peak MB | MFLOP/image | floor s/epoch | dgm / floor | loss dgm / reference (epoch 1) |")
+          f"reference peak MB | MFLOP/image | floor s/epoch | dgm / floor | loss dgm / reference (epoch {args.epoch}) |")
     print("| --- " * 12 + "|")
     for model, r in results["models"].items():
         d, ref = r["dgm"], r["reference"]

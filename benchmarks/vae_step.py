@@ -16,6 +16,7 @@ import time
 import torch
 
 from dgm_cli.registry import create_model
+from dgm_cli.speed import flush_subnormals
 
 
 def bernoulli_pixels(batch):
@@ -53,6 +54,7 @@ def block(images, model, optimizer, step, bf16, steps):
 
 
 def main():
+    flush_subnormals()  # first, as the dgm command does
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=100)

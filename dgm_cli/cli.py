@@ -27,6 +27,7 @@ from dgm_cli import config as config_tools
 from dgm_cli.errors import DgmError, Interrupted
 from dgm_cli.progress import make_progress, stderr_console
 from dgm_cli.registry import get_spec, list_models
+from dgm_cli.speed import flush_subnormals
 
 app = typer.Typer(
     name="dgm",
@@ -745,6 +746,7 @@ def models(json_output: JsonOpt = False) -> None:
 
 
 def main() -> None:
+    flush_subnormals()  # before any tensor operation starts the intra-op threads, which copy the flag
     app()
 
 

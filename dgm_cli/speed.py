@@ -1,10 +1,10 @@
-"""The fast-path switches of `dgm train`: torch.compile and the matmul precision.
+"""The fast-path settings of `dgm`: subnormal flushing, torch.compile and the matmul precision.
 
-Both are off by default (docs/performance.md has the measurements and the
-commands): --compile did not speed up the VAE's step on our CPU, and bf16,
-though about 1.3-1.5x faster there for the VAE, changes
-the arithmetic and pays only on hardware with native bf16 matmuls, so it is
-the user's choice per run.
+Subnormal numbers are flushed to zero in every dgm process (docs/performance.md
+measures it). --compile and --precision are off by default: --compile did not
+speed up the VAE's step on our CPUs, and bf16, though faster there for the VAE,
+changes the arithmetic and pays only on hardware with native bf16 matmuls, so
+it is the user's choice per run.
 """
 
 from contextlib import contextmanager
@@ -14,6 +14,23 @@ import torch
 from dgm_cli.errors import DgmError
 
 PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def flush_subnormals() -> None:
+    """Make this process's CPU arithmetic treat subnormal floats (below 1.2e-38 in float32) as zero.
+
+    Late in training some values drift into the subnormal range (Adam's second moments of
+    gradients that have almost vanished, say), and x86 CPUs handle each such operand in
+    microcode, a hundred times slower than a normal one: without this the seed flow's epochs
+    slow from 32 s to 58 s on our 2-core CPU, the VAE's by a fifth, with the same results to
+    every printed digit (python benchmarks/subnormals.py, docs/performance.md). Numbers that
+    small are far below anything a loss or a gradient step can resolve.
+
+    The CPU flag is per thread and a new thread copies its creator's, so this must run
+    before PyTorch starts its pool of intra-op threads: the CLI calls it first thing.
+    GPUs are unaffected (CUDA kernels choose their own flushing).
+    """
+    torch.set_flush_denormal(True)
 
 
 def check_precision(precision: str, device: torch.device, model_class) -> None:

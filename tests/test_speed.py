@@ -48,3 +48,31 @@ def test_a_compiled_training_step_trains_the_same_model(tmp_path):
         runs[compiled] = train("vae", config, mini, settings, quiet())[-1]
     for name in ("train_elbo", "val_elbo", "test_elbo"):
         assert runs[True][name] == pytest.approx(runs[False][name], rel=1e-3), name
+
+
+# A program run as `dgm` would be: subnormal float32 numbers (1e-39) multiplied by one, in a tensor
+# large enough that PyTorch splits the work across its intra-op threads; prints the share that came out zero.
+SUBNORMAL_PROBE = """
+import sys
+import torch
+torch.set_num_threads(2)
+import dgm_cli.cli as cli
+def probe():
+    x = torch.full((4_000_000,), 1e-39)
+    print(((x * 1.0) == 0).float().mean().item())
+cli.app = probe
+if sys.argv[1] == "main":
+    cli.main()
+else:
+    probe()
+"""
+
+
+@pytest.mark.parametrize("entry, flushed", [("main", 1.0), ("plain", 0.0)])
+def test_the_dgm_process_flushes_subnormals_on_every_thread(entry, flushed):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", SUBNORMAL_PROBE, entry], capture_output=True, text=True, check=True)
+    # "plain" shows the probe can tell: without dgm's main, subnormals survive arithmetic
+    assert float(done.stdout.strip()) == flushed
