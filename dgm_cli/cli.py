@@ -280,7 +280,7 @@ def _common_train_parameters() -> list[inspect.Parameter]:
         "precision": (
             Annotated[
                 Precision,
-                typer.Option("--precision", help="fp32; tf32 matmuls (CUDA); bf16 autocast in training steps."),
+                typer.Option("--precision", help="fp32; tf32 matmuls (CUDA); bf16 in training steps (matmuls on the CPU, autocast on a GPU)."),
             ],
             Precision.fp32,
         ),

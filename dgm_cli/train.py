@@ -56,7 +56,7 @@ class RunSettings:
     checkpoint_dir: Path | None  # where the final model is copied as <model>.safetensors; None: no copy
     save_every: int = 1  # epochs between last.safetensors/state.safetensors (and always at the end)
     compile: bool = False  # torch.compile the training step
-    precision: str = "fp32"  # fp32, tf32 (CUDA) or bf16 autocast in training steps
+    precision: str = "fp32"  # fp32, tf32 (CUDA) or bf16 in training steps (speed.step_precision, speed.autocast)
     parallel: Parallel = field(default_factory=Parallel)  # this process's place under torchrun
     sync_batchnorm: bool = False  # under torchrun: BatchNorm over the global batch (PyTorch's SyncBatchNorm)
 
@@ -312,14 +312,15 @@ def _train(model_name, config, dataset, settings, console, resume, interrupt) ->
                 model.shard = parallel.shard(len(indices))  # None in one process
                 indices = indices[parallel.rows(len(indices))]
                 batch = train_images[indices]
-                with speed.autocast(settings.precision, device):
-                    metrics = training_step(batch, train_labels[indices])
-                if not model.manual_optimization:
-                    optimizers[0].zero_grad(set_to_none=True)
-                    model.shard_loss(metrics["loss"]).backward()
-                    if max_grad_norm > 0:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-                    optimizers[0].step()
+                with speed.step_precision(settings.precision, device):
+                    with speed.autocast(settings.precision, device):
+                        metrics = training_step(batch, train_labels[indices])
+                    if not model.manual_optimization:
+                        optimizers[0].zero_grad(set_to_none=True)
+                        model.shard_loss(metrics["loss"]).backward()
+                        if max_grad_norm > 0:
+                            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+                        optimizers[0].step()
                 step += 1
                 for name, value in metrics.items():
                     sums[name] = sums.get(name, 0) + value.detach() * len(batch)

@@ -9,7 +9,7 @@ from rich.console import Console
 from dgm_cli.data import load_dataset
 from dgm_cli.errors import DgmError
 from dgm_cli.registry import create_config, create_model, get_spec
-from dgm_cli.speed import autocast, check_precision
+from dgm_cli.speed import autocast, check_precision, step_precision
 from dgm_cli.train import RunSettings, train
 
 
@@ -24,10 +24,39 @@ def test_bf16_autocast_gives_nearly_the_fp32_elbo():
     torch.manual_seed(1)
     exact = model.training_step(batch)["elbo"]
     torch.manual_seed(1)
-    with autocast("bf16", torch.device("cpu")):
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what speed.autocast does on a GPU
         reduced = model.training_step(batch)
     assert reduced["loss"].dtype == torch.float32  # losses are summed in fp32 even under autocast
     assert reduced["elbo"].item() == pytest.approx(exact.item(), rel=0.01)
+
+
+def test_cpu_bf16_rounds_only_the_matrix_products_and_only_inside_a_step():
+    cpu = torch.device("cpu")
+    a, b = torch.randn(64, 300, generator=torch.Generator().manual_seed(0)), torch.randn(300, 50)
+    with step_precision("bf16", cpu), autocast("bf16", cpu):
+        inside = torch.get_float32_matmul_precision()
+        product, elementwise = a @ b, torch.exp(a)
+        assert not torch.is_autocast_enabled("cpu")  # tensors stay fp32; no casts around every op
+    assert inside == "medium"  # oneDNN may round matmul operands to bf16 (where the CPU has bf16 units)
+    assert torch.get_float32_matmul_precision() == "highest"  # validation and evaluation after the step: fp32
+    assert product.dtype == elementwise.dtype == torch.float32
+    torch.testing.assert_close(elementwise, torch.exp(a), rtol=0, atol=0)
+    # operands rounded to bf16 (8 bits) or not at all: within bf16's rounding of the exact product
+    torch.testing.assert_close(product, a @ b, rtol=0, atol=3 * 2**-8 * (a.abs() @ b.abs()).max().item())
+    with step_precision("fp32", cpu):
+        assert torch.get_float32_matmul_precision() == "highest"
+
+
+def test_a_bf16_run_on_the_cpu_trains_the_same_model_nearly(tmp_path):
+    mini = load_dataset("mnist-mini", None)
+    config = create_config("vae", epochs=1, batch_size=100, sample_epochs=())
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        settings = RunSettings(tmp_path / precision, seed=0, device=torch.device("cpu"), checkpoint_dir=None,
+                               precision=precision)  # fmt: skip
+        runs[precision] = train("vae", config, mini, settings, quiet())[-1]
+    for name in ("train_elbo", "val_elbo", "test_elbo"):
+        assert runs["bf16"][name] == pytest.approx(runs["fp32"][name], rel=0.01), name
 
 
 def test_precisions_that_cannot_work_are_refused_before_anything_runs():
