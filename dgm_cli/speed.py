@@ -22,7 +22,7 @@ def flush_subnormals() -> None:
     Late in training some values drift into the subnormal range (Adam's second moments of
     gradients that have almost vanished, say), and x86 CPUs handle each such operand in
     microcode, a hundred times slower than a normal one: without this the seed flow's epochs
-    slow from 32 s to 58 s on our 2-core CPU, the VAE's by a fifth, with the same results to
+    slow from 31 s to 58 s on our 2-core CPU, the VAE's by a quarter to a half, with the same results to
     every printed digit (python benchmarks/subnormals.py, docs/performance.md). Numbers that
     small are far below anything a loss or a gradient step can resolve.
 
