@@ -184,8 +184,10 @@ def main() -> None:
         print(json.dumps(run_reference(models[0], args.data_dir, args.device, args.epoch)))
         return
 
+    from dgm_cli.device import describe_device
+
     rate = matmul_rate(args.device)
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+    device_name = describe_device(torch.device(args.device))
     print(f"device: {device_name}; float32 matmul rate {rate / 1e9:.1f} GFLOP/s; torch {torch.__version__}", file=sys.stderr)
     results = {"device": device_name, "torch": torch.__version__, "matmul_gflops": rate / 1e9, "epoch": args.epoch,
                "dgm_options": {"compile": args.compile, "precision": args.precision}, "models": {}}

@@ -10,7 +10,6 @@ runs, none is typed in.
 """
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from dgm_cli import config as config_tools
 from dgm_cli.atomic import atomic_path, ensure_writable_dir, write_text
 from dgm_cli.checkpoint import load_checkpoint
 from dgm_cli.data import Dataset
+from dgm_cli.device import describe_device
 from dgm_cli.errors import DgmError, Interrupted
 from dgm_cli.evaluate import dequantized_log_likelihood, evaluate_images
 from dgm_cli.interpolate import class_endpoints, interpolation_images, prior_endpoints
@@ -121,6 +121,11 @@ def evaluate_run(experiment: Experiment, budget: Budget, dataset: Dataset, run: 
     return result
 
 
+def with_article(digit: int) -> str:
+    """'a 3', 'an 8': the article a digit takes when read aloud."""
+    return f"{'an' if digit == 8 else 'a'} {digit}"
+
+
 def gan_interpolation(run: Path, out: Path, device, draws: int, classes=(3, 8)) -> str:
     """Nine images from a latent the classifier reads as one digit to one it reads as another; returns a caption.
 
@@ -131,8 +136,8 @@ def gan_interpolation(run: Path, out: Path, device, draws: int, classes=(3, 8)) 
     model, _ = load_checkpoint(run / "last.safetensors", device=device)
     try:
         starts, ends = class_endpoints(model, load_classifier(device), classes, 1, seed=0, budget=draws)
-        caption = (f"from a latent the shipped classifier reads as a {classes[0]} to one it reads as a {classes[1]} "
-                   "(with at least 90% confidence)")  # fmt: skip
+        caption = (f"from a latent the shipped classifier reads as {with_article(classes[0])} to one it reads as "
+                   f"{with_article(classes[1])} (with at least 90% confidence)")  # fmt: skip
     except DgmError as reason:
         starts, ends = prior_endpoints(model.latent_dim, 1, seed=0, seed_a=None, seed_b=None)
         caption = f"between two random prior draws ({reason})"
@@ -167,12 +172,6 @@ def reproduce(out: Path, dataset: Dataset, *, quick: bool, device, console, on_s
 
 def _sample_epochs(run: Path) -> list[int]:
     return sorted(int(path.stem.split("_")[1]) for path in (run / "samples").glob("epoch_[0-9][0-9][0-9].png"))
-
-
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA)"
-    return f"the CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
 def write_report(out: Path, dataset: Dataset, runs: dict, results: dict, interpolation: str, *, quick: bool, device,
@@ -239,8 +238,8 @@ def write_report(out: Path, dataset: Dataset, runs: dict, results: dict, interpo
               "| " + " | ".join(f"![]({figure('gan', f'samples/epoch_{e:03d}.png', f'gan_samples_{e:03d}.png')})"
                                 for e in gan_epochs) + " |"]  # fmt: skip
     lines += ["", "### 5. GAN interpolation", "",
-              f"Nine images along the sphere {interpolation} (seed 2.7, the interpolation figure the seed report "
-              "left out):", "", "![GAN interpolation](figures/gan_interpolation.png)", ""]  # fmt: skip
+              f"Nine images along the sphere {interpolation} (the seed report's section 2.7, whose interpolation "
+              "figure it left out):", "", "![GAN interpolation](figures/gan_interpolation.png)", ""]  # fmt: skip
     lines += ["### 6. Flow bits/dim during training", ""]
     for name in ("flow", "flow-ms"):
         lines.append(f"{name}: ![bits/dim curves, {name}]({figure(name, 'curves.png', f'{name}_curves.png')})")
