@@ -10,7 +10,8 @@ default (subnormals flushed) and once with subnormal arithmetic left on; the
 two alternate, each in a fresh process. Both continue from the same weights,
 optimizer moments and random state, so they compute the same epoch: the table
 gives the median seconds of each, the ratio, and the largest relative
-difference between the epoch's recorded metrics over all runs.
+difference between the epoch's recorded metrics over all runs. It first counts the subnormal values in the saved state
+(the model's tensors, and each kind of optimizer moment), to show where they are.
 """
 
 import argparse
@@ -36,6 +37,28 @@ cli.main()
 """
 
 
+def subnormal_values(run: Path) -> dict[str, tuple[int, int]]:
+    """In the run's saved training state: per kind of tensor (the model's own, or an optimizer's
+    exp_avg, exp_avg_sq, ...), how many float values are subnormal, out of how many."""
+    import torch
+    from safetensors import safe_open
+
+    from dgm_cli.state import STATE_FILE
+
+    counts: dict[str, tuple[int, int]] = {}
+    with safe_open(str(run / STATE_FILE), framework="pt") as state:
+        for key in state.keys():
+            tensor = state.get_tensor(key)
+            if not tensor.is_floating_point():
+                continue
+            kind = key.split(".")[0] if key.startswith("model.") else key.split(".")[0] + " " + key.split(".")[-1]
+            smallest_normal = torch.finfo(tensor.dtype).tiny
+            subnormal = int(((tensor != 0) & (tensor.abs() < smallest_normal)).sum())
+            before = counts.get(kind, (0, 0))
+            counts[kind] = (before[0] + subnormal, before[1] + tensor.numel())
+    return counts
+
+
 def one_more_epoch(run: Path, model: str, epochs_done: int, data_dir: str, flush: bool) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         copy = Path(folder) / "run"
@@ -57,6 +80,8 @@ def main() -> None:
     model = json.loads((args.run / "config.json").read_text())["model"]
     epochs_done = json.loads((args.run / "metrics.jsonl").read_text().splitlines()[-1])["epoch"]
 
+    for kind, (subnormal, total) in subnormal_values(args.run).items():
+        print(f"saved state, {kind}: {subnormal:,} of {total:,} values subnormal")
     records = {True: [], False: []}
     for repeat in range(args.repeats):
         for flush in (True, False) if repeat % 2 == 0 else (False, True):
