@@ -21,6 +21,7 @@ import time
 
 import torch
 
+from dgm_cli.device import describe_device
 from dgm_cli.registry import create_model
 from dgm_cli.speed import flush_subnormals, step_precision
 
@@ -55,7 +56,7 @@ def main():
     parser.add_argument("--steps", type=int, default=100)
     args = parser.parse_args()
     variants = ("fp32", "bf16 matmuls", "bf16 autocast")
-    print(f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}, median of {args.repeats} blocks "
+    print(f"{describe_device(CPU)}, torch {torch.__version__}, median of {args.repeats} blocks "
           f"of {args.steps} steps at each model's default batch size")  # fmt: skip
     print("| model | variant | ms per step | speed-up | loss of the last block, relative to fp32 |")
     print("| --- | --- | --- | --- | --- |")

@@ -10,8 +10,9 @@ default (subnormals flushed) and once with subnormal arithmetic left on; the
 two alternate, each in a fresh process. Both continue from the same weights,
 optimizer moments and random state, so they compute the same epoch: the table
 gives the median seconds of each, the ratio, and the largest relative
-difference between the epoch's recorded metrics over all runs. It first counts the subnormal values in the saved state
-(the model's tensors, and each kind of optimizer moment), to show where they are.
+difference between the epoch's recorded metrics over all runs. It first
+counts the subnormal values in the saved state (the model's tensors, and each
+kind of optimizer moment), to show where they are.
 """
 
 import argparse
