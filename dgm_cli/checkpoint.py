@@ -16,6 +16,8 @@ device, which allocates nothing) before a single weight is read.
 """
 
 import json
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,3 +162,37 @@ def load_checkpoint(path: Path, *, expected_model: str | None = None, device: to
         raise DgmError(f"{info.path}: the weights cannot be read ({reason})") from None
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), info
+
+
+def _trained_when(path: Path) -> str:
+    """When the checkpoint at `path` was saved, as YYYYMMDD-HHMMSS: its own record, else the file's time."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            saved = json.loads((handle.metadata() or {}).get("dgm.train", "{}")).get("saved")
+        return time.strftime("%Y%m%d-%H%M%S", time.strptime(saved, "%Y-%m-%dT%H:%M:%S"))
+    except Exception:  # an older checkpoint without the record, or not a checkpoint at all
+        return time.strftime("%Y%m%d-%H%M%S", time.localtime(path.stat().st_mtime))
+
+
+def publish_checkpoint(source: Path, target: Path) -> Path | None:
+    """Copy a run's final model to `target` (checkpoints/MODEL.safetensors) without losing what was there.
+
+    A different file already at `target` is first kept beside it as MODEL.<its training date>.safetensors
+    (with -2, -3 ... when that name is taken); returns that path, or None when nothing was replaced.
+    The copy is atomic: an interruption leaves the previous file or the new one, and the kept copy.
+    """
+    target = Path(target)
+    if target.is_file() and target.read_bytes() == Path(source).read_bytes():
+        return None
+    kept = None
+    if target.is_file():
+        stem = f"{target.stem}.{_trained_when(target)}"
+        kept = target.with_name(stem + target.suffix)
+        number = 2
+        while kept.exists():
+            kept, number = target.with_name(f"{stem}-{number}{target.suffix}"), number + 1
+        with atomic_path(kept) as tmp:
+            shutil.copy2(target, tmp)
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+    return kept

@@ -186,12 +186,13 @@ def _load(model: Enum, checkpoint: Optional[Path], device: str):
 
 COMMON_TRAIN_OPTIONS = (
     "seed", "device", "out", "dataset", "data_dir", "checkpoint_dir", "resume", "save_every", "compile", "precision",
-    "sync_batchnorm",
-    "json_output", "ctx",
+    "sync_batchnorm", "tensorboard", "json_output", "ctx",
 )  # fmt: skip
-# What a resumed run may change: where and how it runs, not what it computes (and --epochs, to extend it).
+# What a resumed run may change: where and how it runs and what it logs, not what it computes (and --epochs,
+# to extend it). --precision changes the arithmetic's rounding, like --device; both are recorded in the run.
 RESUME_MAY_CHANGE = {
-    "epochs", "device", "data_dir", "checkpoint_dir", "save_every", "compile", "sync_batchnorm", "json_output", "resume",
+    "epochs", "device", "data_dir", "checkpoint_dir", "save_every", "compile", "precision", "sync_batchnorm",
+    "tensorboard", "json_output", "resume",
 }  # fmt: skip
 
 
@@ -295,6 +296,17 @@ def _common_train_parameters() -> list[inspect.Parameter]:
             ],
             False,
         ),
+        "tensorboard": (
+            Annotated[
+                bool,
+                typer.Option(
+                    "--tensorboard",
+                    help="Also write TensorBoard events into the run folder (tensorboard --logdir runs); "
+                    'needs pip install -e ".[tensorboard]".',
+                ),
+            ],
+            False,
+        ),
         "json_output": (JsonOpt, False),
     }
     parameters = [
@@ -305,49 +317,25 @@ def _common_train_parameters() -> list[inspect.Parameter]:
 
 
 def _resumed_run(model_name: str, values: dict, common: dict):
-    """The run folder, training state, config, seed and dataset of `--resume`, after checking what may change."""
-    from dgm_cli.data import load_dataset
-    from dgm_cli.state import STATE_FILE, load_state
+    """The run `--resume` names, reopened by the library, after checking that only what may change was given."""
+    from dgm_cli.run_folder import find_run, reopen_run
 
     ctx = common["ctx"]
     given = [name for name in [*values, *COMMON_TRAIN_OPTIONS] if name != "ctx" and ctx.get_parameter_source(name).name != "DEFAULT"]
     refused = [f"--{name.replace('_', '-')}" for name in given if name not in RESUME_MAY_CHANGE]
     if refused:
-        raise DgmError(
-            f"--resume continues a run with its own settings; leave out {', '.join(refused)} "
-            "(only --epochs, --device, --data-dir, --checkpoint-dir, --save-every, --compile and --sync-batchnorm "
-            "may be given)"
-        )
-    run = Path(common["resume"])
-    if common["resume"] == "last":
-        runs = [p.parent for p in (Path("runs") / model_name).glob(f"*/{STATE_FILE}")]
-        if not runs:
-            raise DgmError(f"no run of the {model_name} to resume under runs/{model_name}/; name its folder")
-        run = max(runs, key=lambda folder: (folder / STATE_FILE).stat().st_mtime)
-    if not (run / STATE_FILE).is_file():
-        what = "does not exist" if not run.exists() else f"holds no {STATE_FILE}"
-        raise DgmError(f"cannot resume {run}: it {what}; name the folder of a run that dgm train wrote")
-    state = load_state(run / STATE_FILE)
-    if state.model_name != model_name:
-        raise DgmError(f"{run} holds a {state.model_name} run; resume it with dgm train {state.model_name} --resume {run}")
-    try:
-        stored = json.loads((run / "config.json").read_text())
-        seed, data = stored["seed"], stored["data"]
-        if "checkpoint_dir" not in given:  # copy the final model where the run was told to at its start
-            common["checkpoint_dir"] = None if stored.get("checkpoint_dir") is None else Path(stored["checkpoint_dir"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise DgmError(f"{run / 'config.json'} is missing or damaged ({error}); the run cannot be resumed") from None
-    config = state.config
-    if "epochs" in given:
-        config = config_tools.from_dict(type(config), {**config_tools.to_dict(config), "epochs": values["epochs"]})
-    if config.epochs < state.epoch:
-        raise DgmError(f"{run} has already trained {state.epoch} epochs; --epochs must be at least that")
-    if state.finished and state.epoch >= config.epochs:
-        raise DgmError(f"{run} has finished its {config.epochs} epochs; pass --epochs with a larger number to train on")
-    dataset = load_dataset(data["name"], common["data_dir"])
-    if dataset.describe() != data:
-        raise DgmError(f"the {data['name']} data found now differ from the data {run} was trained on; pass --data-dir")
-    return run, state, config, seed, dataset
+        may = ", ".join(f"--{name.replace('_', '-')}" for name in sorted(RESUME_MAY_CHANGE - {"json_output", "resume"}))
+        raise DgmError(f"--resume continues a run with its own settings; leave out {', '.join(refused)} (only {may} may be given)")
+    epochs = values["epochs"] if "epochs" in given else None
+    resumed = reopen_run(find_run(common["resume"], model_name), model_name, epochs=epochs, data_dir=common["data_dir"])
+    # Where and how it runs stays as recorded unless given now.
+    if "checkpoint_dir" not in given:
+        common["checkpoint_dir"] = resumed.checkpoint_dir
+    if "precision" not in given:
+        common["precision"] = Precision(resumed.precision)
+    if "tensorboard" not in given:
+        common["tensorboard"] = resumed.tensorboard
+    return resumed
 
 
 def _run_training(model_name: str, values: dict, common: dict) -> None:
@@ -367,18 +355,23 @@ def _train_in_process(model_name: str, values: dict, common: dict, parallel, dev
     from dgm_cli.data import load_dataset
     from dgm_cli.device import resolve_device
     from dgm_cli.progress import quiet_console
-    from dgm_cli.train import RunSettings, refuse_existing_run, train
+    from dgm_cli.run_folder import RunFolder, default_run_path
+    from dgm_cli.train import RunSettings, train
 
     spec = get_spec(model_name)
     device = resolve_device(device_name)
+    if common["tensorboard"]:  # before any data are read or anything is printed
+        from dgm_cli.tensorboard_log import require_tensorboard
+
+        require_tensorboard()
     state, seed = None, common["seed"]
     if common["resume"] is not None:
-        out, state, config, seed, dataset = _resumed_run(model_name, values, common)
+        resumed = _resumed_run(model_name, values, common)
+        out, state, config, seed, dataset = resumed.folder, resumed.state, resumed.config, resumed.seed, resumed.dataset
     else:
         config = config_tools.from_dict(spec.config_class, values)
-        out = common["out"] or Path("runs") / model_name / time.strftime("%Y%m%d-%H%M%S")
-        if parallel.is_main:
-            refuse_existing_run(out)
+        out = common["out"] or default_run_path(model_name)
+        RunFolder(out, writes=parallel.is_main).refuse_existing()  # before the data are read
         dataset_name = common["dataset"].value if common["dataset"] else None
         dataset = load_dataset(dataset_name, common["data_dir"])
     console = stderr_console() if parallel.is_main else quiet_console()
@@ -392,13 +385,13 @@ def _train_in_process(model_name: str, values: dict, common: dict, parallel, dev
             markup=False,
             style="yellow",
         )
-    resumed = f"; resuming after epoch {state.epoch}" if state is not None else ""
+    resumed_at = f"; resuming after epoch {state.epoch}" if state is not None else ""
     if state is not None and state.position is not None:
-        resumed = f"; resuming epoch {state.epoch + 1} at batch {state.position.next_batch}"
+        resumed_at = f"; resuming epoch {state.epoch + 1} at batch {state.position.next_batch}"
     processes = f" x {parallel.world_size} processes (torchrun)" if parallel.enabled else ""
     console.print(
         f"training {model_name} on {dataset.name} ({len(dataset.train):,} images) on {device}{processes}; "
-        f"run folder {out}{resumed}",
+        f"run folder {out}{resumed_at}",
         markup=False,
     )
     settings = RunSettings(
@@ -411,6 +404,7 @@ def _train_in_process(model_name: str, values: dict, common: dict, parallel, dev
         precision=common["precision"].value,
         parallel=parallel,
         sync_batchnorm=common["sync_batchnorm"],
+        tensorboard=common["tensorboard"],
     )
     history = train(model_name, config, dataset, settings, console, resume=state)
     final = history[-1]
@@ -692,6 +686,48 @@ def info(
     )
     for key in ("config", "data", "train"):
         console.print(f"{key}: {json.dumps(details[key], sort_keys=True)}", soft_wrap=True, markup=False)
+
+
+def _format_table(header: list[str], rows: list[list[str]]) -> str:
+    """Plain columns, two spaces apart, that survive a pipe (grep, sort, less) where a drawn table would not."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows])
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+@app.command()
+@user_errors
+def runs(
+    folder: Annotated[Path, typer.Argument(help="Where to look for run folders, at any depth.")] = Path("runs"),
+    model: Annotated[Optional[ModelName], typer.Option("--model", help="Only the runs of this model.")] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """List training runs: model, data, epochs, status, best and last validation metric, training time, folder."""
+    from dgm_cli.run_status import list_runs
+
+    summaries = list_runs(folder, model=model.value if model else None)
+    if json_output:
+        _print_json({"folder": str(folder), "runs": [summary.as_dict() for summary in summaries]})
+        return
+    if not summaries:
+        stderr_console().print(f"no training runs under {folder}", markup=False)
+        return
+    number = lambda value: "-" if value is None else f"{value:.4f}"  # noqa: E731
+    rows = [
+        [s.model, s.dataset, f"{s.epochs_done}/{s.epochs_planned if s.epochs_planned is not None else '?'}",
+         f"{s.status} {s.detail}", (s.metric or "-").removeprefix("val_"), number(s.best), number(s.last),
+         _duration(s.train_seconds), s.path]
+        for s in summaries
+    ]  # fmt: skip
+    header = ["model", "data", "epochs", "status", "metric", "best val", "last val", "train time", "folder"]
+    typer.echo(_format_table(header, rows))
 
 
 @app.command()

@@ -107,6 +107,7 @@ class Dataset:
     test: Split
     location: str
     fallback_reason: str | None = None  # why a bundled subset replaced the dataset asked for
+    content_md5: dict[str, str] = field(default_factory=dict)  # MD5 of each file's unpacked contents
     splits: dict = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -115,17 +116,34 @@ class Dataset:
     def split(self, name: str) -> Split:
         return self.splits[name]
 
-    def describe(self) -> dict:
-        """The facts a checkpoint records about its data."""
+    def identity(self) -> dict:
+        """What makes two loads the same data: their contents and splits, never the folder they were read from."""
         return {
             "name": self.name,
             "train": len(self.train),
             "val": len(self.val),
             "test": len(self.test),
+            "content_md5": dict(self.content_md5),
+        }
+
+    def describe(self) -> dict:
+        """The facts a checkpoint and a run record about their data: the identity, any fallback, where they were read."""
+        return {
+            **self.identity(),
             "fallback": self.fallback_reason is not None,
             "fallback_reason": self.fallback_reason,
             "location": self.location,
         }
+
+    def differences(self, recorded: dict) -> list[str]:
+        """How these data differ from a recorded identity (a describe() of an earlier load); empty when the same.
+
+        Records written before checksums were kept have no content_md5: their name and split sizes are compared,
+        which for the named datasets is still the contents, since every load checks each file against its MD5.
+        """
+        mine = self.identity()
+        keys = ["name", "train", "val", "test"] + (["content_md5"] if recorded.get("content_md5") else [])
+        return [key for key in keys if recorded.get(key) != mine[key]]
 
 
 # ---------------------------------------------------------------- IDX format
@@ -242,7 +260,9 @@ def read_source(source: Source, folder: Path) -> dict[str, torch.Tensor]:
     return {key: read_idx_gz(folder / name, content_md5=source.content_md5.get(key)) for key, name in FILES.items()}
 
 
-def make_splits(name: str, arrays: dict[str, torch.Tensor], location: str, fallback_reason: str | None) -> Dataset:
+def make_splits(
+    name: str, arrays: dict[str, torch.Tensor], location: str, fallback_reason: str | None, content_md5: dict[str, str]
+) -> Dataset:
     """Validation is the last sixth of the official training file: 50,000 / 10,000 for MNIST."""
     images, labels = arrays["train_images"], arrays["train_labels"]
     if len(images) != len(labels) or len(arrays["test_images"]) != len(arrays["test_labels"]):
@@ -258,6 +278,7 @@ def make_splits(name: str, arrays: dict[str, torch.Tensor], location: str, fallb
         test=Split(arrays["test_images"], arrays["test_labels"].long()),
         location=location,
         fallback_reason=fallback_reason,
+        content_md5=content_md5,
     )
 
 
@@ -281,7 +302,41 @@ def load_dataset(name: str | None, data_dir: Path | None = None) -> Dataset:
         message = missing_files_message(source, root, reason)
         if name is not None:
             raise DgmError(message)
-        mini = SOURCES["mnist-mini"]
-        arrays = read_source(mini, mini.system_dirs[0])
-        return make_splits("mnist-mini", arrays, "bundled", fallback_reason=message)
-    return make_splits(requested, read_source(source, folder), str(folder.resolve()), fallback_reason=None)
+        return load_bundled(fallback_reason=message)
+    return make_splits(requested, read_source(source, folder), str(folder.resolve()), None, source.content_md5)
+
+
+def load_bundled(fallback_reason: str | None = None) -> Dataset:
+    """The mnist-mini subset inside the package, wherever the package is installed now."""
+    mini = SOURCES["mnist-mini"]
+    return make_splits("mnist-mini", read_source(mini, mini.system_dirs[0]), "bundled", fallback_reason, mini.content_md5)
+
+
+def reload_dataset(recorded: dict, data_dir: Path | None, *, run: str) -> Dataset:
+    """The data a run was trained on, found again for --resume; `recorded` is the run's describe() of them.
+
+    Looked for in `data_dir` when given, else where the run found them, else in the default places; a run
+    that fell back to the bundled subset finds it in the package as installed now. Whatever folder they
+    come from, they must be the same data (Dataset.differences); a run's fallback stays recorded as such.
+    """
+    name = recorded.get("name")
+    if name not in SOURCES:
+        raise DgmError(f"{run} was trained on an unknown dataset {name!r}; this dgm knows {', '.join(DATASETS)}")
+    if name == "mnist-mini":
+        dataset = load_bundled(recorded.get("fallback_reason") if recorded.get("fallback") else None)
+    else:
+        root = data_dir
+        location = recorded.get("location")
+        if root is None and location and location != "bundled" and find_files(SOURCES[name], Path(location)):
+            root = Path(location)
+        try:
+            dataset = load_dataset(name, root)
+        except DgmError as error:  # gone, or damaged: the loader's message says where it looked and what it needs
+            raise DgmError(f"cannot resume {run}, whose {name} data were read from {location}: {error}") from None
+    changed = dataset.differences(recorded)
+    if changed:
+        raise DgmError(
+            f"the {name} data in {dataset.location} are not the data {run} was trained on (they differ in "
+            f"{', '.join(changed)}); pass --data-dir with the folder that holds the original files"
+        )
+    return dataset

@@ -65,3 +65,14 @@ def run_lock(folder: Path):
     finally:
         if (_holder(path) or {}).get("pid") == me["pid"]:
             path.unlink(missing_ok=True)
+
+
+def live_holder(folder: Path) -> dict | None:
+    """The training that holds `folder`'s lock now ({"pid", "host", "started"}), or None when none does.
+
+    A lock of another host is taken as held: its process cannot be looked at from here.
+    """
+    holder = _holder(Path(folder) / LOCK_FILE)
+    if holder is None:
+        return None
+    return holder if holder.get("host") != socket.gethostname() or _alive(holder["pid"]) else None

@@ -60,8 +60,12 @@ class TrainingState:
 
     @property
     def finished(self) -> bool:
-        """The run ended after its last epoch: the trainer records the test-split metrics only then."""
-        return self.position is None and any(key.startswith("test_") for key in self.history[-1])
+        return ended(self.history, self.position)
+
+
+def ended(history: list[dict], position) -> bool:
+    """The run ended after its last epoch: the trainer records the test-split metrics only then."""
+    return position is None and any(key.startswith("test_") for key in history[-1])
 
 
 def capture_rng(device: torch.device) -> dict[str, torch.Tensor]:
@@ -131,9 +135,24 @@ def save_state(path: Path, state: TrainingState) -> None:
         save_file(tensors, str(tmp), metadata=metadata)
 
 
-def load_state(path: Path) -> TrainingState:
-    """Read a state file, checking its metadata before any tensor is read."""
-    path = Path(path)
+@dataclass(frozen=True)
+class StateHeader:
+    """A state file's metadata alone, read without its tensors (for listing runs)."""
+
+    model_name: str
+    config: object
+    epoch: int
+    step: int
+    history: list[dict]
+    position: dict | None  # {"next_batch", "seconds"} of an epoch stopped in the middle
+
+    @property
+    def finished(self) -> bool:
+        return ended(self.history, self.position)
+
+
+def _read_metadata(path: Path):
+    """(spec, config, progress) from the header, checked; raises DgmError naming the file."""
     if not path.is_file():
         raise DgmError(f"{path} does not exist; a run can be resumed only from a folder with a {STATE_FILE}")
     try:
@@ -145,6 +164,27 @@ def load_state(path: Path) -> TrainingState:
         config = config_tools.from_dict(spec.config_class, json.loads(metadata["dgm.config"]))
         progress = json.loads(metadata["dgm.progress"])
         _check_progress(progress)
+        return spec, config, progress
+    except DgmError:
+        raise
+    except Exception as error:  # a malformed header, JSON or field
+        raise DgmError(f"{path} is not a readable training state ({_reason(error)})") from None
+
+
+def _reason(error: Exception) -> str:
+    return " ".join(str(error).split())[:200] or type(error).__name__
+
+
+def read_state_header(path: Path) -> StateHeader:
+    spec, config, progress = _read_metadata(Path(path))
+    return StateHeader(spec.name, config, progress["epoch"], progress["step"], progress["history"], progress["position"])
+
+
+def load_state(path: Path) -> TrainingState:
+    """Read a state file, checking its metadata before any tensor is read."""
+    path = Path(path)
+    spec, config, progress = _read_metadata(path)
+    try:
         tensors = load_file(str(path), device="cpu")
         position = None
         if progress["position"] is not None:
@@ -165,11 +205,8 @@ def load_state(path: Path) -> TrainingState:
             rng={name: value for name, value in tensors.items() if name.startswith("rng.")},
             position=position,
         )
-    except DgmError:
-        raise
-    except Exception as error:  # a malformed header, JSON, field or tensor payload
-        reason = " ".join(str(error).split())[:200] or type(error).__name__
-        raise DgmError(f"{path} is not a readable training state ({reason})") from None
+    except Exception as error:  # a malformed field or tensor payload
+        raise DgmError(f"{path} is not a readable training state ({_reason(error)})") from None
 
 
 def _check_progress(progress) -> None:

@@ -1,29 +1,27 @@
 """The one training loop, for every registered model.
 
-Read it top to bottom: set up, then per epoch (shuffle, steps, validation,
-record, checkpoints, figures), then the test-split metrics of the final model
-and the copy to checkpoints/. The whole split
-sits on the training device as uint8 and an epoch is a random permutation cut
-into batches, so no DataLoader workers and no per-batch host-to-device copies.
-Metrics are summed as device tensors and read once per epoch; the progress bar
-reads the running loss only every `refresh_every` steps, so the GPU is not made
-to wait for the host after each step.
+`loop` is the loop, to be read top to bottom: per epoch, shuffle, steps,
+validation, record, checkpoints; then the final model's test-split metrics and
+its copy to checkpoints/. `Training` holds what the loop works on and keeps
+between steps (model, optimizers, the splits on the device, how far the run
+has got) as its fields, and does the single actions the loop names (one
+optimizer step, an epoch's record, saving the resume state). Where each thing
+is kept on disk is the run folder's business (run_folder.py).
 
-A run folder holds:
-    config.json  metrics.jsonl  curves.png  samples/epoch_XXX.png
-    manifold/epoch_XXX.png (2-D latent models)  last.safetensors  best.safetensors
-    state.safetensors (what --resume continues from)  train.lock (while a training runs)
+The whole split sits on the training device as uint8 and an epoch is a random
+permutation cut into batches, so no DataLoader workers and no per-batch
+host-to-device copies. Metrics are summed as device tensors and read once per
+epoch; the progress bar reads the running loss only every `refresh_every`
+steps, so the GPU is not made to wait for the host after each step.
 
-Every --save-every epochs (and at the end, and on SIGINT/SIGTERM) the loop
+Every --save-every epochs (and at the end, and on SIGINT/SIGTERM) the run
 writes last.safetensors and state.safetensors; a signal in the middle of an
 epoch saves that epoch's permutation and position too, so a resumed run
 continues bit-identically (on the CPU) where the interrupted one stopped.
 """
 
-import json
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,8 +29,8 @@ import torch
 
 from dgm_cli import __version__, speed
 from dgm_cli import config as config_tools
-from dgm_cli.atomic import atomic_path, ensure_writable_dir, remove_stale_temporaries, write_text
-from dgm_cli.checkpoint import default_checkpoint, save_checkpoint
+from dgm_cli.atomic import ensure_writable_dir
+from dgm_cli.checkpoint import default_checkpoint, publish_checkpoint
 from dgm_cli.data import Dataset
 from dgm_cli.distributed import Parallel
 from dgm_cli.errors import DgmError, Interrupted
@@ -41,9 +39,9 @@ from dgm_cli.interrupt import GracefulInterrupt
 from dgm_cli.plots import save_curves, save_image_grid
 from dgm_cli.progress import make_progress, quiet_console
 from dgm_cli.registry import get_spec
-from dgm_cli.runlock import run_lock
+from dgm_cli.run_folder import BEST_FILE, LAST_FILE, RunFolder, resume_command
 from dgm_cli.sampling import manifold_images, sample_images
-from dgm_cli.state import STATE_FILE, EpochPosition, TrainingState, capture_rng, restore_rng, save_state
+from dgm_cli.state import EpochPosition, TrainingState, capture_rng, restore_rng, save_state
 
 MANIFOLD_GRID = 20
 
@@ -59,35 +57,7 @@ class RunSettings:
     precision: str = "fp32"  # fp32, tf32 (CUDA) or bf16 in training steps (speed.step_precision, speed.autocast)
     parallel: Parallel = field(default_factory=Parallel)  # this process's place under torchrun
     sync_batchnorm: bool = False  # under torchrun: BatchNorm over the global batch (PyTorch's SyncBatchNorm)
-
-
-def save_figures(model, out_dir: Path, epoch: int, seed: int) -> None:
-    """Samples from one fixed noise batch (the same latents every epoch), and the manifold when drawable."""
-    name = f"epoch_{epoch:03d}.png"
-    save_image_grid(sample_images(model, model.training_samples, seed=seed), out_dir / "samples" / name)
-    if model.keeps_average:  # the weights as trained, beside their moving average
-        raw = sample_images(model, model.training_samples, seed=seed, raw=True)
-        save_image_grid(raw, out_dir / "samples" / f"epoch_{epoch:03d}_raw.png")
-    if model.pixel_distribution == "bernoulli":
-        draws = sample_images(model, model.training_samples, seed=seed, binary=True)
-        save_image_grid(draws, out_dir / "samples" / f"epoch_{epoch:03d}_binary.png")
-    if "manifold" in model.capabilities and model.latent_dim == 2:
-        manifold = manifold_images(model, MANIFOLD_GRID)
-        save_image_grid(manifold, out_dir / "manifold" / name, nrow=MANIFOLD_GRID)
-    model.train()
-
-
-def refuse_existing_run(out_dir: Path) -> None:
-    """A folder that already holds a run is never overwritten."""
-    if (Path(out_dir) / "last.safetensors").exists():
-        raise DgmError(
-            f"{out_dir} already holds a training run; choose another --out, or continue it with --resume {out_dir} "
-            "(nothing was changed)"
-        )
-
-
-def resume_command(model_name: str, out: Path) -> str:
-    return f"dgm train {model_name} --resume {out}"
+    tensorboard: bool = False  # also log the records, sample grids and configuration as TensorBoard events
 
 
 def train(
@@ -98,25 +68,335 @@ def train(
     The run folder is locked for the whole run; SIGINT/SIGTERM save a resumable state and raise Interrupted.
     Under torchrun (settings.parallel) only rank 0 locks, prints and writes.
     """
-    out, parallel = settings.out_dir, settings.parallel
+    parallel = settings.parallel
     speed.check_precision(settings.precision, settings.device, get_spec(model_name).module_class)
     check_parallel_settings(model_name, config, settings)
-    if parallel.is_main:
-        ensure_writable_dir(out)
-        if settings.checkpoint_dir is not None:
-            ensure_writable_dir(settings.checkpoint_dir)
-    else:
+    if settings.tensorboard:
+        from dgm_cli.tensorboard_log import require_tensorboard
+
+        require_tensorboard()
+    run = RunFolder(settings.out_dir, writes=parallel.is_main)
+    if run.writes and settings.checkpoint_dir is not None:  # before the run folder exists, so a bad one leaves nothing
+        ensure_writable_dir(settings.checkpoint_dir)
+    if resume is None:
+        run.refuse_existing()
+    run.prepare()
+    if not parallel.is_main:
         console = quiet_console()
     # A launcher may pass on a Ctrl-C that the terminal has delivered to the processes already:
     # a copy that arrives within a second is the same request, not a second one.
     duplicate_window = 1.0 if parallel.enabled else 0.0
-    lock = run_lock(out) if parallel.is_main else nullcontext()
-    with lock, GracefulInterrupt(duplicate_window) as interrupt, speed.matmul_precision(settings.precision):
-        if resume is None and parallel.is_main:
-            refuse_existing_run(out)
-        if parallel.is_main:  # left by a process killed mid-write; the lock says none is writing now
-            remove_stale_temporaries(out, subfolders=("samples", "manifold"))
-        return _train(model_name, config, dataset, settings, console, resume, interrupt)
+    with run.lock(), GracefulInterrupt(duplicate_window) as interrupt, speed.matmul_precision(settings.precision):
+        if resume is None:
+            run.refuse_existing(holding_lock=True)  # again, holding the lock: a training started beside this one may have won
+        run.remove_stale_temporaries()  # left by a process killed mid-write; the lock says none is writing now
+        training = Training(model_name, config, dataset, settings, run, interrupt, resume)
+        try:
+            return loop(training, console)
+        finally:
+            training.close()
+
+
+def loop(t: "Training", console) -> list[dict]:
+    """The epochs of the training `t`, from where it stands to its planned end; returns the per-epoch records."""
+    if t.history:  # resumed: metrics.jsonl says what the state holds, and nothing later
+        t.run.write_metrics(t.history)
+    else:
+        t.record_epoch({"epoch": 0, "step": 0, **t.validation(t.val_images, t.val_labels, "val_")})
+    epochs = t.config.epochs
+    with make_progress(console, extra="{task.fields[status]}") as progress:
+        task = progress.add_task("training", total=epochs * t.steps_per_epoch, completed=t.step, status="")
+        for epoch in range(t.history[-1]["epoch"] + 1, epochs + 1):
+            progress.update(task, description=f"epoch {epoch}/{epochs}")
+            current = t.begin_epoch()
+            for index in range(current.first_batch, t.steps_per_epoch):
+                t.train_step(current, index)
+                if (index + 1) % t.refresh_every == 0 and t.parallel.is_main:
+                    progress.update(task, status=t.running_status(current, index))
+                progress.advance(task)
+                if index + 1 < t.steps_per_epoch and t.stop_requested(check_others=(index + 1) % t.refresh_every == 0):
+                    t.stop(epoch - 1, current.position(index + 1))
+            record = t.end_epoch(epoch, current)
+            t.record_epoch(record)
+            progress.console.print(t.epoch_line(record), markup=False)
+            t.stop_requested(check_others=True)
+            if t.interrupt.requested is not None:
+                t.stop(epoch, None)
+    return t.finish(console)
+
+
+@dataclass
+class EpochInProgress:
+    """One epoch's order of images and the metric sums of the batches done so far."""
+
+    permutation: torch.Tensor
+    sums: dict[str, torch.Tensor]
+    first_batch: int  # 0, or where a resumed epoch goes on
+    rows_summed: int  # images in `sums` in this process, for the progress bar
+    started: float  # perf_counter at the epoch's start (earlier for a resumed epoch: its seconds so far)
+
+    def position(self, next_batch: int) -> EpochPosition:
+        return EpochPosition(next_batch, time.perf_counter() - self.started, self.permutation, self.sums)
+
+
+class Training:
+    """What one training works on and keeps between steps; `loop` says when each of its actions happens."""
+
+    def __init__(self, model_name, config, dataset, settings: RunSettings, run: RunFolder, interrupt, resume):
+        self.model_name, self.config, self.dataset, self.run, self.interrupt = model_name, config, dataset, run, interrupt
+        self.settings, self.device, self.parallel, self.seed = settings, settings.device, settings.parallel, settings.seed
+        device = self.device
+        # The same seed in every process: the same initial weights, permutations and noise (distributed.py).
+        torch.manual_seed(self.seed)
+        self.data_generator = torch.Generator().manual_seed(self.seed)  # static binarization and the like, on the CPU
+        model = get_spec(model_name).module_class(config)
+        if settings.sync_batchnorm:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model.to(device)
+        self.optimizers = self.model.configure_optimizers()
+        # The configured rates, which learning_rate_factor scales (a resumed optimizer holds the last scaled ones).
+        self.base_rates = [[group["lr"] for group in optimizer.param_groups] for optimizer in self.optimizers]
+        # A resumed run prepares its splits again from the seed: the same draws as at its start.
+        self.train_images = self.model.prepare_split(dataset.train.images, train=True, generator=self.data_generator).to(device)
+        self.val_images = self.model.prepare_split(dataset.val.images, train=False, generator=self.data_generator).to(device)
+        self.train_labels, self.val_labels = dataset.train.labels.to(device), dataset.val.labels.to(device)
+
+        self.run_facts = {"seed": self.seed, "device": str(device), "precision": settings.precision,
+                          "torch": torch.__version__, "dgm": __version__}  # fmt: skip
+        if self.parallel.enabled:
+            self.run_facts["processes"] = self.parallel.world_size
+        checkpoint_dir = None if settings.checkpoint_dir is None else str(settings.checkpoint_dir)
+        run.write_config({"model": model_name, "config": config_tools.to_dict(config), "data": dataset.describe(),
+                          **self.run_facts, "checkpoint_dir": checkpoint_dir, "tensorboard": settings.tensorboard})  # fmt: skip
+
+        # How far the run has got: what state.safetensors keeps.
+        self.history: list[dict] = []
+        self.best_value: float | None = None
+        self.step = 0
+        self.saved_epoch = 0  # the epoch last.safetensors holds
+        self.position: EpochPosition | None = None  # inside the epoch after the last completed one
+        if resume is not None:
+            self._restore(resume)
+
+        # Epochs past the end of the run are clipped to its last epoch, so a short run still shows its result.
+        self.sample_epochs = {min(epoch, config.epochs) for epoch in config.sample_epochs}
+        # A last batch too small to give every process two images is skipped (with one process: a batch of
+        # one image): batch statistics (the GAN's BatchNorm) need two.
+        batch_size, world = config.batch_size, self.parallel.world_size
+        remainder = len(self.train_images) % batch_size
+        self.n = len(self.train_images) - remainder if 0 < remainder < 2 * world else len(self.train_images)
+        self.steps_per_epoch = math.ceil(self.n / batch_size)
+        self.refresh_every = max(1, self.steps_per_epoch // 20)
+        self.total_steps = max(1, config.epochs * self.steps_per_epoch)
+        self.max_grad_norm = getattr(config, "max_grad_norm", 0.0)  # a config field of the models that offer clipping
+        if self.parallel.enabled:
+            self.step_function = self.model.distribute(lambda module: self.parallel.wrap(module, device))
+        else:
+            self.step_function = speed.step_function(self.model, settings.compile)
+        self.tensorboard = self._open_tensorboard(resume) if settings.tensorboard and run.writes else None
+
+    def _restore(self, resume: TrainingState) -> None:
+        try:
+            self.model.load_state_dict(resume.model, strict=True)
+            for optimizer, stored in zip(self.optimizers, resume.optimizers, strict=True):
+                optimizer.load_state_dict(stored)
+            restore_rng(resume.rng, self.device)
+        except (RuntimeError, ValueError, KeyError) as error:
+            reason = " ".join(str(error).split())[:200]
+            raise DgmError(f"{self.run.state_path} does not fit its own model and optimizers ({reason})") from None
+        self.history, self.best_value, self.step = list(resume.history), resume.best_value, resume.step
+        self.position, self.saved_epoch = resume.position, resume.epoch
+
+    def _open_tensorboard(self, resume: TrainingState | None):
+        from dgm_cli.tensorboard_log import TensorBoardLog
+
+        monitored = [f"val/{name}" for name in self.model.headline_metrics]
+        hyperparameters = {"model": self.model_name, "dataset": self.dataset.name, **self.run_facts,
+                           **config_tools.to_dict(self.config)}  # fmt: skip
+        continue_at = None if resume is None else resume.epoch + 1
+        return TensorBoardLog(self.run.path, hyperparameters=hyperparameters, metrics=monitored, continue_at=continue_at)
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+    # ------------------------------------------------------------ one epoch
+
+    def begin_epoch(self) -> EpochInProgress:
+        """A fresh permutation, or the rest of the epoch an interrupted run stopped in."""
+        if self.position is None:
+            permutation = torch.randperm(len(self.train_images), device=self.device)
+            return EpochInProgress(permutation, {}, 0, 0, time.perf_counter())
+        position, self.position = self.position, None
+        sums = {name: self.parallel.own_share(value.to(self.device)) for name, value in position.sums.items()}
+        rows_summed = min(self.n, position.next_batch * self.config.batch_size) // self.parallel.world_size
+        started = time.perf_counter() - position.seconds
+        return EpochInProgress(position.permutation.to(self.device), sums, position.next_batch, rows_summed, started)
+
+    def train_step(self, current: EpochInProgress, index: int) -> None:
+        """Batch `index` of the epoch: the scheduled learning rate, the model's step, the metric sums."""
+        factor = self.model.learning_rate_factor(self.step / self.total_steps)
+        for optimizer, rates in zip(self.optimizers, self.base_rates):
+            for group, rate in zip(optimizer.param_groups, rates):
+                group["lr"] = rate * factor
+        batch_size = self.config.batch_size
+        indices = current.permutation[index * batch_size : min(self.n, (index + 1) * batch_size)]
+        self.model.shard = self.parallel.shard(len(indices))  # None in one process
+        indices = indices[self.parallel.rows(len(indices))]
+        batch = self.train_images[indices]
+        precision, optimizer = self.settings.precision, self.optimizers[0]
+        with speed.step_precision(precision, self.device):
+            with speed.autocast(precision, self.device):
+                metrics = self.step_function(batch, self.train_labels[indices])
+            if not self.model.manual_optimization:
+                optimizer.zero_grad(set_to_none=True)
+                self.model.shard_loss(metrics["loss"]).backward()
+                if self.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+                optimizer.step()
+        self.step += 1
+        for name, value in metrics.items():
+            current.sums[name] = current.sums.get(name, 0) + value.detach() * len(batch)
+        current.rows_summed += len(batch)
+
+    def running_status(self, current: EpochInProgress, index: int) -> str:
+        """The progress bar's running means and speed (reading them waits for the device, so not every step)."""
+        headline = self.model.headline_metrics
+        running = read_means({name: current.sums[name] for name in headline}, current.rows_summed, prefix="")
+        rate = min(self.n, (index + 1) * self.config.batch_size) / (time.perf_counter() - current.started)
+        return "  ".join(f"{name} {value:.3f}" for name, value in running.items()) + f"  {rate:,.0f} img/s"
+
+    def end_epoch(self, epoch: int, current: EpochInProgress) -> dict:
+        """The epoch's record: train means over all processes, validation, time; a diverged run stops here."""
+        self.model.shard = None
+        self.parallel.share_buffers(self.model)
+        train_metrics = read_means(self.parallel.sum(current.sums, self.device), self.n, prefix="train_")
+        broken = {name: value for name, value in train_metrics.items() if not math.isfinite(value)}
+        if broken:
+            # metrics.jsonl shows the epoch that diverged (dgm runs reads it); the state keeps the last good one.
+            self.run.write_metrics(self.history + [{"epoch": epoch, "step": self.step, **train_metrics, "diverged": True}])
+            raise DgmError(
+                f"training diverged in epoch {epoch} ({', '.join(f'{k} = {v}' for k, v in broken.items())}); "
+                f"{self.run.last_path} still holds epoch {self.saved_epoch}; try a smaller --lr"
+            )
+        seconds = time.perf_counter() - current.started
+        record = {"epoch": epoch, "step": self.step, **train_metrics, **self.validation(self.val_images, self.val_labels, "val_")}
+        return {**record, "seconds": round(seconds, 3), "images_per_second": round(self.n / seconds, 1)}
+
+    def epoch_line(self, record: dict) -> str:
+        shown = "  ".join(
+            f"{name} {record[f'train_{name}']:.3f}" + (f"/{record[f'val_{name}']:.3f}" if f"val_{name}" in record else "")
+            for name in self.model.headline_metrics
+        )
+        seconds = record["seconds"]
+        return f"epoch {record['epoch']:>3}/{self.config.epochs}  {shown} (train/val)  {seconds:.1f} s  {self.n / seconds:,.0f} img/s"
+
+    def validation(self, images, labels, prefix: str) -> dict:
+        return validate(self.model, images, labels, prefix=prefix, parallel=self.parallel)
+
+    # ------------------------------------------------------------ records and checkpoints
+
+    def record_epoch(self, record: dict) -> None:
+        """Add the epoch's record; save figures, metrics, checkpoints and curves as the settings say."""
+        self.history.append(record)
+        is_best = False
+        if self.model.monitor is not None:
+            monitor, direction = self.model.monitor
+            value = record[f"val_{monitor}"]
+            is_best = self.best_value is None or (value > self.best_value if direction == "max" else value < self.best_value)
+            self.best_value = value if is_best else self.best_value
+        if not self.run.writes:  # the figures draw from their own seeded generators, so skipping them changes no stream
+            return
+        epoch = record["epoch"]
+        figures = self.save_figures(epoch) if epoch in self.sample_epochs and "sample" in self.model.capabilities else []
+        checkpoint = epoch % self.settings.save_every == 0 or epoch == self.config.epochs or self.interrupt.requested is not None
+        self.save_progress(record, is_best=is_best, checkpoint=checkpoint)
+        save_curves(self.history, self.run.curves_path, title=f"{self.model_name} on {self.dataset.name}",
+                    reference_lines=self.model.reference_lines)  # fmt: skip
+        if self.tensorboard is not None:
+            self.tensorboard.record(record)
+            self.tensorboard.images(figures, epoch)
+
+    def save_figures(self, epoch: int) -> list[Path]:
+        """Samples from one fixed noise batch (the same latents every epoch), and the manifold when drawable."""
+        model, count, seed, run = self.model, self.model.training_samples, self.seed, self.run
+        grids = [(run.figure_path("samples", epoch), sample_images(model, count, seed=seed))]
+        if model.keeps_average:  # the weights as trained, beside their moving average
+            grids.append((run.figure_path("samples", epoch, "raw"), sample_images(model, count, seed=seed, raw=True)))
+        if model.pixel_distribution == "bernoulli":
+            grids.append((run.figure_path("samples", epoch, "binary"), sample_images(model, count, seed=seed, binary=True)))
+        manifold = "manifold" in model.capabilities and model.latent_dim == 2
+        for path, images in grids:
+            save_image_grid(images, path)
+        if manifold:
+            save_image_grid(manifold_images(model, MANIFOLD_GRID), run.figure_path("manifold", epoch), nrow=MANIFOLD_GRID)
+        model.train()
+        return [path for path, _ in grids] + ([run.figure_path("manifold", epoch)] if manifold else [])
+
+    def save_progress(self, record: dict, *, is_best: bool, checkpoint: bool = True) -> None:
+        """metrics.jsonl; with `checkpoint`, last.safetensors and the resume state; best.safetensors when best."""
+        self.run.write_metrics(self.history)
+        train_facts = {**self.run_facts, "epoch": record["epoch"], "step": self.step, "metrics": record}
+        for name in ((LAST_FILE,) if checkpoint else ()) + ((BEST_FILE,) if is_best else ()):
+            self.run.save_model(name, self.model, model_name=self.model_name, config=self.config,
+                                data=self.dataset.describe(), train=train_facts)  # fmt: skip
+        if checkpoint:
+            self.save_state(record["epoch"])
+            self.saved_epoch = record["epoch"]
+
+    def save_state(self, epoch: int, position: EpochPosition | None = None) -> None:
+        if not self.run.writes:
+            return
+        optimizers = [optimizer.state_dict() for optimizer in self.optimizers]
+        state = TrainingState(self.model_name, self.config, epoch, self.step, self.history, self.best_value,
+                              self.model.state_dict(), optimizers, capture_rng(self.device), position)  # fmt: skip
+        save_state(self.run.state_path, state)
+
+    # ------------------------------------------------------------ stopping and finishing
+
+    def stop_requested(self, *, check_others: bool) -> bool:
+        """Whether to stop here; under torchrun all processes must agree, which costs an all-reduce,
+        so they compare only where check_others says (about 20 times an epoch, and after each)."""
+        interrupt, parallel = self.interrupt, self.parallel
+        if not parallel.enabled:
+            return interrupt.requested is not None
+        if not check_others:
+            return False
+        if parallel.any(interrupt.requested is not None, self.device) and interrupt.requested is None:
+            interrupt.requested = "a signal to another process"
+        return interrupt.requested is not None
+
+    def stop(self, epoch_done: int, position: EpochPosition | None) -> None:
+        """Save where the run stopped (inside epoch_done + 1 at `position`, or after epoch_done) and raise Interrupted."""
+        if position is not None:
+            # Rank 0 saves every process's own metric sums, so a resumed run adds in the same order.
+            position = EpochPosition(position.next_batch, position.seconds, position.permutation,
+                                     self.parallel.gather(position.sums, self.device))  # fmt: skip
+            self.save_state(epoch_done, position)
+        where = f"epoch {epoch_done + 1}, batch {position.next_batch}" if position else f"the end of epoch {epoch_done}"
+        raise Interrupted(
+            f"{self.interrupt.requested}: stopped at {where} and saved {self.run.state_path}; "
+            f"continue with: {resume_command(self.model_name, self.run.path)}"
+        )
+
+    def finish(self, console) -> list[dict]:
+        """The final model's test-split metrics (recorded for the report, never used to choose anything) and its copy."""
+        self.parallel.check_parameters_agree(self.model, self.device)
+        # data_generator is used for nothing else, so preparing the test split here draws what it would have at start-up.
+        test_images = self.model.prepare_split(self.dataset.test.images, train=False, generator=self.data_generator)
+        # On a forked generator, so that a run extended later with --epochs continues the random stream
+        # it would have had without this evaluation.
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            self.history[-1].update(self.validation(test_images.to(self.device), self.dataset.test.labels.to(self.device), "test_"))
+        self.save_progress(self.history[-1], is_best=False)
+        if self.tensorboard is not None:  # the epoch's other numbers were logged when it ended
+            self.tensorboard.record({k: v for k, v in self.history[-1].items() if k == "epoch" or k.startswith("test_")})
+        if self.settings.checkpoint_dir is not None and self.run.writes:
+            target = default_checkpoint(self.model_name, self.settings.checkpoint_dir)
+            kept = publish_checkpoint(self.run.last_path, target)
+            if kept is not None:
+                console.print(f"{target} held another model: kept it as {kept}", markup=False, soft_wrap=True)
+        return self.history
 
 
 def check_parallel_settings(model_name: str, config, settings: RunSettings) -> None:
@@ -139,237 +419,3 @@ def check_parallel_settings(model_name: str, config, settings: RunSettings) -> N
             f"--batch-size is the global batch and must give each of the {parallel.world_size} processes at least "
             f"two images; use --batch-size {2 * parallel.world_size} or more"
         )
-
-
-def _train(model_name, config, dataset, settings, console, resume, interrupt) -> list[dict]:
-    spec = get_spec(model_name)
-    out, device, seed, parallel = settings.out_dir, settings.device, settings.seed, settings.parallel
-    main = parallel.is_main
-    headline = spec.module_class.headline_metrics
-
-    # The same seed in every process: the same initial weights, permutations and noise (distributed.py).
-    torch.manual_seed(seed)
-    data_generator = torch.Generator().manual_seed(seed)  # static binarization and the like, on the CPU
-    model = spec.module_class(config)
-    if settings.sync_batchnorm:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model = model.to(device)
-    optimizers = model.configure_optimizers()
-    # The configured rates, which learning_rate_factor scales (a resumed optimizer holds the last scaled ones).
-    base_rates = [[group["lr"] for group in optimizer.param_groups] for optimizer in optimizers]
-    # A resumed run prepares its splits again from the seed: the same draws as at its start.
-    train_images = model.prepare_split(dataset.train.images, train=True, generator=data_generator).to(device)
-    val_images = model.prepare_split(dataset.val.images, train=False, generator=data_generator).to(device)
-    train_labels, val_labels = dataset.train.labels.to(device), dataset.val.labels.to(device)
-
-    run_facts = {"seed": seed, "device": str(device), "torch": torch.__version__, "dgm": __version__}
-    if parallel.enabled:
-        run_facts["processes"] = parallel.world_size
-    if main:
-        write_text(
-            out / "config.json",
-            json.dumps(
-                {
-                    "model": model_name,
-                    "config": config_tools.to_dict(config),
-                    "data": dataset.describe(),
-                    **run_facts,
-                    "checkpoint_dir": None if settings.checkpoint_dir is None else str(settings.checkpoint_dir),
-                },
-                indent=2,
-            ),
-        )
-
-    # Epochs past the end of the run are clipped to its last epoch, so a short run still shows its result.
-    sample_epochs = {min(epoch, config.epochs) for epoch in config.sample_epochs}
-    history: list[dict] = []
-    best_value = None
-    step = 0
-    saved_epoch = 0  # the epoch last.safetensors holds
-    position: EpochPosition | None = None
-    if resume is not None:
-        try:
-            model.load_state_dict(resume.model, strict=True)
-            for optimizer, stored in zip(optimizers, resume.optimizers, strict=True):
-                optimizer.load_state_dict(stored)
-            restore_rng(resume.rng, device)
-        except (RuntimeError, ValueError, KeyError) as error:
-            reason = " ".join(str(error).split())[:200]
-            raise DgmError(f"{out / STATE_FILE} does not fit its own model and optimizers ({reason})") from None
-        history, best_value, step, position = list(resume.history), resume.best_value, resume.step, resume.position
-        saved_epoch = resume.epoch
-
-    def save_state_now(epoch: int, position: EpochPosition | None = None) -> None:
-        state = TrainingState(
-            model_name, config, epoch, step, history, best_value,
-            model.state_dict(), [optimizer.state_dict() for optimizer in optimizers], capture_rng(device), position,
-        )  # fmt: skip
-        save_state(out / STATE_FILE, state)
-
-    def save_progress(record: dict, *, is_best: bool, checkpoint: bool = True) -> None:
-        nonlocal saved_epoch
-        if not main:
-            return
-        write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-        train_facts = {**run_facts, "epoch": record["epoch"], "step": step, "metrics": record}
-        names = (("last.safetensors",) if checkpoint else ()) + (("best.safetensors",) if is_best else ())
-        for name in names:
-            save_checkpoint(
-                out / name, model, model_name=model_name, config=config, data=dataset.describe(), train=train_facts
-            )
-        if checkpoint:
-            save_state_now(record["epoch"])
-            saved_epoch = record["epoch"]
-
-    def record_epoch(record: dict) -> None:
-        nonlocal best_value
-        history.append(record)
-        is_best = False
-        if model.monitor is not None:
-            monitor, direction = model.monitor
-            value = record[f"val_{monitor}"]
-            is_best = best_value is None or (value > best_value if direction == "max" else value < best_value)
-            best_value = value if is_best else best_value
-        if not main:  # the figures draw from their own seeded generators, so skipping them changes no stream
-            return
-        if record["epoch"] in sample_epochs and "sample" in model.capabilities:
-            save_figures(model, out, record["epoch"], seed)
-        epoch = record["epoch"]
-        checkpoint = epoch % settings.save_every == 0 or epoch == config.epochs or interrupt.requested is not None
-        save_progress(record, is_best=is_best, checkpoint=checkpoint)
-        save_curves(
-            history, out / "curves.png", title=f"{model_name} on {dataset.name}", reference_lines=model.reference_lines
-        )
-
-    def stop_requested(*, check_others: bool) -> bool:
-        """Whether to stop here; under torchrun all processes must agree, which costs an all-reduce,
-        so they compare only where check_others says (about 20 times an epoch, and after each)."""
-        if not parallel.enabled:
-            return interrupt.requested is not None
-        if not check_others:
-            return False
-        if parallel.any(interrupt.requested is not None, device) and interrupt.requested is None:
-            interrupt.requested = "a signal to another process"
-        return interrupt.requested is not None
-
-    def stop_if_interrupted(epoch_done: int, position: EpochPosition | None) -> None:
-        if interrupt.requested is None:
-            return
-        if position is not None:
-            # Rank 0 saves every process's own metric sums, so a resumed run adds in the same order.
-            position = EpochPosition(position.next_batch, position.seconds, position.permutation,
-                                     parallel.gather(position.sums, device))  # fmt: skip
-            if main:
-                save_state_now(epoch_done, position)
-        where = f"epoch {epoch_done + 1}, batch {position.next_batch}" if position else f"the end of epoch {epoch_done}"
-        raise Interrupted(
-            f"{interrupt.requested}: stopped at {where} and saved {out / STATE_FILE}; "
-            f"continue with: {resume_command(model_name, out)}"
-        )
-
-    def validation(images, labels, prefix):
-        return validate(model, images, labels, prefix=prefix, parallel=parallel)
-
-    if resume is None:
-        record_epoch({"epoch": 0, "step": 0, **validation(val_images, val_labels, "val_")})
-    elif main:
-        write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-
-    batch_size = config.batch_size
-    # A last batch too small to give every process two images is skipped (with one process: a batch of
-    # one image): batch statistics (the GAN's BatchNorm) need two.
-    remainder = len(train_images) % batch_size
-    n = len(train_images) - remainder if 0 < remainder < 2 * parallel.world_size else len(train_images)
-    steps_per_epoch = math.ceil(n / batch_size)
-    refresh_every = max(1, steps_per_epoch // 20)
-    total_steps = max(1, config.epochs * steps_per_epoch)
-    max_grad_norm = getattr(config, "max_grad_norm", 0.0)  # a config field of the models that offer clipping
-    first_epoch = history[-1]["epoch"] + 1 if history else 1
-    if parallel.enabled:
-        training_step = model.distribute(lambda module: parallel.wrap(module, device))
-    else:
-        training_step = speed.step_function(model, settings.compile)
-    with make_progress(console, extra="{task.fields[status]}") as progress:
-        task = progress.add_task("training", total=config.epochs * steps_per_epoch, completed=step, status="")
-        for epoch in range(first_epoch, config.epochs + 1):
-            progress.update(task, description=f"epoch {epoch}/{config.epochs}")
-            if position is not None:  # the rest of an epoch that was interrupted
-                permutation, sums, first_batch = position.permutation.to(device), position.sums, position.next_batch
-                started = time.perf_counter() - position.seconds
-                sums = {name: parallel.own_share(value.to(device)) for name, value in sums.items()}
-                rows_summed = min(n, first_batch * batch_size) // parallel.world_size  # for the progress bar only
-                position = None
-            else:
-                permutation, sums, first_batch = torch.randperm(len(train_images), device=device), {}, 0
-                rows_summed = 0
-                started = time.perf_counter()
-            for index in range(first_batch, steps_per_epoch):
-                factor = model.learning_rate_factor(step / total_steps)
-                for optimizer, rates in zip(optimizers, base_rates):
-                    for group, rate in zip(optimizer.param_groups, rates):
-                        group["lr"] = rate * factor
-                indices = permutation[index * batch_size : min(n, (index + 1) * batch_size)]
-                model.shard = parallel.shard(len(indices))  # None in one process
-                indices = indices[parallel.rows(len(indices))]
-                batch = train_images[indices]
-                with speed.step_precision(settings.precision, device):
-                    with speed.autocast(settings.precision, device):
-                        metrics = training_step(batch, train_labels[indices])
-                    if not model.manual_optimization:
-                        optimizers[0].zero_grad(set_to_none=True)
-                        model.shard_loss(metrics["loss"]).backward()
-                        if max_grad_norm > 0:
-                            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-                        optimizers[0].step()
-                step += 1
-                for name, value in metrics.items():
-                    sums[name] = sums.get(name, 0) + value.detach() * len(batch)
-                rows_summed += len(batch)
-                if (index + 1) % refresh_every == 0 and main:
-                    running = read_means({name: sums[name] for name in headline}, rows_summed, prefix="")
-                    status = "  ".join(f"{name} {value:.3f}" for name, value in running.items())
-                    rate = min(n, (index + 1) * batch_size) / (time.perf_counter() - started)
-                    progress.update(task, status=f"{status}  {rate:,.0f} img/s")
-                progress.advance(task)
-                if index + 1 < steps_per_epoch and stop_requested(check_others=(index + 1) % refresh_every == 0):
-                    seconds = time.perf_counter() - started
-                    stop_if_interrupted(epoch - 1, EpochPosition(index + 1, seconds, permutation, sums))
-
-            model.shard = None
-            parallel.share_buffers(model)
-            train_metrics = read_means(parallel.sum(sums, device), n, prefix="train_")
-            broken = {name: value for name, value in train_metrics.items() if not math.isfinite(value)}
-            if broken:
-                raise DgmError(
-                    f"training diverged in epoch {epoch} ({', '.join(f'{k} = {v}' for k, v in broken.items())}); "
-                    f"{out / 'last.safetensors'} still holds epoch {saved_epoch}; try a smaller --lr"
-                )
-            seconds = time.perf_counter() - started
-            record = {"epoch": epoch, "step": step, **train_metrics, **validation(val_images, val_labels, "val_")}
-            record.update(seconds=round(seconds, 3), images_per_second=round(n / seconds, 1))
-            record_epoch(record)
-            shown = "  ".join(
-                f"{name} {record[f'train_{name}']:.3f}" + (f"/{record[f'val_{name}']:.3f}" if f"val_{name}" in record else "")
-                for name in headline
-            )
-            progress.console.print(
-                f"epoch {epoch:>3}/{config.epochs}  {shown} (train/val)  {seconds:.1f} s  {n / seconds:,.0f} img/s",
-                markup=False,
-            )
-            stop_requested(check_others=True)
-            stop_if_interrupted(epoch, None)
-
-    parallel.check_parameters_agree(model, device)
-    # The final model's test-split metrics, recorded for the report and never used to choose anything.
-    # data_generator is used for nothing else, so preparing the test split here draws what it would have at start-up.
-    test_images = model.prepare_split(dataset.test.images, train=False, generator=data_generator).to(device)
-    # On a forked generator, so that a run extended later with --epochs continues the random stream
-    # it would have had without this evaluation.
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        history[-1].update(validation(test_images, dataset.test.labels.to(device), "test_"))
-    save_progress(history[-1], is_best=False)
-    if settings.checkpoint_dir is not None and main:
-        target = default_checkpoint(model_name, settings.checkpoint_dir)
-        with atomic_path(target) as tmp:
-            tmp.write_bytes((out / "last.safetensors").read_bytes())
-    return history

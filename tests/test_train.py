@@ -37,3 +37,24 @@ def test_the_final_record_holds_test_metrics_that_chose_nothing():
     assert "test_elbo" in records[-1] and all("test_elbo" not in r for r in records[:-1])
     metadata = json.loads(CliRunner().invoke(app, ["info", "t/last.safetensors", "--json"]).stdout)
     assert metadata["train"]["metrics"]["test_elbo"] == records[-1]["test_elbo"]
+
+
+def test_the_loop_reads_top_to_bottom_and_shares_state_through_fields_not_closures():
+    """The shape the trainer keeps (issue 14): one loop function a reader follows from top to bottom, the
+    state it shares with its helpers held as an object's fields, and run-folder logic out of the CLI."""
+    import ast
+    import inspect
+
+    import dgm_cli.cli as cli
+    import dgm_cli.train as trainer
+
+    loop_lines = inspect.getsource(trainer.loop).splitlines()
+    assert len(loop_lines) < 100
+    tree = ast.parse(inspect.getsource(trainer))
+    assert not [node for node in ast.walk(tree) if isinstance(node, ast.Nonlocal)]
+    nested = [inner.name for outer in ast.walk(tree) if isinstance(outer, ast.FunctionDef)
+              for inner in ast.walk(outer) if isinstance(inner, ast.FunctionDef) and inner is not outer]  # fmt: skip
+    assert nested == []
+    cli_source = inspect.getsource(cli)
+    for run_folder_logic in ("load_state", "STATE_FILE", "config.json", "refuse_existing_run", "glob("):
+        assert run_folder_logic not in cli_source, run_folder_logic
