@@ -709,7 +709,10 @@ def runs(
     model: Annotated[Optional[ModelName], typer.Option("--model", help="Only the runs of this model.")] = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """List training runs: model, data, epochs, status, best and last validation metric, training time, folder."""
+    """List training runs: model, data, epochs, status, best and last validation metric, time, folder.
+
+    train time adds up the epochs' training; wall is the whole run's wall-clock time (validation, figures and
+    checkpoints included) as of its last save."""
     from dgm_cli.run_status import list_runs
 
     summaries = list_runs(folder, model=model.value if model else None)
@@ -723,10 +726,10 @@ def runs(
     rows = [
         [s.model, s.dataset, f"{s.epochs_done}/{s.epochs_planned if s.epochs_planned is not None else '?'}",
          f"{s.status} {s.detail}", (s.metric or "-").removeprefix("val_"), number(s.best), number(s.last),
-         _duration(s.train_seconds), s.path]
+         _duration(s.train_seconds), "-" if s.wall_seconds is None else _duration(s.wall_seconds), s.path]
         for s in summaries
     ]  # fmt: skip
-    header = ["model", "data", "epochs", "status", "metric", "best val", "last val", "train time", "folder"]
+    header = ["model", "data", "epochs", "status", "metric", "best val", "last val", "train time", "wall", "folder"]
     typer.echo(_format_table(header, rows))
 
 

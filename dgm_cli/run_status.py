@@ -34,6 +34,7 @@ class RunSummary:
     best: float | None
     last: float | None
     train_seconds: float  # the epochs' training time (validation and figures left out)
+    wall_seconds: float | None  # the whole run's wall-clock time as of its last save (None: not recorded)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -74,7 +75,7 @@ def summarize(folder: Path) -> RunSummary:
         written = []
     good = [record for record in written if not record.get("diverged")]
     records = good
-    status, detail = "no state", "nothing saved yet"
+    status, detail, wall_seconds = "no state", "nothing saved yet", None
     if run.state_path.is_file():
         try:
             header = read_state_header(run.state_path)
@@ -82,6 +83,7 @@ def summarize(folder: Path) -> RunSummary:
             status, detail = "unreadable", f"{STATE_FILE} cannot be read"
         else:
             model_name, epochs_planned, records = header.model_name, header.config.epochs, header.history
+            wall_seconds = header.wall_seconds or None
             if header.finished and header.epoch >= header.config.epochs:
                 status, detail = "finished", f"after epoch {header.epoch}"
             elif header.position is not None:
@@ -117,6 +119,7 @@ def summarize(folder: Path) -> RunSummary:
         best=best,
         last=values[-1] if values else None,
         train_seconds=round(sum(_number(r.get("seconds")) or 0.0 for r in records), 1),
+        wall_seconds=None if wall_seconds is None else round(wall_seconds, 1),
     )
 
 

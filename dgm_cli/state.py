@@ -13,7 +13,8 @@ Metadata schema:
     dgm.model    the registry name;  dgm.config  the model config (JSON)
     dgm.progress JSON: epoch (completed), step, best_value, history,
                  optimizers (param_groups and non-tensor state per optimizer),
-                 position (None, or {"next_batch", "seconds"} inside epoch + 1)
+                 position (None, or {"next_batch", "seconds"} inside epoch + 1),
+                 wall_seconds (the run's wall-clock time so far)
 """
 
 import json
@@ -57,6 +58,7 @@ class TrainingState:
     optimizers: list[dict]
     rng: dict[str, torch.Tensor] = field(default_factory=dict)
     position: EpochPosition | None = None
+    wall_seconds: float = 0.0  # wall-clock time of all the run's trainings so far, validation and saving included
 
     @property
     def finished(self) -> bool:
@@ -124,6 +126,7 @@ def save_state(path: Path, state: TrainingState) -> None:
         "history": state.history,
         "optimizers": optimizers,
         "position": position,
+        "wall_seconds": state.wall_seconds,
     }
     metadata = {
         "dgm.state": STATE_FORMAT,
@@ -145,6 +148,7 @@ class StateHeader:
     step: int
     history: list[dict]
     position: dict | None  # {"next_batch", "seconds"} of an epoch stopped in the middle
+    wall_seconds: float
 
     @property
     def finished(self) -> bool:
@@ -177,7 +181,8 @@ def _reason(error: Exception) -> str:
 
 def read_state_header(path: Path) -> StateHeader:
     spec, config, progress = _read_metadata(Path(path))
-    return StateHeader(spec.name, config, progress["epoch"], progress["step"], progress["history"], progress["position"])
+    return StateHeader(spec.name, config, progress["epoch"], progress["step"], progress["history"], progress["position"],
+                       progress.get("wall_seconds", 0.0))  # fmt: skip
 
 
 def load_state(path: Path) -> TrainingState:
@@ -204,6 +209,7 @@ def load_state(path: Path) -> TrainingState:
             optimizers=[_join_optimizer(i, stored, tensors) for i, stored in enumerate(progress["optimizers"])],
             rng={name: value for name, value in tensors.items() if name.startswith("rng.")},
             position=position,
+            wall_seconds=progress.get("wall_seconds", 0.0),  # states written before it was kept have none
         )
     except Exception as error:  # a malformed field or tensor payload
         raise DgmError(f"{path} is not a readable training state ({_reason(error)})") from None
@@ -227,6 +233,7 @@ def _check_progress(progress) -> None:
                 for o in progress["optimizers"])
         and (position is None or (whole(position["next_batch"]) and isinstance(position["seconds"], (int, float))))
         and (progress["best_value"] is None or isinstance(progress["best_value"], (int, float)))
+        and isinstance(progress.get("wall_seconds", 0.0), (int, float))
     )  # fmt: skip
     if not valid:
         raise ValueError("its progress record is malformed")

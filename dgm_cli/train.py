@@ -175,6 +175,7 @@ class Training:
         self.step = 0
         self.saved_epoch = 0  # the epoch last.safetensors holds
         self.position: EpochPosition | None = None  # inside the epoch after the last completed one
+        self.wall_before, self.started = 0.0, time.perf_counter()  # the run's wall-clock time in earlier processes
         if resume is not None:
             self._restore(resume)
 
@@ -205,7 +206,7 @@ class Training:
             reason = " ".join(str(error).split())[:200]
             raise DgmError(f"{self.run.state_path} does not fit its own model and optimizers ({reason})") from None
         self.history, self.best_value, self.step = list(resume.history), resume.best_value, resume.step
-        self.position, self.saved_epoch = resume.position, resume.epoch
+        self.position, self.saved_epoch, self.wall_before = resume.position, resume.epoch, resume.wall_seconds
 
     def _open_tensorboard(self, resume: TrainingState | None):
         from dgm_cli.tensorboard_log import TensorBoardLog
@@ -348,8 +349,9 @@ class Training:
         if not self.run.writes:
             return
         optimizers = [optimizer.state_dict() for optimizer in self.optimizers]
+        wall_seconds = round(self.wall_before + time.perf_counter() - self.started, 3)
         state = TrainingState(self.model_name, self.config, epoch, self.step, self.history, self.best_value,
-                              self.model.state_dict(), optimizers, capture_rng(self.device), position)  # fmt: skip
+                              self.model.state_dict(), optimizers, capture_rng(self.device), position, wall_seconds)  # fmt: skip
         save_state(self.run.state_path, state)
 
     # ------------------------------------------------------------ stopping and finishing

@@ -62,6 +62,7 @@ def test_runs_tells_finished_interrupted_diverged_and_running_apart(monkeypatch)
     history = [json.loads(line) for line in Path("runs/vae/done/metrics.jsonl").read_text().splitlines()]
     assert done["best"] == max(r["val_elbo"] for r in history) and done["last"] == history[-1]["val_elbo"]
     assert done["train_seconds"] == round(sum(r.get("seconds", 0) for r in history), 1)
+    assert done["wall_seconds"] >= done["train_seconds"]  # validation, figures and saving included
     assert (cut["status"], cut["detail"], cut["epochs_done"]) == ("interrupted", "at epoch 2, batch 10", 1)
     assert (nan["status"], nan["detail"], nan["epochs_done"]) == ("diverged", "in epoch 1", 0)
     assert busy["status"] == "running" and str(os.getpid()) in busy["detail"]
