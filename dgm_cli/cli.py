@@ -338,6 +338,15 @@ def _resumed_run(model_name: str, values: dict, common: dict):
     return resumed
 
 
+def _config_from_options(spec, values: dict, ctx):
+    """The config of a new run: the defaults, then the fields of a --preset, then the options given explicitly."""
+    from dgm_cli.registry import preset_overrides
+
+    given = {name for name in values if ctx.get_parameter_source(name).name != "DEFAULT"}
+    from_preset = preset_overrides(spec, values.get("preset"))
+    return config_tools.from_dict(spec.config_class, {**values, **{k: v for k, v in from_preset.items() if k not in given}})
+
+
 def _run_training(model_name: str, values: dict, common: dict) -> None:
     """One process's training; under torchrun every process runs this, joined by distributed.start."""
     from dgm_cli import distributed
@@ -369,7 +378,7 @@ def _train_in_process(model_name: str, values: dict, common: dict, parallel, dev
         resumed = _resumed_run(model_name, values, common)
         out, state, config, seed, dataset = resumed.folder, resumed.state, resumed.config, resumed.seed, resumed.dataset
     else:
-        config = config_tools.from_dict(spec.config_class, values)
+        config = _config_from_options(spec, values, common["ctx"])
         out = common["out"] or default_run_path(model_name)
         RunFolder(out, writes=parallel.is_main).refuse_existing()  # before the data are read
         dataset_name = common["dataset"].value if common["dataset"] else None
@@ -613,6 +622,10 @@ def evaluate(
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     json_output: JsonOpt = False,
+    result: Annotated[
+        Optional[Path],
+        typer.Option("--result", help="Also write the JSON report to this file (dgm presets reads CKPT.eval.json)."),
+    ] = None,
 ) -> None:
     """Evaluate a checkpoint: likelihoods (VAE: ELBO, importance-weighted, prior Monte-Carlo; flow: exact density
     at dequantized images; nats and bits/dim),
@@ -645,6 +658,11 @@ def evaluate(
                 net, images, seed=seed, batch_size=batch_size, on_batch=lambda count: progress.advance(task, count)
             )
         report["likelihood"] = {"images": len(images), **{name: e.summary() for name, e in estimates.items()}}
+        from dgm_cli.presets import comparison
+
+        published = comparison(get_spec(model.value), info, report, split_size=len(chosen))
+        if published is not None:
+            report["published"] = published
         reports.print_likelihood(console, report)
     if "sample" in net.capabilities and samples > 0:
         console.print(f"sample quality: drawing {samples:,} images and embedding them with the MNIST classifier")
@@ -662,8 +680,41 @@ def evaluate(
         reports.print_sample_quality(console, report)
     if not {"classification", "likelihood", "sample_quality"} & set(report):
         raise DgmError(f"nothing to evaluate for the {model.value} with these options")
+    if result is not None:
+        from dgm_cli.atomic import write_text
+
+        write_text(result, json.dumps(report, indent=2))
     if json_output:
         _print_json(report)
+
+
+@app.command()
+@user_errors
+def presets(
+    model: Annotated[Optional[ModelName], typer.Argument(help="Only this model's presets.", show_default=False)] = None,
+    checkpoint_dir: Annotated[
+        Path, typer.Option("--checkpoint-dir", help="Where to look for MODEL-PRESET.safetensors and its .eval.json.")
+    ] = Path("checkpoints"),
+    json_output: JsonOpt = False,
+) -> None:
+    """List the published configurations `dgm train MODEL --preset NAME` trains, with the published number and,
+    where a checkpoint of the preset has been evaluated (dgm eval ... --result CKPT.eval.json), dgm's own."""
+    from dgm_cli.presets import preset_table
+
+    rows = preset_table([model.value] if model else list_models(), checkpoint_dir)
+    if json_output:
+        _print_json({"presets": rows})
+        return
+    if not rows:
+        stderr_console().print("no presets" + (f" for the {model.value}" if model else ""), markup=False)
+        return
+    number = lambda value: "-" if value is None else f"{value:.2f}"  # noqa: E731
+    table = [[row["model"], row["name"], number(row["published"]), number(row["dgm"]),
+              "-" if row["dgm"] is None else f"± {row['dgm_standard_error']:.2f}", row["description"]]
+             for row in rows]  # fmt: skip
+    typer.echo(_format_table(["model", "preset", "published", "dgm", "s.e.", "configuration"], table))
+    for source in sorted({f"published: {row['metric']}; {row['reference']}" for row in rows}):
+        typer.echo(source)
 
 
 @app.command()

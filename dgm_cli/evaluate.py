@@ -128,8 +128,9 @@ def weigh(model, batch: torch.Tensor, k: int, proposal: str) -> RunningLogWeight
     """Draw k proposals for each image of `batch`, in chunks that bound memory."""
     running = RunningLogWeights(len(batch), batch.device)
     per_chunk = max(1, CHUNK_ELEMENTS // (len(batch) * PIXELS))
+    draw = model.log_weight_draws(batch, proposal)
     for start in range(0, k, per_chunk):
-        running.add(model.log_weights(batch, min(per_chunk, k - start), proposal=proposal))
+        running.add(draw(min(per_chunk, k - start)))
     return running
 
 

@@ -5,10 +5,35 @@ registers itself with one `register(...)` call at its bottom; adding a model is
 adding one file under dgm_cli/models and importing it in models/__init__.py.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dgm_cli import config as config_tools
 from dgm_cli.errors import DgmError
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named configuration that reproduces one published result, with that result to compare against.
+
+    `overrides` are config fields set on top of the model's defaults (options given on the command line
+    still win); `published` is the paper's number in the units of `metric`, measured as `protocol` says:
+    {"estimate": a key of dgm eval's likelihood report, "dataset", "split", "samples": its k, "value":
+    "nll_nats" (minus its nats) or "bits_per_dim"}.
+    """
+
+    name: str
+    description: str
+    overrides: dict
+    published: float
+    metric: str  # what `published` measures, e.g. "test NLL (nats), importance-weighted k=5000"
+    reference: str  # where it is published
+    protocol: dict
+    departures: str = ""  # how dgm's configuration differs from the paper's, and why
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "description": self.description, "published": self.published,
+                "metric": self.metric, "reference": self.reference, "protocol": self.protocol,
+                "departures": self.departures, "overrides": self.overrides}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -17,6 +42,7 @@ class ModelSpec:
     config_class: type
     module_class: type
     description: str
+    presets: dict[str, Preset] = field(default_factory=dict)  # name -> Preset; the config's `preset` field names one
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -46,10 +72,26 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def create_config(name: str, **overrides):
-    return config_tools.from_dict(get_spec(name).config_class, overrides)
+    """The model's config from its defaults, a preset's fields when overrides name one (preset=...), then overrides."""
+    spec = get_spec(name)
+    values = dict(preset_overrides(spec, overrides.get("preset")), **overrides)
+    return config_tools.from_dict(spec.config_class, values)
+
+
+def preset_overrides(spec: ModelSpec, preset: str | None) -> dict:
+    if preset in (None, "none"):
+        return {}
+    if preset not in spec.presets:
+        known = ", ".join(spec.presets) or "none"
+        raise DgmError(f"the {spec.name} has no preset {preset!r}; its presets: {known}")
+    return {**spec.presets[preset].overrides, "preset": preset}
+
+
+def preset_of(spec: ModelSpec, config) -> Preset | None:
+    """The preset a config was built from, if any."""
+    return spec.presets.get(getattr(config, "preset", "none"))
 
 
 def create_model(name: str, **overrides):
     """timm-style: create_model('vae', zdim=2)."""
-    spec = get_spec(name)
-    return spec.module_class(config_tools.from_dict(spec.config_class, overrides))
+    return get_spec(name).module_class(create_config(name, **overrides))

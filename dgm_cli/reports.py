@@ -34,6 +34,8 @@ def print_likelihood(console, report: dict) -> None:
     if "dequantized" in section and weighted is not None:
         gap = weighted["nats"] - section["dequantized"]["nats"]
         console.print(f"importance-weighted minus dequantized: {gap:+.2f} nats (never negative: Jensen's inequality)")
+    if "published" in report:
+        print_published(console, report["published"])
     if "prior_monte_carlo" in section:
         prior = section["prior_monte_carlo"]
         console.print(
@@ -41,6 +43,17 @@ def print_likelihood(console, report: dict) -> None:
             f"the prior's draws carry a mean ESS of {prior['mean_ess']:.1f} of {prior['samples']}, "
             f"the posterior's {weighted['mean_ess']:.1f} of {weighted['samples']}"
         )
+
+
+def print_published(console, published: dict) -> None:
+    """The preset's published number beside dgm's, with a warning when the protocols differ."""
+    line = f"preset {published['preset']}: published {published['published']:.2f}"
+    if published["dgm"] is not None:
+        line += f", dgm {published['dgm']:.2f} ± {published['dgm_standard_error']:.2f}"
+    line += f" ({published['metric']}; {published['reference']})"
+    if published["differences"]:
+        line += f"; not comparable: {', '.join(published['differences'])}"
+    console.print(line, markup=False, soft_wrap=True)
 
 
 def print_sample_quality(console, report: dict) -> None:

@@ -38,7 +38,7 @@ from dgm_cli.evaluate import read_means, validate
 from dgm_cli.interrupt import GracefulInterrupt
 from dgm_cli.plots import save_curves, save_image_grid
 from dgm_cli.progress import make_progress, quiet_console
-from dgm_cli.registry import get_spec
+from dgm_cli.registry import get_spec, preset_of
 from dgm_cli.run_folder import BEST_FILE, LAST_FILE, RunFolder, resume_command
 from dgm_cli.sampling import manifold_images, sample_images
 from dgm_cli.state import EpochPosition, TrainingState, capture_rng, restore_rng, save_state
@@ -165,6 +165,10 @@ class Training:
                           "torch": torch.__version__, "dgm": __version__}  # fmt: skip
         if self.parallel.enabled:
             self.run_facts["processes"] = self.parallel.world_size
+        preset = preset_of(get_spec(model_name), config)
+        if preset is not None:  # the published number travels with every checkpoint of the run
+            self.run_facts["preset"] = {"name": preset.name, "published": preset.published, "metric": preset.metric,
+                                        "reference": preset.reference}  # fmt: skip
         checkpoint_dir = None if settings.checkpoint_dir is None else str(settings.checkpoint_dir)
         run.write_config({"model": model_name, "config": config_tools.to_dict(config), "data": dataset.describe(),
                           **self.run_facts, "checkpoint_dir": checkpoint_dir, "tensorboard": settings.tensorboard})  # fmt: skip
@@ -312,8 +316,9 @@ class Training:
         figures = self.save_figures(epoch) if epoch in self.sample_epochs and "sample" in self.model.capabilities else []
         checkpoint = epoch % self.settings.save_every == 0 or epoch == self.config.epochs or self.interrupt.requested is not None
         self.save_progress(record, is_best=is_best, checkpoint=checkpoint)
-        save_curves(self.history, self.run.curves_path, title=f"{self.model_name} on {self.dataset.name}",
-                    reference_lines=self.model.reference_lines)  # fmt: skip
+        if checkpoint:  # drawing thousands of points each epoch would cost a long run a tenth of its time
+            save_curves(self.history, self.run.curves_path, title=f"{self.model_name} on {self.dataset.name}",
+                        reference_lines=self.model.reference_lines)  # fmt: skip
         if self.tensorboard is not None:
             self.tensorboard.record(record)
             self.tensorboard.images(figures, epoch)

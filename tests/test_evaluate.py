@@ -80,9 +80,12 @@ def test_draws_are_taken_in_memory_bounded_chunks(monkeypatch):
         def __init__(self):
             self.chunks = []
 
-        def log_weights(self, batch, k, *, proposal):
-            self.chunks.append(k)
-            return torch.zeros(len(batch), k)
+        def log_weight_draws(self, batch, proposal):
+            def draws(k):
+                self.chunks.append(k)
+                return torch.zeros(len(batch), k)
+
+            return draws
 
     monkeypatch.setattr(evaluate, "CHUNK_ELEMENTS", 784 * 4 * 300)  # 300 draws for a batch of 4
     recorder = Recorder()

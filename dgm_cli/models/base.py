@@ -120,6 +120,11 @@ class GenerativeModel(nn.Module):
     def validation_step(self, batch: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def log_weight_draws(self, batch: torch.Tensor, proposal: str) -> Callable[[int], torch.Tensor]:
+        """log_weights(batch, k, proposal=proposal) as a function of k, for an estimator that draws its k in
+        chunks: a model overrides it to compute once what every chunk of the same images shares."""
+        return lambda k: self.log_weights(batch, k, proposal=proposal)
+
     @property
     def keeps_average(self) -> bool:
         """True when the model keeps a moving average of its weights that sampling uses by default."""

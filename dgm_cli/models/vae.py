@@ -1,11 +1,20 @@
-"""The variational autoencoder of the seed report (section 1), on binarized pixels.
+"""The variational autoencoder of the seed report (section 1), and the IWAE paper's, on binarized pixels.
 
-Encoder x -> hidden -> (mean, log-variance) of a diagonal Gaussian q(z|x);
-decoder z -> hidden -> Bernoulli logits of p(x|z); prior N(0, I). Training
-maximises the one-sample ELBO
+One stochastic layer (the seed's default): encoder x -> hidden -> (mean,
+log-variance) of a diagonal Gaussian q(z|x); decoder z -> hidden -> Bernoulli
+logits of p(x|z); prior N(0, I). Two stochastic layers (Burda et al. 2015):
+the generative model p(z2) p(z1|z2) p(x|z1) with Gaussian p(z1|z2), and the
+inference network q(z1|x) q(z2|z1). Each arrow is an MLP with
+`hidden_layers` deterministic layers of `hidden` units (`hidden2` between z1
+and z2) and tanh or ReLU units.
+
+Training maximises, with `--objective elbo`, the ELBO
     log p(x|z) - KL(q(z|x) || p(z)),   z = mean + sigma * eps,
-with the KL in closed form and log p(x|z) computed from logits, both summed
-over dimensions, so every number is in nats per image.
+with the KL in closed form for one stochastic layer (as the seed) and as
+log q - log p of the same draws for two; with `--objective iwae`, the
+k-sample importance-weighted bound log (1/k) sum_i p(x, z_i) / q(z_i|x)
+(Burda et al.), drawn in one batched pass, which at k = 1 is the one-draw
+ELBO. Every number is in nats per image.
 """
 
 import math
@@ -18,15 +27,71 @@ from torch import nn
 from dgm_cli.config import check, option
 from dgm_cli.data import IMAGE_SHAPE, PIXELS
 from dgm_cli.models.base import GenerativeModel, adam
-from dgm_cli.registry import ModelSpec, register
+from dgm_cli.models.schedules import SCHEDULES, learning_rate_factor
+from dgm_cli.registry import ModelSpec, Preset, register
 
 LOG_2PI = math.log(2 * math.pi)
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+# Burda, Grosse & Salakhutdinov, "Importance Weighted Autoencoders" (2015), table 1: test NLL on dynamically
+# binarized MNIST, importance-weighted with k = 5,000. Their training: batch 20, Adam (beta1 0.9, beta2 0.999,
+# epsilon 1e-4), 3,280 epochs in 8 stages of 3^i epochs at 1e-3 * 10^(-i/7).
+IWAE_PAPER = "Burda, Grosse & Salakhutdinov 2015 (arXiv:1509.00519), table 1"
+IWAE_METRIC = "test NLL (nats), importance-weighted k=5000"
+IWAE_PROTOCOL = {"estimate": "importance_weighted", "dataset": "mnist", "split": "test", "samples": 5000, "value": "nll_nats"}
+ONE_LAYER = {"stochastic_layers": 1, "hidden_layers": 2, "hidden": 200, "zdim": 50, "activation": "tanh"}
+TWO_LAYERS = {"stochastic_layers": 2, "hidden_layers": 2, "hidden": 200, "zdim": 100, "hidden2": 100, "zdim2": 50,
+              "activation": "tanh"}  # fmt: skip
+# The paper's optimizer and schedule shape; the batch is 5 times the paper's and the schedule is stretched over
+# fewer epochs, so that a row trains in about an hour on a 2-core CPU (docs/vae.md measures what that costs).
+IWAE_TRAINING = {"lr": 1e-3, "adam_eps": 1e-4, "lr_schedule": "iwae", "batch_size": 100, "binarize": "dynamic"}
+DEPARTURES = ("batch 100 instead of 20 and the paper's 8-stage schedule stretched over {epochs} epochs instead of "
+              "3,280, to fit a CPU; everything else as the paper")  # fmt: skip
+
+
+def iwae_preset(name: str, description: str, architecture: dict, objective: str, k: int, epochs: int, published: float):
+    overrides = {**architecture, **IWAE_TRAINING, "objective": objective, "k": k, "epochs": epochs,
+                 "sample_epochs": (0, epochs)}  # fmt: skip
+    departures = DEPARTURES.format(epochs=epochs)
+    return Preset(name, description, overrides, published, IWAE_METRIC, IWAE_PAPER, IWAE_PROTOCOL, departures)
+
+
+PRESETS = {
+    preset.name: preset
+    for preset in (
+        iwae_preset("iwae-1l-vae", "row 1: one stochastic layer (784-200-200-50, tanh), VAE", ONE_LAYER, "elbo", 1, 1800, 86.76),
+        iwae_preset("iwae-1l-k5", "row 2: one stochastic layer, IWAE k=5", ONE_LAYER, "iwae", 5, 900, 85.54),
+        iwae_preset("iwae-1l-k50", "row 3: one stochastic layer, IWAE k=50", ONE_LAYER, "iwae", 50, 1800, 84.78),
+        iwae_preset("iwae-2l-vae", "row 4: two stochastic layers (784-200-200-100-100-50), VAE", TWO_LAYERS, "elbo", 1,
+                    1800, 85.33),
+        iwae_preset("iwae-2l-k50", "row 5: two stochastic layers, IWAE k=50", TWO_LAYERS, "iwae", 50, 1800, 82.90),
+    )
+}
 
 
 @dataclass(frozen=True)
 class VAEConfig:
-    zdim: int = option(20, "Latent dimensions (2 gives the drawable manifold).", min=1, max=1024)
-    hidden: int = option(500, "Hidden units in the encoder and in the decoder.", min=1, max=16384)
+    preset: str = option(
+        "none",
+        "A published configuration (dgm presets lists them with their numbers); options given beside it still apply.",
+        choices=("none", *PRESETS),
+    )
+    zdim: int = option(20, "Latent dimensions of z (with 2 stochastic layers: of z1, next to the pixels); 2 gives "
+                       "the drawable manifold.", min=1, max=1024)  # fmt: skip
+    hidden: int = option(500, "Units of each deterministic hidden layer between the pixels and z (z1).", min=1, max=16384)
+    hidden_layers: int = option(1, "Deterministic hidden layers in each network (every encoder and decoder).", min=1, max=8)
+    activation: str = option("relu", "Hidden units' nonlinearity.", choices=tuple(ACTIVATIONS))
+    stochastic_layers: int = option(
+        1, "1: z -> x; 2: the hierarchical model z2 -> z1 -> x of the IWAE paper.", min=1, max=2
+    )
+    zdim2: int = option(50, "With 2 stochastic layers: dimensions of z2, the top latent.", min=1, max=1024)
+    hidden2: int = option(100, "With 2 stochastic layers: units of each hidden layer between z1 and z2.", min=1, max=16384)
+    objective: str = option(
+        "elbo",
+        "Training bound: 'elbo', or 'iwae', the k-sample importance-weighted bound (Burda et al.).",
+        choices=("elbo", "iwae"),
+    )
+    k: int = option(1, "Samples per image of the IWAE bound (with --objective iwae).", min=1, max=5000)
     binarize: str = option(
         "dynamic",
         "Training pixels: 'dynamic' draws fresh binary images from the intensities every epoch, "
@@ -35,7 +100,14 @@ class VAEConfig:
     )
     epochs: int = option(40, "Passes over the training split.", min=0, max=100_000)
     batch_size: int = option(128, "Images per optimizer step.", min=1, max=65_536)
-    lr: float = option(1e-3, "Adam learning rate.", min=1e-8, max=10.0)
+    lr: float = option(1e-3, "Adam learning rate (the schedule's starting rate).", min=1e-8, max=10.0)
+    lr_schedule: str = option(
+        "constant",
+        "Learning-rate schedule: constant, cosine, or iwae (the paper's 8 stages of 3^i epochs at 10^(-i/7) of "
+        "--lr, stretched over --epochs).",
+        choices=SCHEDULES,
+    )
+    adam_eps: float = option(1e-8, "Adam's epsilon (the IWAE paper used 1e-4).", min=1e-12, max=1.0)
     sample_epochs: tuple[int, ...] = option(
         (0, 10, 20, 30, 40),
         "Epochs after which sample grids (and the 2-D manifold) are saved; 0 = before training, "
@@ -65,6 +137,23 @@ def standard_normal_log_density(z: torch.Tensor) -> torch.Tensor:
     return -0.5 * (z.square() + LOG_2PI).sum(-1)
 
 
+def gaussian_log_density(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; mean, exp(logvar)) summed over the last dimension."""
+    return -0.5 * ((z - mean).square() * torch.exp(-logvar) + logvar + LOG_2PI).sum(-1)
+
+
+def log_mean_exp(values: torch.Tensor, dim: int) -> torch.Tensor:
+    return torch.logsumexp(values, dim) - math.log(values.shape[dim])
+
+
+def mlp(sizes: list[int], activation: type[nn.Module]) -> nn.Sequential:
+    """Linear layers of the given sizes with `activation` between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for index, (inputs, outputs) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers += [nn.Linear(inputs, outputs)] + ([activation()] if index < len(sizes) - 2 else [])
+    return nn.Sequential(*layers)
+
+
 class VAE(GenerativeModel):
     capabilities = frozenset({"sample", "latent", "encoder", "manifold", "latent_likelihood"})
     pixel_distribution = "bernoulli"
@@ -73,21 +162,36 @@ class VAE(GenerativeModel):
 
     def __init__(self, config: VAEConfig):
         super().__init__(config)
-        hidden, zdim = config.hidden, config.zdim
+        activation, depth = ACTIVATIONS[config.activation], config.hidden_layers
+        block = lambda inputs, width, outputs: mlp([inputs] + [width] * depth + [outputs], activation)  # noqa: E731
         # One linear layer gives mean and log-variance together: half the kernel launches of two heads.
-        self.encoder = nn.Sequential(nn.Linear(PIXELS, hidden), nn.ReLU(), nn.Linear(hidden, 2 * zdim))
-        self.decoder = nn.Sequential(nn.Linear(zdim, hidden), nn.ReLU(), nn.Linear(hidden, PIXELS))
+        self.encoder = block(PIXELS, config.hidden, 2 * config.zdim)  # q(z1|x)
+        self.decoder = block(config.zdim, config.hidden, PIXELS)  # p(x|z1)
         # The decoder starts as the uniform Bernoulli (all logits 0): the untrained ELBO is then
         # exactly -784 ln 2 - KL, about -543 nats, and the first steps learn the pixel means.
         nn.init.zeros_(self.decoder[-1].weight)
         nn.init.zeros_(self.decoder[-1].bias)
+        if config.stochastic_layers == 2:
+            self.encoder_top = block(config.zdim, config.hidden2, 2 * config.zdim2)  # q(z2|z1)
+            self.decoder_top = block(config.zdim2, config.hidden2, 2 * config.zdim)  # p(z1|z2)
+            # p(z1|z2) starts as N(0, I), so the untrained model is the one-layer model's start.
+            nn.init.zeros_(self.decoder_top[-1].weight)
+            nn.init.zeros_(self.decoder_top[-1].bias)
+
+    @property
+    def hierarchical(self) -> bool:
+        return self.config.stochastic_layers == 2
 
     @property
     def latent_dim(self) -> int:
-        return self.config.zdim
+        """The top latent's size: what the prior N(0, I) is over, and what sampling and interpolation walk in."""
+        return self.config.zdim2 if self.hierarchical else self.config.zdim
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        return [adam(self.parameters(), lr=self.config.lr)]
+        return [adam(self.parameters(), lr=self.config.lr, eps=self.config.adam_eps)]
+
+    def learning_rate_factor(self, progress: float) -> float:
+        return learning_rate_factor(self.config.lr_schedule, progress)
 
     # ------------------------------------------------------------ pixels
 
@@ -115,23 +219,35 @@ class VAE(GenerativeModel):
     # ------------------------------------------------------------ the model
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-variance of q(z1|x)."""
         mean, logvar = self.encoder(x).chunk(2, dim=-1)
         return mean, logvar
 
     def encode_images(self, batch: torch.Tensor) -> torch.Tensor:
-        """Posterior means of q(z|x) for uint8 images (binarized by a draw, as everywhere)."""
-        return self.encode(self.binary_pixels(batch))[0]
+        """Posterior means of the top latent for uint8 images (binarized by a draw, as everywhere);
+        with two layers, q(z2|z1)'s mean at q(z1|x)'s mean."""
+        mean = self.encode(self.binary_pixels(batch))[0]
+        return self.encoder_top(mean).chunk(2, dim=-1)[0] if self.hierarchical else mean
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Bernoulli logits (..., 784)."""
+        """Bernoulli logits (..., 784) of p(x|z1)."""
         return self.decoder(z)
 
     def decode_images(self, z: torch.Tensor) -> torch.Tensor:
-        """Bernoulli means as images (N, 1, 28, 28)."""
+        """Bernoulli means as images (N, 1, 28, 28) for top latents z; with two layers through p(z1|z2)'s mean."""
+        if self.hierarchical:
+            z = self.decoder_top(z).chunk(2, dim=-1)[0]
         return torch.sigmoid(self.decode(z)).view(-1, *IMAGE_SHAPE)
 
     def elbo(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-image one-sample ELBO and its two terms, for binary pixels x (B, 784)."""
+        """Per-image one-sample ELBO and its two terms, for binary pixels x (B, 784).
+
+        One stochastic layer: the KL in closed form (the seed's estimator). Two: log q - log p of the draws.
+        """
+        if self.hierarchical:
+            reconstruction, log_prior, log_q = self.log_weight_terms(x, 1, noise=self.batch_noise)
+            return {"elbo": (reconstruction + log_prior - log_q)[:, 0], "reconstruction": reconstruction[:, 0],
+                    "kl": (log_q - log_prior)[:, 0]}  # fmt: skip
         mean, logvar = self.encode(x)
         eps = self.batch_noise(lambda rows: torch.randn(rows, mean.shape[1], device=mean.device), len(mean))
         z = mean + torch.exp(0.5 * logvar) * eps
@@ -139,13 +255,80 @@ class VAE(GenerativeModel):
         kl = gaussian_kl(mean, logvar)
         return {"elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
 
+    def log_weight_terms(self, x: torch.Tensor, k: int, *, noise=None, posterior=None, projected_x=None):
+        """For k draws z ~ q(z|x) per image: log p(x|z1), log p(z), log q(z|x), each (B, k), in one batched pass.
+
+        noise(draw, rows) supplies the standard-normal draws (the trainer's batch_noise, so data-parallel
+        processes draw what one process would); by default they come from torch's generator directly.
+        posterior (q(z1|x)'s mean and log-variance) and projected_x (see reconstruction) may be passed in
+        when the same images get many chunks of draws.
+        """
+        noise = noise or (lambda draw, rows: draw(rows))
+        rows, device = len(x), x.device
+        mean, logvar = self.encode(x) if posterior is None else posterior
+        eps = noise(lambda n: torch.randn(n, k, self.config.zdim, device=device), rows)
+        z1 = mean[:, None] + torch.exp(0.5 * logvar)[:, None] * eps
+        log_q = -0.5 * (eps.square() + logvar[:, None] + LOG_2PI).sum(-1)
+        if self.hierarchical:
+            mean2, logvar2 = self.encoder_top(z1).chunk(2, dim=-1)
+            eps2 = noise(lambda n: torch.randn(n, k, self.config.zdim2, device=device), rows)
+            z2 = mean2 + torch.exp(0.5 * logvar2) * eps2
+            log_q = log_q - 0.5 * (eps2.square() + logvar2 + LOG_2PI).sum(-1)
+            prior_mean, prior_logvar = self.decoder_top(z2).chunk(2, dim=-1)
+            log_prior = standard_normal_log_density(z2) + gaussian_log_density(z1, prior_mean, prior_logvar)
+        else:
+            log_prior = standard_normal_log_density(z1)
+        return self.reconstruction(z1, x, projected_x), log_prior, log_q
+
+    def reconstruction(self, z: torch.Tensor, x: torch.Tensor, projected_x: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(x|z1) summed over pixels, (B, k), for k latents per image z (B, k, zdim) and binary x (B, 784).
+
+        With logits l = h W^T + b, log p(x|z1) = sum_j x_j l_j - softplus(l_j), and the first sum is
+        [h, 1] . ([W, b]^T x), a vector per image (`projected_x`, computed here unless given) that its k draws
+        share. Only the softplus needs the k x 784 logits: one pass over them where a cross-entropy against an
+        expanded x makes several, and the bias rides in the matrix product as a column of ones instead of
+        being copied into the output first. This is most of the work of a 5,000-draw estimate
+        (benchmarks/estimator_speed.py, docs/vae.md).
+        """
+        weight = self.output_weight()
+        hidden = self.decoder[:-1](z)
+        hidden = torch.cat([hidden, torch.ones_like(hidden[..., :1])], dim=-1)
+        projected_x = x @ weight if projected_x is None else projected_x
+        shared = (hidden * projected_x[:, None]).sum(-1)
+        return shared - F.softplus(hidden @ weight.T).sum(-1)
+
+    def output_weight(self) -> torch.Tensor:
+        """The decoder's last layer as one matrix [W, b] (784, hidden + 1)."""
+        last = self.decoder[-1]
+        return torch.cat([last.weight, last.bias[:, None]], dim=1)
+
+    def training_bound(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-image values of the configured objective ("bound") and the terms the trainer records."""
+        config = self.config
+        if config.objective == "elbo" and config.k == 1:
+            terms = self.elbo(x)
+            return {"bound": terms["elbo"], **terms}
+        reconstruction, log_prior, log_q = self.log_weight_terms(x, config.k, noise=self.batch_noise)
+        log_w = reconstruction + log_prior - log_q
+        bound = log_mean_exp(log_w, 1) if config.objective == "iwae" else log_w.mean(1)
+        return {"bound": bound, "elbo": log_w.mean(1), "reconstruction": reconstruction.mean(1),
+                "kl": (log_q - log_prior).mean(1)}  # fmt: skip
+
     def training_step(self, batch, labels=None):
-        terms = self.elbo(self.binary_pixels(batch))
+        terms = self.training_bound(self.binary_pixels(batch))
         means = {name: value.mean() for name, value in terms.items()}
-        return {"loss": -means["elbo"], **{name: value.detach() for name, value in means.items()}}
+        loss = -means.pop("bound")
+        if self.config.objective == "iwae":
+            means["iwae"] = -loss
+        return {"loss": loss, **{name: value.detach() for name, value in means.items()}}
 
     def validation_step(self, batch, labels=None):
-        return {name: value.mean() for name, value in self.elbo(self.binary_pixels(batch)).items()}
+        x = self.binary_pixels(batch)
+        means = {name: value.mean() for name, value in self.elbo(x).items()}
+        if self.config.objective == "iwae":  # the bound it trains, with its k
+            reconstruction, log_prior, log_q = self.log_weight_terms(x, self.config.k, noise=self.batch_noise)
+            means["iwae"] = log_mean_exp(reconstruction + log_prior - log_q, 1).mean()
+        return means
 
     def log_weights(self, batch: torch.Tensor, k: int, *, proposal: str) -> torch.Tensor:
         """log p(x, z_i) - log r(z_i) for k draws z_i ~ r per image: (B, k).
@@ -154,25 +337,43 @@ class VAE(GenerativeModel):
         proposal "prior":     r = p(z), the naive Monte-Carlo estimator (the weights are p(x|z_i)).
         The log of their mean is a stochastic lower bound on log p(x) either way.
         """
-        x = self.binary_pixels(batch)
-        if proposal == "prior":
-            z = torch.randn(len(x), k, self.latent_dim, device=x.device)
-            return bernoulli_log_likelihood(self.decode(z), x[:, None].expand(-1, k, -1))
-        if proposal != "posterior":
+        return self.log_weight_draws(batch, proposal)(k)
+
+    def log_weight_draws(self, batch: torch.Tensor, proposal: str):
+        """log_weights(batch, k, proposal) as a function of k, with what the draws share computed once:
+        the binarized images, q(z1|x), and the images' projection through the decoder's last layer."""
+        if proposal not in ("posterior", "prior"):
             raise ValueError(f"unknown proposal {proposal!r}")
-        mean, logvar = self.encode(x)
-        eps = torch.randn(len(x), k, self.latent_dim, device=x.device)
-        z = mean[:, None] + torch.exp(0.5 * logvar)[:, None] * eps
-        log_px_z = bernoulli_log_likelihood(self.decode(z), x[:, None].expand(-1, k, -1))
-        log_qz = -0.5 * (eps.square() + logvar[:, None] + LOG_2PI).sum(-1)
-        return log_px_z + standard_normal_log_density(z) - log_qz
+        x = self.binary_pixels(batch)
+        projected_x = x @ self.output_weight()
+        if proposal == "posterior":
+            posterior = self.encode(x)
+
+            def posterior_draws(k: int) -> torch.Tensor:
+                reconstruction, log_prior, log_q = self.log_weight_terms(x, k, posterior=posterior, projected_x=projected_x)
+                return reconstruction + log_prior - log_q
+
+            return posterior_draws
+
+        def prior_draws(k: int) -> torch.Tensor:
+            z = torch.randn(len(x), k, self.latent_dim, device=x.device)
+            if self.hierarchical:  # z1 ~ p(z1|z2): ancestral sampling down to the pixels
+                mean, logvar = self.decoder_top(z).chunk(2, dim=-1)
+                z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+            return self.reconstruction(z, x, projected_x)
+
+        return prior_draws
 
     def sample(self, n, *, generator=None, averaged=True, temperature=1.0):
         z = temperature * torch.randn(n, self.latent_dim, generator=generator).to(self.device)
-        return self.decode_images(z)
+        if self.hierarchical:
+            mean, logvar = self.decoder_top(z).chunk(2, dim=-1)
+            noise = temperature * torch.randn(mean.shape, generator=generator).to(self.device)
+            z = mean + torch.exp(0.5 * logvar) * noise
+        return torch.sigmoid(self.decode(z)).view(-1, *IMAGE_SHAPE)
 
     def manifold(self, grid: int, edge: float = 0.05) -> torch.Tensor:
-        """Decoder means over a grid x grid lattice of z, row-major, for a 2-D latent space.
+        """Decoder means over a grid x grid lattice of the top latent, row-major, for a 2-D latent space.
 
         Grid points sit at the standard-normal quantiles of evenly spaced
         probabilities edge..1-edge, so equal areas of prior mass get equal room;
@@ -185,4 +386,5 @@ class VAE(GenerativeModel):
         return self.decode_images(torch.stack([z1, z2], dim=-1).reshape(-1, 2).to(self.device))
 
 
-register(ModelSpec(name="vae", config_class=VAEConfig, module_class=VAE, description="Variational autoencoder (seed report section 1)"))
+register(ModelSpec(name="vae", config_class=VAEConfig, module_class=VAE,
+                   description="Variational autoencoder (seed report section 1; the IWAE paper's models)", presets=PRESETS))

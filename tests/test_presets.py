@@ -1,0 +1,77 @@
+"""Presets through the command line: --preset sets a published configuration, options beside it win, the
+published number travels with the checkpoint, dgm eval prints it beside its own, dgm presets lists both."""
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from dgm_cli.cli import app
+from dgm_cli.models.vae import PRESETS
+
+SMALL = ["--dataset", "mnist-mini", "--epochs", "1", "--hidden", "16", "--batch-size", "500", "--sample-epochs", ""]
+
+
+def dgm(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result
+
+
+def ok(*args):
+    result = dgm(*args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_a_preset_sets_its_fields_and_explicit_options_override_them():
+    ok("train", "vae", "--preset", "iwae-1l-k5", "--out", "run", *SMALL)
+    config = json.loads(Path("run/config.json").read_text())["config"]
+    preset = PRESETS["iwae-1l-k5"].overrides
+    assert config["hidden"] == 16 and config["epochs"] == 1 and config["batch_size"] == 500  # given
+    assert {key: config[key] for key in ("activation", "hidden_layers", "zdim", "objective", "k", "adam_eps", "lr_schedule")} == {
+        key: preset[key] for key in ("activation", "hidden_layers", "zdim", "objective", "k", "adam_eps", "lr_schedule")}
+    assert config["preset"] == "iwae-1l-k5"
+    info = json.loads(ok("info", "run/last.safetensors", "--json").stdout)
+    assert info["train"]["preset"]["published"] == 85.54 and info["config"]["preset"] == "iwae-1l-k5"
+    records = [json.loads(line) for line in Path("run/metrics.jsonl").read_text().splitlines()]
+    assert "val_iwae" in records[-1] and records[-1]["val_iwae"] >= records[-1]["val_elbo"]  # the k=5 bound
+    refused = dgm("train", "vae", "--resume", "run", "--epochs", "2", "--preset", "iwae-1l-vae")
+    assert refused.exit_code == 1 and "leave out --preset" in refused.stderr
+
+
+def test_eval_prints_the_published_number_and_says_when_the_protocol_differs():
+    ok("train", "vae", "--preset", "iwae-1l-vae", "--out", "run", *SMALL)
+    result = ok("eval", "vae", "run/last.safetensors", "--iw-samples", "20", "--mc-samples", "0", "--samples", "0",
+                "--limit", "50", "--json", "--result", "run/last.eval.json")  # fmt: skip
+    report = json.loads(result.stdout)
+    published = report["published"]
+    assert published["published"] == 86.76 and published["dgm"] == -report["likelihood"]["importance_weighted"]["nats"]
+    assert published["differences"] == ["mnist-mini instead of mnist", "k=20 instead of 5000", "50 of the split's 1000 images"]
+    assert "preset iwae-1l-vae: published 86.76, dgm" in result.stderr and "not comparable" in result.stderr
+    assert json.loads(Path("run/last.eval.json").read_text()) == report  # --result writes what --json prints
+
+
+def test_presets_lists_the_published_numbers_and_dgms_own_where_evaluated_by_the_protocol():
+    listing = json.loads(ok("presets", "--json").stdout)["presets"]
+    assert [row["name"] for row in listing] == list(PRESETS)
+    assert [row["published"] for row in listing] == [86.76, 85.54, 84.78, 85.33, 82.90]
+    assert all(row["dgm"] is None for row in listing)
+
+    ok("train", "vae", "--preset", "iwae-1l-vae", "--out", "run", *SMALL)
+    Path("checkpoints").mkdir(exist_ok=True)
+    Path("run/last.safetensors").replace("checkpoints/vae-iwae-1l-vae.safetensors")
+    ok("eval", "vae", "checkpoints/vae-iwae-1l-vae.safetensors", "--iw-samples", "10", "--mc-samples", "0",
+       "--samples", "0", "--result", "checkpoints/vae-iwae-1l-vae.eval.json")  # fmt: skip
+    row = json.loads(ok("presets", "vae", "--json").stdout)["presets"][0]
+    assert row["checkpoint"] == "checkpoints/vae-iwae-1l-vae.safetensors" and row["dgm"] is None  # not the protocol
+
+    # The same report as if it had been the protocol: dgm's number is then the report's, read from the file.
+    result = Path("checkpoints/vae-iwae-1l-vae.eval.json")
+    report = json.loads(result.read_text())
+    report["dataset"], report["likelihood"]["importance_weighted"]["samples"] = "mnist", 5000
+    result.write_text(json.dumps(report))
+    row = json.loads(ok("presets", "vae", "--json").stdout)["presets"][0]
+    assert row["dgm"] == -report["likelihood"]["importance_weighted"]["nats"]
+    table = ok("presets", "vae").stdout.splitlines()
+    assert table[1].split()[:4] == ["vae", "iwae-1l-vae", "86.76", f"{row['dgm']:.2f}"]
+    assert dgm("presets", "gan").exit_code == 0
