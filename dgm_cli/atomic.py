@@ -37,12 +37,13 @@ def atomic_path(path: Path):
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
     os.close(fd)
     tmp = Path(tmp_name)
-    # mkstemp makes the file private (0600); give it the mode any new file gets here (0666 less the umask).
+    # mkstemp makes the file private (0600); give it the mode any new file gets here (0666 less the umask),
+    # after the writer is done: a writer that replaces the file (safetensors does) would leave it 0600 again.
     umask = os.umask(0)
     os.umask(umask)
     try:
-        os.chmod(tmp, 0o666 & ~umask)
         yield tmp
+        os.chmod(tmp, 0o666 & ~umask)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)

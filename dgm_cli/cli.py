@@ -335,6 +335,8 @@ def _resumed_run(model_name: str, values: dict, common: dict):
         common["precision"] = Precision(resumed.precision)
     if "tensorboard" not in given:
         common["tensorboard"] = resumed.tensorboard
+    if "save_every" not in given:
+        common["save_every"] = resumed.save_every
     return resumed
 
 

@@ -157,6 +157,7 @@ class ResumedRun:
     precision: str
     checkpoint_dir: Path | None
     tensorboard: bool
+    save_every: int
 
 
 def find_run(name: str, model_name: str) -> Path:
@@ -200,4 +201,5 @@ def reopen_run(folder: Path, model_name: str, *, epochs: int | None = None, data
         precision=facts.get("precision", "fp32"),  # runs from before precision was recorded trained in fp32
         checkpoint_dir=None if stored_checkpoint_dir is None else Path(stored_checkpoint_dir),
         tensorboard=bool(facts.get("tensorboard", False)),
+        save_every=int(facts.get("save_every", 1)),
     )

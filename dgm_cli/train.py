@@ -171,7 +171,8 @@ class Training:
                                         "reference": preset.reference}  # fmt: skip
         checkpoint_dir = None if settings.checkpoint_dir is None else str(settings.checkpoint_dir)
         run.write_config({"model": model_name, "config": config_tools.to_dict(config), "data": dataset.describe(),
-                          **self.run_facts, "checkpoint_dir": checkpoint_dir, "tensorboard": settings.tensorboard})  # fmt: skip
+                          **self.run_facts, "checkpoint_dir": checkpoint_dir, "tensorboard": settings.tensorboard,
+                          "save_every": settings.save_every})  # fmt: skip
 
         # How far the run has got: what state.safetensors keeps.
         self.history: list[dict] = []

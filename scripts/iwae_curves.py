@@ -59,7 +59,7 @@ def main() -> None:
     for axis, label in ((by_epoch, "epoch"), (by_time, "training time (hours, 2-core CPU)")):
         axis.set_xlabel(label)
         axis.set_ylabel("negative bound / NLL (nats)")
-        axis.set_ylim(bottom=80, top=110)
+        axis.set_ylim(bottom=80, top=125)
         axis.grid(alpha=0.3)
     by_epoch.legend(fontsize=7)
     by_epoch.set_title("dashed: published test NLL of the preset", fontsize=9)

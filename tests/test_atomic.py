@@ -75,3 +75,25 @@ def test_written_files_get_the_usual_permissions_not_mkstemps_private_ones(tmp_p
     finally:
         os.umask(umask)
     assert (tmp_path / "metrics.jsonl").stat().st_mode & 0o777 == 0o644
+
+
+def test_checkpoints_and_states_get_the_usual_permissions_too(tmp_path):
+    """safetensors writes its file anew, which used to leave checkpoints 0600 beside 0644 metrics."""
+    import os
+
+    import torch
+
+    from dgm_cli.checkpoint import save_checkpoint
+    from dgm_cli.registry import create_config, create_model
+    from dgm_cli.state import TrainingState, save_state
+
+    umask = os.umask(0o022)
+    try:
+        model = create_model("vae", hidden=4, zdim=2)
+        save_checkpoint(tmp_path / "last.safetensors", model, model_name="vae", config=model.config, data={}, train={})
+        save_state(tmp_path / "state.safetensors", TrainingState("vae", create_config("vae"), 0, 0, [{"epoch": 0}], None,
+                                                                 model.state_dict(), [], {"rng.torch": torch.get_rng_state()}))
+    finally:
+        os.umask(umask)
+    for name in ("last.safetensors", "state.safetensors"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name

@@ -169,12 +169,14 @@ def test_a_run_started_with_data_dir_resumes_where_it_read_them_and_from_a_moved
     assert read_header(Path("run/last.safetensors")).train["epoch"] == 3
 
 
-def test_precision_is_recorded_and_kept_or_changed_on_resume():
-    ok("train", "vae", "--epochs", "1", "--dataset", "mnist-mini", "--out", "run", "--precision", "bf16", *TINY)
-    assert config_of("run")["precision"] == "bf16"
+def test_precision_and_save_every_are_recorded_and_kept_or_changed_on_resume():
+    ok("train", "vae", "--epochs", "1", "--dataset", "mnist-mini", "--out", "run", "--precision", "bf16",
+       "--save-every", "5", *TINY)  # fmt: skip
+    assert config_of("run")["precision"] == "bf16" and config_of("run")["save_every"] == 5
     assert read_header(Path("run/last.safetensors")).train["precision"] == "bf16"
     ok("train", "vae", "--resume", "run", "--epochs", "2")
     assert read_header(Path("run/last.safetensors")).train["precision"] == "bf16"  # kept
+    assert config_of("run")["save_every"] == 5  # kept too
     ok("train", "vae", "--resume", "run", "--epochs", "3", "--precision", "fp32")
     assert read_header(Path("run/last.safetensors")).train["precision"] == "fp32"  # changed, like --device
     fails("train", "vae", "--resume", "run", "--epochs", "4", "--seed", "3", message="leave out --seed")
