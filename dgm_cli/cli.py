@@ -13,7 +13,6 @@ import inspect
 import json
 import os
 import sys
-import time
 from dataclasses import fields
 from enum import Enum
 from pathlib import Path

@@ -78,8 +78,6 @@ def train(
     run = RunFolder(settings.out_dir, writes=parallel.is_main)
     if run.writes and settings.checkpoint_dir is not None:  # before the run folder exists, so a bad one leaves nothing
         ensure_writable_dir(settings.checkpoint_dir)
-    if resume is None:
-        run.refuse_existing()
     run.prepare()
     if not parallel.is_main:
         console = quiet_console()
@@ -88,7 +86,7 @@ def train(
     duplicate_window = 1.0 if parallel.enabled else 0.0
     with run.lock(), GracefulInterrupt(duplicate_window) as interrupt, speed.matmul_precision(settings.precision):
         if resume is None:
-            run.refuse_existing(holding_lock=True)  # again, holding the lock: a training started beside this one may have won
+            run.refuse_existing(holding_lock=True)  # holding the lock: a training started beside this one may have won
         run.remove_stale_temporaries()  # left by a process killed mid-write; the lock says none is writing now
         training = Training(model_name, config, dataset, settings, run, interrupt, resume)
         try:

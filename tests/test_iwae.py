@@ -18,7 +18,7 @@ from dgm_cli.registry import create_config, create_model, get_spec
 TWO = dict(stochastic_layers=2, hidden_layers=2, hidden=16, zdim=6, hidden2=8, zdim2=3, activation="tanh")
 
 
-def trained_a_little(model, steps: int = 30):
+def trained_a_little(model):
     """Weights away from their zero start, so every term of the bound matters."""
     torch.manual_seed(1)
     for parameter in model.parameters():

@@ -12,7 +12,6 @@ import socket
 import time
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from dgm_cli.checkpoint import publish_checkpoint, read_header
