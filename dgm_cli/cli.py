@@ -25,7 +25,7 @@ from dgm_cli import __version__
 from dgm_cli import config as config_tools
 from dgm_cli.errors import DgmError, Interrupted
 from dgm_cli.progress import make_progress, stderr_console
-from dgm_cli.registry import get_spec, list_models
+from dgm_cli.registry import get_spec, list_models, preset_of
 from dgm_cli.speed import flush_subnormals
 
 app = typer.Typer(
@@ -601,15 +601,17 @@ def evaluate(
         int, typer.Option("--mc-samples", min=0, max=100_000, help="Prior draws per image (naive Monte-Carlo); 0 skips.")
     ] = 1000,
     dequantization_draws: Annotated[
-        int,
+        Optional[int],
         typer.Option(
             "--dequantization-draws",
             min=0,
             max=10_000,
-            help="Flows: uniform dequantization draws per image (more than 1 adds the tighter importance-weighted "
-            "bound); 0 skips likelihoods.",
+            help="Flows: draws per image from the model's dequantization, uniform or learned (more than 1 adds the "
+            "tighter importance-weighted bound); 0 skips likelihoods. Default: the published protocol of the "
+            "checkpoint's preset (8 draws), else 1.",
+            show_default=False,
         ),
-    ] = 1,
+    ] = None,
     samples: Annotated[
         int, typer.Option("--samples", min=0, max=100_000, help="Generated images for the sample-quality metrics; 0 skips.")
     ] = 10_000,
@@ -650,8 +652,12 @@ def evaluate(
     estimator = None
     if "latent_likelihood" in net.capabilities and iw_samples > 0:
         estimator = functools.partial(evaluate_images, iw_samples=iw_samples, mc_samples=mc_samples)
-    elif "exact_likelihood" in net.capabilities and dequantization_draws > 0:
-        estimator = functools.partial(dequantized_log_likelihood, draws=dequantization_draws)
+    elif "exact_likelihood" in net.capabilities:
+        if dequantization_draws is None:
+            preset = preset_of(get_spec(model.value), info.config)
+            dequantization_draws = preset.protocol["samples"] if preset is not None else 1
+        if dequantization_draws > 0:
+            estimator = functools.partial(dequantized_log_likelihood, draws=dequantization_draws)
     if estimator is not None:
         with make_progress(console) as progress:
             task = progress.add_task(f"log-likelihood, {split.value} images", total=len(images))

@@ -216,10 +216,11 @@ def dequantized_log_likelihood(
 ) -> dict[str, Estimate]:
     """A flow's exact density at dequantised images, as bounds on the discrete log P(x).
 
-    "dequantized": the mean of log p(x + u) over `draws` uniform draws per image,
-    the figure papers report as bits/dim; with more than one draw also
-    "importance_weighted", the log of the mean of p(x + u), a tighter bound
-    (the uniform is the proposal over the unit cube at x).
+    "dequantized": the mean of log p(x + u) - log q(u|x) over `draws` draws per image
+    from the model's dequantization q (uniform, or its learned q(u|x)), the figure
+    papers report as bits/dim; with more than one draw also "importance_weighted",
+    the log of the mean of p(x + u) / q(u|x), a tighter bound (q is the proposal
+    over the unit cube at x).
     """
     if "exact_likelihood" not in model.capabilities:
         raise DgmError(f"{type(model).__name__} has no exact density to evaluate")
@@ -233,10 +234,10 @@ def dequantized_log_likelihood(
         log_mean.append(running.log_mean().cpu())
         if on_batch is not None:
             on_batch(len(prepared[start : start + batch_size]))
-    estimates = {"dequantized": Estimate(f"uniform dequantization, mean over {draws} draw(s)", draws, torch.cat(mean_log))}
+    estimates = {"dequantized": Estimate(f"{model.dequantization_name}, mean over {draws} draw(s)", draws, torch.cat(mean_log))}
     if draws > 1:
         estimates["importance_weighted"] = Estimate(
-            f"importance-weighted over {draws} dequantization draws", draws, torch.cat(log_mean)
+            f"importance-weighted over {draws} draws of the {model.dequantization_name}", draws, torch.cat(log_mean)
         )
     return estimates
 

@@ -53,6 +53,7 @@ def test_eval_prints_the_published_number_and_says_when_the_protocol_differs():
 
 def test_presets_lists_the_published_numbers_and_dgms_own_where_evaluated_by_the_protocol():
     listing = json.loads(ok("presets", "--json").stdout)["presets"]
+    listing = [row for row in listing if row["model"] == "vae"]
     assert [row["name"] for row in listing] == list(PRESETS)
     assert [row["published"] for row in listing] == [86.76, 85.54, 84.78, 85.33, 82.90]
     assert all(row["dgm"] is None for row in listing)
@@ -75,3 +76,19 @@ def test_presets_lists_the_published_numbers_and_dgms_own_where_evaluated_by_the
     table = ok("presets", "vae").stdout.splitlines()
     assert table[1].split()[:4] == ["vae", "iwae-1l-vae", "86.76", f"{row['dgm']:.2f}"]
     assert dgm("presets", "gan").exit_code == 0
+
+
+def test_a_flow_presets_checkpoint_is_evaluated_by_its_published_protocol_unless_told_otherwise():
+    from dgm_cli.checkpoint import save_checkpoint
+    from dgm_cli.registry import create_model
+
+    tiny = {"checkerboard_channels": 2, "channels": 4, "final_channels": 4, "gated_blocks": 1, "dequantization_channels": 2}
+    model = create_model("flow", preset="tutorial-multiscale", **tiny)
+    save_checkpoint(Path("flow.safetensors"), model, model_name="flow", config=model.config, data={}, train={})
+    common = ["eval", "flow", "flow.safetensors", "--dataset", "mnist-mini", "--limit", "6", "--samples", "0", "--json"]
+    report = json.loads(ok(*common).stdout)
+    assert report["likelihood"]["importance_weighted"]["samples"] == 8  # the tutorial's 8 dequantization draws
+    assert report["published"]["published"] == 1.020 and report["published"]["preset"] == "tutorial-multiscale"
+    assert "variational dequantization" in report["likelihood"]["dequantized"]["label"]
+    report = json.loads(ok(*common, "--dequantization-draws", "1").stdout)
+    assert "importance_weighted" not in report["likelihood"]

@@ -1,14 +1,15 @@
-"""The normalizing flow of the seed report (section 3), and a multi-scale variant.
+"""The normalizing flows: the seed report's (section 3), a convolutional checkerboard flow and a multi-scale one.
 
 A flow is an invertible map f from an image to a standard-normal latent of the
 same size, so the change-of-variables formula gives an exact density:
     log p(w) = log N(f(w); 0, I) + log |det df/dw|.
 
 The data are 8-bit integers x in {0..255}^784. Training sees w = x + u with
-u ~ U[0, 1)^784 (uniform dequantisation); a density p(w) on [0, 256)^784
+u drawn from a dequantization distribution q(u|x) on [0, 1)^784 (uniform, or a
+learned flow: models/dequantization.py); a density p(w) on [0, 256)^784
 bounds the probability of the discrete image from below,
-    log P(x) = log of the integral of p over the unit cube at x >= E_u log p(x + u),
-so -log2 p(w) / 784 is the bits/dim figure published MNIST results quote.
+    log P(x) = log E_q[p(x + u) / q(u|x)] >= E_q[log p(x + u) - log q(u|x)],
+so -(log2 p(w) - log2 q(u|x)) / 784 is the bits/dim figure published MNIST results quote.
 Before the learned layers, w is mapped to the real line, each step with its
 exact log-determinant:
     v = w / 256                 in (0, 1)      -784 log 256
@@ -20,53 +21,139 @@ Architectures (--arch):
                checkerboard mask and its complement; each coupling network is
                Linear-ReLU-Linear-ReLU-Linear with 1024 hidden units and a
                zero-initialised last layer; log-scales pass through tanh.
-  realnvp-ms   multi-scale and convolutional (RealNVP / Glow): squeeze 1x28x28
-               to 4x14x14, K steps of (actnorm, invertible 1x1 convolution,
-               affine channel coupling with a small conv net), factor out half
-               the channels under a Gaussian whose mean and scale are predicted
-               from the other half, squeeze to 8x7x7, K more steps.
+  realnvp-conv checkerboard couplings on the 1x28x28 image whose networks are
+               convolutional (gated residual blocks by default): each sees the
+               pixels of one colour of the board as an image.
+  realnvp-ms   multi-scale (RealNVP / Glow): optionally a few checkerboard
+               couplings on the 1x28x28 image, then squeeze to 4x14x14, K steps
+               of (actnorm, invertible 1x1 convolution, affine channel coupling
+               with a conv net), factor out half the channels under a Gaussian
+               whose mean and scale are predicted from the other half, squeeze
+               to 8x7x7, K' more steps.
 
-Every layer maps x -> (y, log|det dy/dx| per image) and has an exact inverse.
+Every layer (models/flow_layers.py) maps x -> (y, log|det dy/dx| per image) and has an exact inverse.
 """
 
 import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from torch import distributed, nn
+from torch import nn
 
 from dgm_cli.config import check, option
 from dgm_cli.data import IMAGE_SHAPE, PIXELS
 from dgm_cli.models.base import GenerativeModel, adam
-from dgm_cli.registry import ModelSpec, register
+from dgm_cli.models.coupling_nets import COUPLING_NETS
+from dgm_cli.models.dequantization import DEQUANTIZATIONS, make_dequantization
+from dgm_cli.models.flow_layers import CheckerboardCoupling, FlowStep, SplitPrior, squeeze, unsqueeze
+from dgm_cli.models.schedules import learning_rate_factor
+from dgm_cli.registry import ModelSpec, Preset, register
 
-ARCHITECTURES = ("realnvp-mlp", "realnvp-ms")
+ARCHITECTURES = ("realnvp-mlp", "realnvp-conv", "realnvp-ms")
+FLOW_SCHEDULES = ("constant", "cosine", "exponential")
 LEVELS = 256  # 8-bit pixels
 LOG_2PI = math.log(2 * math.pi)
 
 
+# The same course as the seed assignment later published small convolutional flows for MNIST with their test
+# bits/dim (8 importance samples over the dequantization); 200 epochs, batch 128, Adam 1e-3 decayed by 0.99 per
+# epoch. Each preset below is one of them in dgm's layers.
+TUTORIAL = "Lippe, UvA Deep Learning course, tutorial 11 'Normalizing flows for image modeling' (2022)"
+FLOW_METRIC = "test bits/dim, importance-weighted over 8 dequantization draws"
+FLOW_PROTOCOL = {"estimate": "importance_weighted", "dataset": "mnist", "split": "test", "samples": 8,
+                 "value": "bits_per_dim"}  # fmt: skip
+TUTORIAL_TRAINING = {"epochs": 200, "batch_size": 128, "lr": 1e-3, "lr_schedule": "exponential", "lr_decay": 0.99,
+                     "coupling_net": "gated", "gated_blocks": 3, "sample_epochs": (0, 1, 10, 50, 200)}  # fmt: skip
+TUTORIAL_CHECKERBOARD = {"arch": "realnvp-conv", "couplings": 8, "checkerboard_channels": 32}
+TUTORIAL_VARDEQ = {"dequantization": "variational", "dequantization_steps": 4, "dequantization_channels": 16}
+TUTORIAL_MULTISCALE = {"arch": "realnvp-ms", "checkerboard_steps": 2, "checkerboard_channels": 32, "steps": 2,
+                       "channels": 48, "final_steps": 4, "final_channels": 64}  # fmt: skip
+MULTISCALE_DEPARTURES = ("each channel coupling is a Glow step (actnorm and an invertible 1x1 convolution before it, "
+                         "instead of alternating fixed halves), and the factored-out half has Glow's learned "
+                         "Gaussian prior instead of a standard normal")  # fmt: skip
+
+
+def tutorial_preset(name: str, description: str, overrides: dict, published: float, departures: str = "") -> Preset:
+    return Preset(name, description, {**TUTORIAL_TRAINING, **overrides}, published, FLOW_METRIC, TUTORIAL,
+                  FLOW_PROTOCOL, departures)  # fmt: skip
+
+
+PRESETS = {
+    preset.name: preset
+    for preset in (
+        tutorial_preset("tutorial-checkerboard", "8 checkerboard couplings, gated conv nets, uniform dequantization",
+                        TUTORIAL_CHECKERBOARD, 1.078),
+        tutorial_preset("tutorial-vardeq", "the same with variational dequantization",
+                        {**TUTORIAL_CHECKERBOARD, **TUTORIAL_VARDEQ}, 1.043),
+        tutorial_preset("tutorial-multiscale", "multi-scale: 2 checkerboard couplings, squeeze, 2 steps, split, "
+                        "squeeze, 4 steps; variational dequantization", {**TUTORIAL_MULTISCALE, **TUTORIAL_VARDEQ},
+                        1.020, MULTISCALE_DEPARTURES),
+    )
+}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class FlowConfig:
+    preset: str = option(
+        "none",
+        "A published configuration (dgm presets lists them with their numbers); options given beside it still apply.",
+        choices=("none", *PRESETS),
+    )
     arch: str = option(
         "realnvp-mlp",
-        "realnvp-mlp: the seed's 8 checkerboard couplings on the flat image; realnvp-ms: multi-scale "
-        "convolutional flow (squeeze, actnorm, 1x1 convolutions, factor-out).",
+        "realnvp-mlp: the seed's 8 checkerboard couplings on the flat image; realnvp-conv: checkerboard couplings "
+        "on the image with convolutional networks; realnvp-ms: multi-scale convolutional flow (squeeze, actnorm, "
+        "1x1 convolutions, factor-out).",
         choices=ARCHITECTURES,
     )
-    couplings: int = option(8, "realnvp-mlp: affine coupling layers.", min=1, max=64)
+    couplings: int = option(8, "realnvp-mlp and realnvp-conv: affine coupling layers.", min=1, max=64)
     hidden: int = option(1024, "realnvp-mlp: hidden units of each coupling network.", min=1, max=16384)
-    steps: int = option(8, "realnvp-ms: flow steps per scale (two scales).", min=1, max=64)
-    channels: int = option(64, "realnvp-ms: hidden channels of each coupling network.", min=1, max=1024)
+    checkerboard_steps: int = option(
+        0, "realnvp-ms: checkerboard couplings on the 1x28x28 image before the first squeeze.", min=0, max=64
+    )
+    checkerboard_channels: int = option(
+        32, "realnvp-conv, and realnvp-ms's --checkerboard-steps: hidden channels of the coupling networks on "
+        "the 28x28 image.", min=1, max=1024
+    )  # fmt: skip
+    steps: int = option(8, "realnvp-ms: flow steps at 4x14x14 (and at 8x7x7 unless --final-steps).", min=1, max=64)
+    channels: int = option(
+        64, "realnvp-ms: hidden channels of the coupling networks at 4x14x14 (and at 8x7x7 unless "
+        "--final-channels) and of the split prior.", min=1, max=1024
+    )  # fmt: skip
+    final_steps: int = option(0, "realnvp-ms: flow steps at 8x7x7 (0: as many as --steps).", min=0, max=64)
+    final_channels: int = option(
+        0, "realnvp-ms: hidden channels of the coupling networks at 8x7x7 (0: as --channels).", min=0, max=1024
+    )
+    coupling_net: str = option(
+        "simple",
+        "Convolutional coupling networks: simple (3x3 conv, ReLU, 1x1 conv, ReLU, 3x3 conv; log-scales bounded "
+        "by tanh) or gated (Flow++'s gated residual blocks with layer norm; a learned bound on the log-scales).",
+        choices=COUPLING_NETS,
+    )
+    gated_blocks: int = option(3, "Gated residual blocks in each gated coupling network.", min=1, max=16)
+    dequantization: str = option(
+        "uniform",
+        "uniform: u ~ U[0, 1) added to each pixel; variational: u drawn from a flow conditioned on the image "
+        "(Flow++), trained with the model, whose density enters the bound.",
+        choices=DEQUANTIZATIONS,
+    )
+    dequantization_steps: int = option(
+        4, "variational dequantization: checkerboard couplings of its flow.", min=1, max=32
+    )
+    dequantization_channels: int = option(
+        16, "variational dequantization: hidden channels of its coupling networks.", min=1, max=1024
+    )
     alpha: float = option(1e-5, "Margin of the logit transform: logit(alpha + (1 - 2 alpha) v).", min=1e-12, max=0.1)
     epochs: int = option(40, "Passes over the training split.", min=0, max=100_000)
     batch_size: int = option(128, "Images per optimizer step.", min=1, max=65_536)
     lr: float = option(1e-3, "Adam learning rate.", min=1e-8, max=10.0)
     lr_schedule: str = option(
         "constant",
-        "constant (the seed's), or cosine: decay the learning rate to zero along a half cosine over the run.",
-        choices=("constant", "cosine"),
+        "constant (the seed's); cosine: decay the learning rate to zero along a half cosine over the run; "
+        "exponential: multiply it by --lr-decay after every epoch.",
+        choices=FLOW_SCHEDULES,
     )
+    lr_decay: float = option(0.99, "exponential schedule: the learning rate's factor per epoch.", min=0.5, max=1.0)
     max_grad_norm: float = option(
         10.0,
         "Clip the gradient's global norm to this before each step (0 = no clipping). Without it the seed's "
@@ -190,197 +277,75 @@ class MLPFlow(nn.Module):
         return torch.cat([a, b], 1)[:, self.inverse_order]
 
 
-# ---------------------------------------------------------------- the multi-scale flow: layers on (B, C, H, W)
-
-
-def squeeze(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, 4C, H/2, W/2): each 2x2 patch becomes four channels (a permutation)."""
-    b, c, h, w = x.shape
-    x = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
-    return x.reshape(b, 4 * c, h // 2, w // 2)
-
-
-def unsqueeze(x: torch.Tensor) -> torch.Tensor:
-    b, c, h, w = x.shape
-    x = x.view(b, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)
-    return x.reshape(b, c // 4, 2 * h, 2 * w)
-
-
-def channel_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and (unbiased) standard deviation of (B, C, H, W), keepdim.
-
-    Under torchrun they are those of the global batch (two all-reduces, once per layer at the first
-    step), so every process starts its actnorm layers where a single process would.
-    """
-    dims = (0, 2, 3)
-    if not (distributed.is_available() and distributed.is_initialized() and distributed.get_world_size() > 1):
-        return x.mean(dim=dims, keepdim=True), x.std(dim=dims, keepdim=True)
-    totals = torch.cat([x.sum(dim=dims, keepdim=True), torch.full_like(x[:1, :, :1, :1], x[:, :1].numel())])
-    distributed.all_reduce(totals)
-    mean = totals[:1] / totals[1:]
-    squares = (x - mean).square().sum(dim=dims, keepdim=True)
-    distributed.all_reduce(squares)
-    return mean, (squares / (totals[1:] - 1)).sqrt()
-
-
-class ActNorm(nn.Module):
-    """y = (x + bias) * exp(log_scale) per channel, set from the first training batch to zero mean and unit variance.
-
-    Unlike batch normalisation it is the same function in training and
-    evaluation, so the density of an image does not depend on its batch.
-    """
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
-        self.log_scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
-        self.register_buffer("initialized", torch.zeros((), dtype=torch.uint8))
-
-    @torch.no_grad()
-    def initialize(self, x: torch.Tensor) -> None:
-        mean, std = channel_moments(x)
-        self.bias.copy_(-mean)
-        self.log_scale.copy_(-torch.log(std + 1e-6))
-        self.initialized.fill_(1)
-
-    def forward(self, x):
-        if self.training and not self.initialized:
-            self.initialize(x)
-        h, w = x.shape[2:]
-        return (x + self.bias) * torch.exp(self.log_scale), self.log_scale.sum().expand(len(x)) * (h * w)
-
-    def inverse(self, y):
-        return y * torch.exp(-self.log_scale) - self.bias
-
-
-class InvertibleConv1x1(nn.Module):
-    """A learned channel mixing (Glow): y = W x at every pixel, log-determinant H W log|det W|."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        # A random rotation: invertible, log-determinant 0 at the start.
-        self.weight = nn.Parameter(torch.linalg.qr(torch.randn(channels, channels))[0])
-
-    def forward(self, x):
-        h, w = x.shape[2:]
-        logdet = torch.linalg.slogdet(self.weight)[1] * (h * w)
-        return F.conv2d(x, self.weight[:, :, None, None]), logdet.expand(len(x))
-
-    def inverse(self, y):
-        return F.conv2d(y, torch.linalg.inv(self.weight)[:, :, None, None])
-
-
-def conv_net(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
-    """3x3 -> ReLU -> 1x1 -> ReLU -> 3x3 with the last layer at zero (an identity coupling at the start)."""
-    net = nn.Sequential(
-        nn.Conv2d(inputs, hidden, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(hidden, hidden, 1), nn.ReLU(),
-        nn.Conv2d(hidden, outputs, 3, padding=1),
-    )  # fmt: skip
-    nn.init.zeros_(net[-1].weight)
-    nn.init.zeros_(net[-1].bias)
-    return net
-
-
-class ConvCoupling(nn.Module):
-    """Affine coupling on channels: the second half is scaled and shifted by a conv net of the first."""
-
-    def __init__(self, channels: int, hidden: int):
-        super().__init__()
-        self.split = channels // 2
-        self.net = conv_net(self.split, hidden, 2 * (channels - self.split))
-
-    def scale_shift(self, x_a):
-        raw_scale, shift = self.net(x_a).chunk(2, dim=1)
-        return torch.tanh(raw_scale), shift
-
-    def forward(self, x):
-        x_a, x_b = x[:, : self.split], x[:, self.split :]
-        log_scale, shift = self.scale_shift(x_a)
-        return torch.cat([x_a, x_b * torch.exp(log_scale) + shift], 1), log_scale.flatten(1).sum(1)
-
-    def inverse(self, y):
-        y_a, y_b = y[:, : self.split], y[:, self.split :]
-        log_scale, shift = self.scale_shift(y_a)
-        return torch.cat([y_a, (y_b - shift) * torch.exp(-log_scale)], 1)
-
-
-class FlowStep(nn.Module):
-    def __init__(self, channels: int, hidden: int):
-        super().__init__()
-        self.layers = nn.ModuleList([ActNorm(channels), InvertibleConv1x1(channels), ConvCoupling(channels, hidden)])
-
-    def forward(self, x):
-        logdet = x.new_zeros(len(x))
-        for layer in self.layers:
-            x, step = layer(x)
-            logdet = logdet + step
-        return x, logdet
-
-    def inverse(self, y):
-        for layer in reversed(self.layers):
-            y = layer.inverse(y)
-        return y
-
-
-class SplitPrior(nn.Module):
-    """Factor out half the channels: eps = (x_out - mean(x_kept)) / exp(log_scale(x_kept)).
-
-    Written as one more invertible layer onto a standard normal, so the whole
-    flow is a single bijection (B, 784) -> (B, 784) with one log-determinant.
-    """
-
-    def __init__(self, channels: int, hidden: int):
-        super().__init__()
-        self.kept = channels // 2
-        self.net = conv_net(self.kept, hidden, 2 * (channels - self.kept))
-
-    def forward(self, x):
-        kept, out = x[:, : self.kept], x[:, self.kept :]
-        mean, log_scale = self.net(kept).chunk(2, dim=1)
-        return kept, (out - mean) * torch.exp(-log_scale), -log_scale.flatten(1).sum(1)
-
-    def inverse(self, kept, eps):
-        mean, log_scale = self.net(kept).chunk(2, dim=1)
-        return torch.cat([kept, mean + eps * torch.exp(log_scale)], 1)
-
-
-class MultiScaleFlow(nn.Module):
-    """1x28x28 -> squeeze -> 4x14x14, K steps, factor out 2x14x14 -> squeeze -> 8x7x7, K steps."""
+class CheckerboardFlow(nn.Module):
+    """Checkerboard couplings on the (B, 1, 28, 28) image, alternating which colour of the board they change."""
 
     def __init__(self, config: FlowConfig):
         super().__init__()
-        self.scale1 = nn.ModuleList(FlowStep(4, config.channels) for _ in range(config.steps))
-        self.split = SplitPrior(4, config.channels)
-        self.scale2 = nn.ModuleList(FlowStep(8, config.channels) for _ in range(config.steps))
+        self.couplings = checkerboard_couplings(config.couplings, config)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = squeeze(x.view(-1, *IMAGE_SHAPE))
-        logdet = x.new_zeros(len(x))
-        for step in self.scale1:
-            h, change = step(h)
-            logdet = logdet + change
+        h, logdet = run_forward(self.couplings, x.view(-1, *IMAGE_SHAPE))
+        return h.flatten(1), logdet
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        return run_inverse(self.couplings, z.view(-1, *IMAGE_SHAPE)).flatten(1)
+
+
+def checkerboard_couplings(count: int, config: FlowConfig) -> nn.ModuleList:
+    return nn.ModuleList(
+        CheckerboardCoupling(1, config.checkerboard_channels, parity=index % 2, net=config.coupling_net,
+                             blocks=config.gated_blocks)
+        for index in range(count)
+    )  # fmt: skip
+
+
+def run_forward(layers, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Layers that return (output, log-determinant), one after another: (output, summed log-determinant)."""
+    logdet = h.new_zeros(len(h))
+    for layer in layers:
+        h, change = layer(h)
+        logdet = logdet + change
+    return h, logdet
+
+
+def run_inverse(layers, h: torch.Tensor) -> torch.Tensor:
+    for layer in reversed(layers):
+        h = layer.inverse(h)
+    return h
+
+
+class MultiScaleFlow(nn.Module):
+    """1x28x28 [-> checkerboard couplings] -> squeeze -> 4x14x14, K steps, factor out 2x14x14 -> squeeze
+    -> 8x7x7, K' steps."""
+
+    def __init__(self, config: FlowConfig):
+        super().__init__()
+        net = {"net": config.coupling_net, "blocks": config.gated_blocks}
+        final_channels = config.final_channels or config.channels
+        self.full_resolution = checkerboard_couplings(config.checkerboard_steps, config)
+        self.scale1 = nn.ModuleList(FlowStep(4, config.channels, **net) for _ in range(config.steps))
+        self.split = SplitPrior(4, config.channels)
+        self.scale2 = nn.ModuleList(FlowStep(8, final_channels, **net) for _ in range(config.final_steps or config.steps))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, logdet = run_forward(self.full_resolution, x.view(-1, *IMAGE_SHAPE))
+        h, change = run_forward(self.scale1, squeeze(h))
+        logdet = logdet + change
         h, eps1, change = self.split(h)
         logdet = logdet + change
-        h = squeeze(h)
-        for step in self.scale2:
-            h, change = step(h)
-            logdet = logdet + change
-        return torch.cat([eps1.flatten(1), h.flatten(1)], 1), logdet
+        h, change = run_forward(self.scale2, squeeze(h))
+        return torch.cat([eps1.flatten(1), h.flatten(1)], 1), logdet + change
 
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
         factored = PIXELS // 2
         eps1 = z[:, :factored].reshape(-1, 2, 14, 14)
-        h = z[:, factored:].reshape(-1, 8, 7, 7)
-        for step in reversed(self.scale2):
-            h = step.inverse(h)
-        h = self.split.inverse(unsqueeze(h), eps1)
-        for step in reversed(self.scale1):
-            h = step.inverse(h)
-        return unsqueeze(h).flatten(1)
+        h = run_inverse(self.scale2, z[:, factored:].reshape(-1, 8, 7, 7))
+        h = run_inverse(self.scale1, self.split.inverse(unsqueeze(h), eps1))
+        return run_inverse(self.full_resolution, unsqueeze(h)).flatten(1)
 
 
-BODIES = {"realnvp-mlp": MLPFlow, "realnvp-ms": MultiScaleFlow}
+BODIES = {"realnvp-mlp": MLPFlow, "realnvp-conv": CheckerboardFlow, "realnvp-ms": MultiScaleFlow}
 
 
 # ---------------------------------------------------------------- the model
@@ -396,6 +361,10 @@ class Flow(GenerativeModel):
     def __init__(self, config: FlowConfig):
         super().__init__(config)
         self.body = BODIES[config.arch](config)
+        self.dequantizer = make_dequantization(
+            config.dequantization, steps=config.dequantization_steps, hidden=config.dequantization_channels,
+            net="gated", blocks=config.gated_blocks,
+        )  # fmt: skip
 
     @property
     def latent_dim(self) -> int:
@@ -405,9 +374,14 @@ class Flow(GenerativeModel):
         return [adam(self.parameters(), lr=self.config.lr)]
 
     def learning_rate_factor(self, progress: float) -> float:
-        if self.config.lr_schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * progress))
-        return 1.0
+        return learning_rate_factor(self.config.lr_schedule, progress, epochs=self.config.epochs,
+                                    decay=self.config.lr_decay)  # fmt: skip
+
+    @property
+    def dequantization_name(self) -> str:
+        return {"uniform": "uniform dequantization", "variational": "variational dequantization q(u|x)"}[
+            self.config.dequantization
+        ]
 
     # ------------------------------------------------------------ densities
 
@@ -422,14 +396,24 @@ class Flow(GenerativeModel):
         z, logdet = self.forward_with_logdet(w)
         return standard_normal_log_density(z) + logdet
 
-    def dequantize(self, batch: torch.Tensor) -> torch.Tensor:
-        """uint8 images (B, 28, 28) -> x + u with u ~ U[0, 1), flat (B, 784), in the model's precision."""
+    def dequantize(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images (B, 28, 28) -> (w = x + u flat (B, 784) in the model's precision, log q(u|x) per image).
+
+        u ~ q(u|x), the model's dequantization distribution: uniform (log q = 0) or its learned flow.
+        """
         x = batch.flatten(1).to(next(self.parameters()).dtype)
-        return x + self.batch_noise(lambda rows: torch.rand(rows, PIXELS, dtype=x.dtype, device=x.device), len(x))
+        r = self.batch_noise(lambda rows: torch.rand(rows, PIXELS, dtype=x.dtype, device=x.device), len(x))
+        u, log_q = self.dequantizer(x, r)
+        return x + u, log_q
+
+    def log_weight(self, batch: torch.Tensor) -> torch.Tensor:
+        """log p(x + u) - log q(u|x) for one draw u ~ q(u|x) per image: an unbiased estimate of the bound."""
+        w, log_q = self.dequantize(batch)
+        return self.log_density(w) - log_q
 
     def bits_per_dim(self, batch: torch.Tensor) -> torch.Tensor:
-        """-log2 p(x + u) / 784 per image: a stochastic upper bound on -log2 P(x) / 784."""
-        return -self.log_density(self.dequantize(batch)) / (PIXELS * math.log(2))
+        """-(log2 p(x + u) - log2 q(u|x)) / 784 per image: a stochastic upper bound on -log2 P(x) / 784."""
+        return -self.log_weight(batch) / (PIXELS * math.log(2))
 
     def training_step(self, batch, labels=None):
         bpd = self.bits_per_dim(batch).mean()
@@ -439,16 +423,15 @@ class Flow(GenerativeModel):
         return {"bpd": self.bits_per_dim(batch).mean()}
 
     def log_weights(self, batch: torch.Tensor, k: int, *, proposal: str) -> torch.Tensor:
-        """log p(x + u_i) for k dequantisation draws u_i ~ U[0, 1)^784 per image: (B, k).
+        """log p(x + u_i) - log q(u_i|x) for k dequantisation draws u_i ~ q(u|x) per image: (B, k).
 
-        With the uniform as the proposal over the unit cube at x, these are the
-        importance weights of P(x) = E_u p(x + u): their mean log is the usual
+        With q (the uniform, or the learned q(u|x)) as the proposal over the unit cube at x, these
+        are the importance weights of P(x) = E_q[p(x + u) / q(u|x)]: their mean log is the usual
         dequantised bound and the log of their mean a tighter one.
         """
         if proposal != "dequantization":
             raise ValueError(f"a flow has only the dequantization proposal, not {proposal!r}")
-        repeated = batch.flatten(1).repeat_interleave(k, dim=0)
-        return self.log_density(self.dequantize(repeated)).view(len(batch), k)
+        return self.log_weight(batch.flatten(1).repeat_interleave(k, dim=0)).view(len(batch), k)
 
     # ------------------------------------------------------------ latents and samples
 
@@ -464,4 +447,6 @@ class Flow(GenerativeModel):
         return self.decode_images(z.to(self.device))
 
 
-register(ModelSpec(name="flow", config_class=FlowConfig, module_class=Flow, description="RealNVP normalizing flow (seed report section 3)"))
+register(ModelSpec(name="flow", config_class=FlowConfig, module_class=Flow,
+                   description="RealNVP normalizing flow (seed report section 3; convolutional and multi-scale flows)",
+                   presets=PRESETS))

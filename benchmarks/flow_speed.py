@@ -1,0 +1,109 @@
+"""What each flow costs per epoch: parameters, training FLOPs per image, seconds per step and per epoch.
+
+    python benchmarks/flow_speed.py [--configs seed,ms,tutorial-checkerboard,...] [--repeats 5]
+        [--batch-size 128] [--threads N] [--json results.json]
+
+Every configuration is built once from the same seed and trained on the same
+random batch of 8-bit images; steps (forward, backward, Adam) of the
+configurations alternate, one of each per round, so drift in the machine's
+speed hits all alike, and the median over `--repeats` rounds (after one
+warm-up step each) is reported. Seconds per epoch are that median times the
+steps of a 50,000-image epoch: the training alone, without the validation
+pass and the figures of a real epoch. FLOPs are counted by torch's
+FlopCounterMode over one step (convolutions and matrix products; the
+element-wise work of the gated networks is not in them).
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dgm_cli.registry import create_model  # noqa: E402
+
+TRAIN_IMAGES = 50_000
+CONFIGS = {
+    "seed": {},  # realnvp-mlp, the seed's flow
+    "ms": {"arch": "realnvp-ms"},  # dgm's multi-scale flow before the presets (the shipped checkpoint's configuration)
+    "tutorial-checkerboard": {"preset": "tutorial-checkerboard"},
+    "tutorial-vardeq": {"preset": "tutorial-vardeq"},
+    "tutorial-multiscale": {"preset": "tutorial-multiscale"},
+}
+
+
+def training_step(model, optimizer, batch) -> float:
+    optimizer.zero_grad()
+    loss = model.training_step(batch)["loss"]
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def flops_per_image(model, batch) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        model.training_step(batch)["loss"].backward()
+    model.zero_grad()
+    return counter.get_total_flops() / len(batch)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    names = args.configs.split(",")
+    unknown = sorted(set(names) - set(CONFIGS))
+    if unknown:
+        parser.error(f"unknown configuration(s) {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
+
+    batch = torch.randint(0, 256, (args.batch_size, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    runs = {}
+    for name in names:
+        torch.manual_seed(0)
+        model = create_model("flow", **CONFIGS[name]).train()
+        optimizer = model.configure_optimizers()[0]
+        training_step(model, optimizer, batch)  # warm-up; also initialises actnorm from the batch
+        runs[name] = (model, optimizer, flops_per_image(model, batch))
+    seconds = {name: [] for name in names}
+    for _ in range(args.repeats):
+        for name, (model, optimizer, _) in runs.items():
+            start = time.perf_counter()
+            training_step(model, optimizer, batch)
+            seconds[name].append(time.perf_counter() - start)
+
+    steps_per_epoch = -(-TRAIN_IMAGES // args.batch_size)
+    rows = []
+    print(f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch_size}, median of {args.repeats}")
+    print(f"{'configuration':<24}{'parameters':>12}{'GFLOP/image':>13}{'s/step':>9}{'min/epoch':>11}{'images/s':>10}")
+    for name, (model, _, flops) in runs.items():
+        step = statistics.median(seconds[name])
+        row = {
+            "configuration": name,
+            "options": CONFIGS[name],
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "training_gflop_per_image": flops / 1e9,
+            "seconds_per_step": step,
+            "minutes_per_epoch": step * steps_per_epoch / 60,
+            "images_per_second": args.batch_size / step,
+        }
+        rows.append(row)
+        print(f"{name:<24}{row['parameters']:>12,}{row['training_gflop_per_image']:>13.2f}{step:>9.2f}"
+              f"{row['minutes_per_epoch']:>11.1f}{row['images_per_second']:>10.0f}")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps({"threads": args.threads, "batch_size": args.batch_size, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
