@@ -17,6 +17,9 @@ from dgm_cli.errors import DgmError
 def ensure_writable_dir(folder: Path) -> Path:
     """Create `folder` if needed and prove a file can be written there, before any long work starts."""
     folder = Path(folder)
+    blocking = next((above for above in (folder, *folder.parents) if above.exists() and not above.is_dir()), None)
+    if blocking is not None:
+        raise DgmError(f"cannot write to {folder}: {blocking} is a file, not a folder; choose another path")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".dgm-probe-"):

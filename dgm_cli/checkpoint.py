@@ -101,7 +101,7 @@ def read_header(path: Path, *, expected_model: str | None = None) -> CheckpointI
     if not path.exists():
         raise DgmError(f"checkpoint {path} does not exist")
     if not path.is_file():
-        raise DgmError(f"checkpoint {path} is not a file")
+        raise DgmError(f"checkpoint {path} is {'a folder' if path.is_dir() else 'not a regular file'}, not a checkpoint file")
     if path.stat().st_size == 0:
         raise DgmError(f"checkpoint {path} is empty")
     try:

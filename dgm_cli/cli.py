@@ -24,7 +24,7 @@ import typer
 from dgm_cli import __version__
 from dgm_cli import config as config_tools
 from dgm_cli.errors import DgmError, Interrupted
-from dgm_cli.progress import make_progress, stderr_console
+from dgm_cli.progress import make_progress, result_console, stderr_console
 from dgm_cli.registry import get_spec, list_models, preset_of
 from dgm_cli.speed import flush_subnormals
 
@@ -81,9 +81,9 @@ def _version(value: bool) -> None:
 @app.callback()
 def main_options(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.", metavar="")
     ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.", metavar="")] = False,
     ctx: typer.Context = None,
 ) -> None:
     _settings["debug"] = debug
@@ -133,11 +133,15 @@ def _check_device(value: str) -> str:
 ModelArg = Annotated[ModelName, typer.Argument(help="Model name, as `dgm models` lists them.")]
 CheckpointArg = Annotated[
     Optional[Path],
-    typer.Argument(help="A .safetensors checkpoint; default checkpoints/MODEL.safetensors.", show_default=False),
+    typer.Argument(
+        help="A .safetensors checkpoint, or a run folder (its best.safetensors, else last.safetensors); default "
+        "checkpoints/MODEL.safetensors.",
+        show_default=False,
+    ),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.", callback=_check_device)]
 SeedOpt = Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1, help="Random seed.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.", metavar="")]
 DataDirOpt = Annotated[
     Optional[Path],
     typer.Option("--data-dir", help="Folder holding MNIST/raw/*.gz (default $DGM_DATA_DIR, else ~/.cache/dgm/data)."),
@@ -145,7 +149,9 @@ DataDirOpt = Annotated[
 
 
 RawOpt = Annotated[
-    bool, typer.Option("--raw", help="Sample from the live weights, not their moving average (models trained with --ema).")
+    bool, typer.Option(
+        "--raw", help="Sample from the live weights, not their moving average (models trained with --ema).", metavar=""
+    )
 ]
 CheckpointDatasetOpt = Annotated[
     Optional[DatasetName], typer.Option("--dataset", help="Dataset (default: the one the model was trained on).")
@@ -162,12 +168,28 @@ def _checkpoint_dataset(info, dataset: Optional[Enum], data_dir: Optional[Path])
 def _checkpoint(model: Enum, path: Optional[Path]) -> Path:
     from dgm_cli.checkpoint import default_checkpoint
 
+    if path is not None and path.is_dir():
+        return _run_folder_checkpoint(path)
     if path is not None:
         return path
     default = default_checkpoint(model.value)
+    if not default.exists() and model.value == "classifier":
+        from dgm_cli.metrics import SHIPPED_CLASSIFIER
+
+        stderr_console().print(f"using the shipped classifier {SHIPPED_CLASSIFIER}", markup=False)
+        return SHIPPED_CLASSIFIER
     if not default.exists():
         raise DgmError(f"no checkpoint given and {default} does not exist; train one with `dgm train {model.value}` or pass a path")
     return default
+
+
+def _run_folder_checkpoint(folder: Path) -> Path:
+    """A run folder given where a checkpoint is expected: its best.safetensors, else its last (saying which)."""
+    for name, what in (("best.safetensors", "its best epoch"), ("last.safetensors", "its last epoch")):
+        if (folder / name).is_file():
+            stderr_console().print(f"using {folder / name} ({what})", markup=False)
+            return folder / name
+    raise DgmError(f"{folder} is a folder without best.safetensors or last.safetensors; pass a run folder or a checkpoint file")
 
 
 def _print_json(payload: dict) -> None:
@@ -221,7 +243,7 @@ def _config_parameters(config_class) -> list[inspect.Parameter]:
             kind, option = str, typer.Option(flag, help=meta["help"] + " Comma-separated.")
             default = ",".join(str(value) for value in default)
         elif kind is bool:
-            option = typer.Option(f"{flag}/--no-{flag[2:]}", help=meta["help"])
+            option = typer.Option(f"{flag}/--no-{flag[2:]}", help=meta["help"], metavar="")
         else:
             option = typer.Option(flag, help=meta["help"], min=meta.get("min"), max=meta.get("max"))
         parameters.append(
@@ -274,7 +296,7 @@ def _common_train_parameters() -> list[inspect.Parameter]:
             1,
         ),
         "compile": (
-            Annotated[bool, typer.Option("--compile", help="torch.compile the training step (see docs/performance.md).")],
+            Annotated[bool, typer.Option("--compile", help="torch.compile the training step (see docs/performance.md).", metavar="")],
             False,
         ),
         "precision": (
@@ -291,6 +313,7 @@ def _common_train_parameters() -> list[inspect.Parameter]:
                     "--sync-batchnorm",
                     help="Under torchrun on GPUs: batch normalisation over the global batch (SyncBatchNorm) "
                     "instead of each process's shard.",
+                    metavar="",
                 ),
             ],
             False,
@@ -302,6 +325,7 @@ def _common_train_parameters() -> list[inspect.Parameter]:
                     "--tensorboard",
                     help="Also write TensorBoard events into the run folder (tensorboard --logdir runs); "
                     'needs pip install -e ".[tensorboard]".',
+                    metavar="",
                 ),
             ],
             False,
@@ -345,7 +369,15 @@ def _config_from_options(spec, values: dict, ctx):
 
     given = {name for name in values if ctx.get_parameter_source(name).name != "DEFAULT"}
     from_preset = preset_overrides(spec, values.get("preset"))
-    return config_tools.from_dict(spec.config_class, {**values, **{k: v for k, v in from_preset.items() if k not in given}})
+    config = config_tools.from_dict(spec.config_class, {**values, **{k: v for k, v in from_preset.items() if k not in given}})
+    inapplicable = getattr(config, "inapplicable_fields", dict)()
+    refused = sorted(given & set(inapplicable))
+    if refused:
+        option = lambda name: "--" + name.replace("_", "-")  # noqa: E731
+        reasons = "; ".join(f"{option(name)} belongs to {inapplicable[name]}" for name in refused)
+        raise DgmError(f"{', '.join(map(option, refused))} would change nothing in this configuration ({reasons}); "
+                       f"leave {'them' if len(refused) > 1 else 'it'} out or choose the setting it belongs to")  # fmt: skip
+    return config
 
 
 def _run_training(model_name: str, values: dict, common: dict) -> None:
@@ -365,7 +397,8 @@ def _train_in_process(model_name: str, values: dict, common: dict, parallel, dev
     from dgm_cli.data import load_dataset
     from dgm_cli.device import resolve_device
     from dgm_cli.progress import quiet_console
-    from dgm_cli.run_folder import RunFolder, default_run_path
+    from dgm_cli.run_folder import RunFolder, default_run_path, resume_command
+    from dgm_cli.state import STATE_FILE
     from dgm_cli.train import RunSettings, train
 
     spec = get_spec(model_name)
@@ -416,10 +449,18 @@ def _train_in_process(model_name: str, values: dict, common: dict, parallel, dev
         sync_batchnorm=common["sync_batchnorm"],
         tensorboard=common["tensorboard"],
     )
-    history = train(model_name, config, dataset, settings, console, resume=state)
+    try:
+        history = train(model_name, config, dataset, settings, console, resume=state)
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, without saving; the last saved state is kept
+        if parallel.is_main and (out / STATE_FILE).is_file():
+            console.print(f"interrupted at once; the last saved state is kept: continue with: "
+                          f"{resume_command(model_name, out)}", markup=False, soft_wrap=True)  # fmt: skip
+        raise
     final = history[-1]
     copied = f" and {common['checkpoint_dir'] / (model_name + '.safetensors')}" if common["checkpoint_dir"] else ""
-    console.print(f"done: {out / 'last.safetensors'}{copied}", markup=False)
+    fallback = " (trained on the bundled mnist-mini subset: not comparable with full-MNIST results)"
+    console.print(f"done: {out / 'last.safetensors'}{copied}{fallback if dataset.fallback_reason else ''}", markup=False,
+                  soft_wrap=True)
     if common["json_output"] and parallel.is_main:
         _print_json({"model": model_name, "run": str(out), "data": dataset.describe(), "final": final})
 
@@ -461,8 +502,8 @@ def sample(
     checkpoint: CheckpointArg = None,
     n: Annotated[int, typer.Option("-n", "--n", min=1, max=10_000, help="Number of images.")] = 64,
     out: Annotated[Path, typer.Option("--out", help="Output image (PNG).")] = Path("samples.png"),
-    nrow: Annotated[Optional[int], typer.Option("--nrow", min=1, max=10_000, help="Images per row.")] = None,
-    binary: Annotated[bool, typer.Option("--binary", help="Draw binary images from the pixel probabilities.")] = False,
+    nrow: Annotated[Optional[int], typer.Option("--nrow", min=1, max=10_000, help="Images per row (left out: a square grid, ceil(sqrt(n)); at most n).", show_default=False)] = None,
+    binary: Annotated[bool, typer.Option("--binary", help="Draw binary images from the pixel probabilities.", metavar="")] = False,
     raw: RawOpt = False,
     temperature: Annotated[
         float,
@@ -529,21 +570,25 @@ def interpolate(
     method: Annotated[Method, typer.Option("--method", help="Straight line, or along the sphere (keeps the norm).")] = Method.slerp,
     rows: Annotated[int, typer.Option("--rows", min=1, max=100, help="Independent pairs of endpoints.")] = 1,
     seed_a: Annotated[
-        Optional[int], typer.Option("--seed-a", min=0, help="Seed of the first endpoint's draw (row r uses seed+r).")
+        Optional[int], typer.Option("--seed-a", min=0, help="Seed of the first endpoint's draw (row r uses seed+r); left out: "
+                     "drawn from --seed's stream.", show_default=False)
     ] = None,
-    seed_b: Annotated[Optional[int], typer.Option("--seed-b", min=0, help="Seed of the second endpoint's draw.")] = None,
+    seed_b: Annotated[Optional[int], typer.Option("--seed-b", min=0, help="Seed of the second endpoint's draw (row r uses seed+r); left out: "
+                     "drawn from --seed's stream.", show_default=False)] = None,
     classes: Annotated[
         Optional[str],
         typer.Option("--classes", help="Two digits, e.g. 3,8: endpoints the MNIST classifier assigns to them."),
     ] = None,
     from_images: Annotated[
-        bool, typer.Option("--from-images", help="Walk between the posterior means of two real images.")
+        bool, typer.Option("--from-images", help="Walk between the posterior means of two real images.", metavar="")
     ] = False,
     image_a: Annotated[
-        Optional[int], typer.Option("--image-a", min=0, help="With --from-images: index of the first image.")
+        Optional[int], typer.Option("--image-a", min=0, help="With --from-images: index of the first image (row r uses index+r); "
+                     "left out: a random image per row (--seed).", show_default=False)
     ] = None,
     image_b: Annotated[
-        Optional[int], typer.Option("--image-b", min=0, help="With --from-images: index of the second image.")
+        Optional[int], typer.Option("--image-b", min=0, help="With --from-images: index of the second image (row r uses index+r); "
+                     "left out: a random image per row (--seed).", show_default=False)
     ] = None,
     split: Annotated[SplitName, typer.Option("--split", help="With --from-images: which split.")] = SplitName.test,
     dataset: CheckpointDatasetOpt = None,
@@ -617,7 +662,7 @@ def evaluate(
     ] = 10_000,
     raw: RawOpt = False,
     limit: Annotated[
-        Optional[int], typer.Option("--limit", min=1, help="Use only the first N images of the split (likelihoods, accuracy).")
+        Optional[int], typer.Option("--limit", min=1, help="Use only the first N images of the split (likelihoods, accuracy); left out: all of it.")
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=10_000, help="Images per batch.")] = 100,
     dataset: CheckpointDatasetOpt = None,
@@ -644,10 +689,10 @@ def evaluate(
     chosen = data.split(split.value)
     images, labels = chosen.images[:limit], chosen.labels[:limit]
     report = {"model": model.value, "checkpoint": str(info.path), "dataset": data.name, "split": split.value, "seed": seed}
-    console = stderr_console()
+    console, results = stderr_console(), result_console(json_output)
     if "classifier" in net.capabilities:
         report["classification"] = classification(net, images, labels)
-        reports.print_classification(console, report)
+        reports.print_classification(results, report)
     # A latent-variable model's estimators, or a flow's exact density at dequantized images.
     estimator = None
     if "latent_likelihood" in net.capabilities and iw_samples > 0:
@@ -670,7 +715,7 @@ def evaluate(
         published = comparison(get_spec(model.value), info, report, split_size=len(chosen))
         if published is not None:
             report["published"] = published
-        reports.print_likelihood(console, report)
+        reports.print_likelihood(results, report)
     if "sample" in net.capabilities and samples > 0:
         console.print(f"sample quality: drawing {samples:,} images and embedding them with the MNIST classifier")
         floor_split = "test" if split.value == "val" else "val"
@@ -684,7 +729,7 @@ def evaluate(
                 held_out=data.split(floor_split).images.float() / 255,
             ),
         }
-        reports.print_sample_quality(console, report)
+        reports.print_sample_quality(results, report)
     if not {"classification", "likelihood", "sample_quality"} & set(report):
         raise DgmError(f"nothing to evaluate for the {model.value} with these options")
     if result is not None:
@@ -715,9 +760,13 @@ def presets(
     if not rows:
         stderr_console().print("no presets" + (f" for the {model.value}" if model else ""), markup=False)
         return
-    number = lambda value: "-" if value is None else f"{value:.2f}"  # noqa: E731
-    table = [[row["model"], row["name"], number(row["published"]), number(row["dgm"]),
-              "-" if row["dgm"] is None else f"± {row['dgm_standard_error']:.2f}", row["description"]]
+    from dgm_cli.reports import published_digits
+
+    def number(value, row):
+        return "-" if value is None else f"{value:.{published_digits(row['metric'])}f}"
+
+    table = [[row["model"], row["name"], number(row["published"], row), number(row["dgm"], row),
+              "-" if row["dgm"] is None else f"± {number(row['dgm_standard_error'], row)}", row["description"]]
              for row in rows]  # fmt: skip
     typer.echo(_format_table(["model", "preset", "published", "dgm", "s.e.", "configuration"], table))
     for source in sorted({f"published: {row['metric']}; {row['reference']}" for row in rows}):
@@ -727,23 +776,28 @@ def presets(
 @app.command()
 @user_errors
 def info(
-    checkpoint: Annotated[Path, typer.Argument(help="A .safetensors checkpoint.")],
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A .safetensors checkpoint, or a run folder (its best.safetensors, else last).")
+    ],
     json_output: JsonOpt = False,
 ) -> None:
     """Show a checkpoint's metadata: model, config, data and training facts."""
     from dgm_cli.checkpoint import check_checkpoint
 
-    details = check_checkpoint(checkpoint).as_dict()
+    details = check_checkpoint(_run_folder_checkpoint(checkpoint) if checkpoint.is_dir() else checkpoint).as_dict()
     if json_output:
         _print_json(details)
         return
-    console = stderr_console()
+    console = result_console(json_output=False)
     console.print(
         f"{details['path']}: {details['model']} model, {details['parameters']:,} parameters, dgm {details['version']}",
         markup=False,
     )
     for key in ("config", "data", "train"):
         console.print(f"{key}: {json.dumps(details[key], sort_keys=True)}", soft_wrap=True, markup=False)
+    if details["data"].get("fallback"):
+        stderr_console().print(f"warning: trained on the bundled mnist-mini subset ({details['data'].get('fallback_reason')}); "
+                               "its numbers are not comparable with full-MNIST results", markup=False, style="yellow")  # fmt: skip
 
 
 def _format_table(header: list[str], rows: list[list[str]]) -> str:
@@ -796,7 +850,7 @@ def runs(
 def reproduce(
     out: Annotated[Path, typer.Option("--out", help="Where the runs, results and README.md go.")] = Path("docs/report"),
     quick: Annotated[
-        bool, typer.Option("--quick", help="A few epochs on the bundled mnist-mini subset, for CI and demos.")
+        bool, typer.Option("--quick", help="A few epochs on the bundled mnist-mini subset, for CI and demos.", metavar="")
     ] = False,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
@@ -837,7 +891,7 @@ def models(json_output: JsonOpt = False) -> None:
     if json_output:
         _print_json({"models": entries})
         return
-    console = stderr_console()
+    console = result_console(json_output=False)
     for entry in entries:
         console.print(f"{entry['name']:<8} {entry['description']}  [{', '.join(entry['capabilities'])}]", markup=False)
 

@@ -17,7 +17,7 @@ def image_grid(images: torch.Tensor, *, nrow: int | None = None, padding: int = 
     """
     images = images.detach().to("cpu", torch.float32).clamp(0, 1)
     n, _, height, width = images.shape
-    nrow = nrow or math.ceil(math.sqrt(n))
+    nrow = min(nrow or math.ceil(math.sqrt(n)), n)  # a row longer than the images would be blank paper
     rows = math.ceil(n / nrow)
     canvas = torch.ones(rows * (height + padding) + padding, nrow * (width + padding) + padding)
     for index in range(n):

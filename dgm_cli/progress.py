@@ -1,11 +1,23 @@
-"""How progress looks: one rich bar on stderr, shared by training and evaluation."""
+"""Where output goes and how progress looks: one rich bar on stderr, shared by training and evaluation.
+
+The usual convention, so that `dgm eval vae > results.txt` and `dgm models | grep vae` work: a command's
+result (the evaluation tables, the model list, a checkpoint's metadata) goes to stdout; progress, warnings
+and status lines go to stderr; with --json, stdout holds exactly one JSON object and the human-readable
+result moves to stderr.
+"""
 
 from rich.console import Console
+from rich.table import Column
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
 def stderr_console() -> Console:
     return Console(stderr=True, highlight=False)
+
+
+def result_console(json_output: bool) -> Console:
+    """Where a command's human-readable result goes: stdout, or stderr when stdout holds the JSON."""
+    return stderr_console() if json_output else Console(highlight=False)
 
 
 def quiet_console() -> Console:
@@ -15,13 +27,18 @@ def quiet_console() -> Console:
 
 def make_progress(console: Console, *, extra: str = "") -> Progress:
     """A bar with counts, elapsed and remaining time; `extra` is a task field shown after the bar."""
+    # On a narrow terminal the bar gives way and the numbers stay whole: without this, rich shrank every
+    # column alike and cut the count to "5217/156…" in an 80-column window.
+    def whole() -> Column:
+        return Column(no_wrap=True)
+
     columns = [
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn(extra),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
+        TextColumn("{task.description}", table_column=whole()),
+        BarColumn(bar_width=None, table_column=Column(ratio=1)),
+        MofNCompleteColumn(table_column=whole()),
+        TextColumn(extra, table_column=whole()),
+        TimeElapsedColumn(table_column=whole()),
+        TextColumn("eta", table_column=whole()),
+        TimeRemainingColumn(table_column=whole()),
     ]
     return Progress(*columns, console=console, transient=False)

@@ -1,4 +1,5 @@
-"""Human-readable evaluation reports: rich tables on stderr, from the dicts `dgm eval --json` prints."""
+"""Human-readable evaluation reports: rich tables (on stdout; on stderr beside --json), from the dicts
+`dgm eval --json` prints."""
 
 from rich.table import Table
 
@@ -45,11 +46,17 @@ def print_likelihood(console, report: dict) -> None:
         )
 
 
+def published_digits(metric: str) -> int:
+    """Decimals to print a preset's number with: bits/dim are published to three (1.078), nats to two."""
+    return 3 if "bits/dim" in metric else 2
+
+
 def print_published(console, published: dict) -> None:
     """The preset's published number beside dgm's, with a warning when the protocols differ."""
-    line = f"preset {published['preset']}: published {published['published']:.2f}"
+    digits = published_digits(published["metric"])
+    line = f"preset {published['preset']}: published {published['published']:.{digits}f}"
     if published["dgm"] is not None:
-        line += f", dgm {published['dgm']:.2f} ± {published['dgm_standard_error']:.2f}"
+        line += f", dgm {published['dgm']:.{digits}f} ± {published['dgm_standard_error']:.{digits}f}"
     line += f" ({published['metric']}; {published['reference']})"
     if published["differences"]:
         line += f"; not comparable: {', '.join(published['differences'])}"
@@ -77,7 +84,10 @@ def print_sample_quality(console, report: dict) -> None:
         ("classes with >= 5% of images", "classes_at_5_percent", "{}", "10"),
     ]
     for label, key, style, better in rows:
-        table.add_row(label, style.format(model[key]), style.format(floor[key]), better)
+        cells = [style.format(images[key]) for images in (model, floor)]
+        if key == "kid":  # the spread over KID's random subsets, as the JSON has it
+            cells = [f"{cell} ± {images['kid_std']:.5f}" for cell, images in zip(cells, (model, floor))]
+        table.add_row(label, *cells, better)
     console.print(table)
     histogram = "  ".join(f"{digit}:{count}" for digit, count in enumerate(model["histogram"]))
     console.print(f"classes of the samples (classifier's argmax): {histogram}", markup=False)

@@ -22,10 +22,13 @@ def test_successful_write_replaces_and_creates_folders(tmp_path):
     assert (tmp_path / "a" / "b" / "c.txt").read_text() == "new"
 
 
-def test_unwritable_folder_is_a_clear_error(tmp_path):
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(DgmError, match="cannot write to"):
-        ensure_writable_dir(tmp_path / "file" / "sub")
+def test_a_file_where_a_folder_should_be_is_named_in_the_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(DgmError, match="notes.txt is a file, not a folder"):
+        ensure_writable_dir(tmp_path / "notes.txt" / "sub")
+    with pytest.raises(DgmError, match="notes.txt is a file, not a folder"):
+        write_text(tmp_path / "notes.txt" / "a.png", "y")  # `dgm sample ... --out notes.txt/a.png`
+    assert (tmp_path / "notes.txt").read_text() == "x"
 
 
 def test_a_folder_in_the_way_is_a_clear_error(tmp_path):

@@ -101,7 +101,7 @@ def bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
         return path
 
     case("missing", None, "does not exist")
-    folder = case("folder", None, "is not a file")
+    folder = case("folder", None, "is a folder")  # the library: not a file; a command: not a run folder either
     folder.mkdir()
     case("empty", b"", "is empty")
     for offset in (4, 9, 200, len(blob) // 2, len(blob) - 1):

@@ -40,3 +40,17 @@ def test_training_step_learns_from_the_labels():
         optimizer.step()
     assert metrics["loss"].item() < first / 4 and metrics["accuracy"].item() > 0.9
     assert "classifier" in model.capabilities and "sample" not in model.capabilities
+
+
+def test_dgm_eval_classifier_without_a_path_evaluates_the_shipped_one(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from dgm_cli.cli import app
+
+    monkeypatch.chdir(tmp_path)  # no checkpoints/classifier.safetensors here
+    result = CliRunner().invoke(app, ["eval", "classifier", "--dataset", "mnist-mini", "--limit", "200", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "using the shipped classifier" in result.stderr
+    assert json.loads(result.stdout)["classification"]["accuracy"] > 0.95

@@ -51,6 +51,10 @@ def test_version_and_help():
     for command in ("sample", "manifold", "eval", "info", "models", "train"):
         assert command in ok("--help").stdout
     assert "--zdim" in ok("train", "vae", "--help").stdout
+    for command in (["sample"], ["eval"], ["interpolate"], ["train", "flow"], ["reproduce"]):
+        # a flag takes no value: --binary, not --binary true (Typer's own --help line keeps its <bool>)
+        lines = ok(*command, "--help").stdout.splitlines()
+        assert not [line for line in lines if "<bool>" in line and "--help" not in line]
 
 
 def test_python_dash_m_runs_the_same_app():
@@ -92,7 +96,7 @@ def test_info_shows_the_checkpoint_metadata(trained):
     assert details["data"]["name"] == "mnist-mini" and details["data"]["fallback"] is False
     assert details["train"]["epoch"] == 2 and details["train"]["seed"] == 0
     assert "val_elbo" in details["train"]["metrics"]
-    assert "vae model" in ok("info", folder / "run" / "last.safetensors").stderr
+    assert "vae model" in ok("info", folder / "run" / "last.safetensors").stdout  # the result, on stdout
 
 
 def test_sample_writes_a_grid_and_binary_draws(trained, tmp_path):
@@ -151,8 +155,25 @@ def test_eval_reports_all_three_estimators(trained):
 def test_training_without_a_dataset_falls_back_with_a_warning_and_records_it():
     result = ok("train", "vae", "--epochs", "0", "--hidden", "8", "--out", "fb")
     assert "warning" in result.stderr and "mnist-mini" in result.stderr
+    done = next(line for line in result.stderr.splitlines() if line.startswith("done: "))
+    assert "bundled mnist-mini subset: not comparable" in done  # the last line says it too, not only a warning
     details = json.loads(ok("info", "fb/last.safetensors", "--json").stdout)
     assert details["data"]["fallback"] is True and details["data"]["name"] == "mnist-mini"
+    assert "warning: trained on the bundled mnist-mini subset" in ok("info", "fb/last.safetensors").stderr
+
+
+def test_a_second_ctrl_c_still_says_how_to_continue(monkeypatch):
+    """The second signal stops at once, without saving: the state of the last save is what --resume continues."""
+
+    def killed_twice(model_name, config, dataset, settings, console, resume=None):
+        settings.out_dir.mkdir(parents=True)
+        (settings.out_dir / "state.safetensors").write_bytes(b"saved at the end of an earlier epoch")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("dgm_cli.train.train", killed_twice)
+    result = dgm("train", "vae", "--epochs", "1", "--hidden", "8", "--dataset", "mnist-mini", "--out", "twice")
+    assert result.exit_code == 130
+    assert "continue with: dgm train vae --resume twice" in result.stderr and "Traceback" not in result.output
 
 
 def test_static_binarization_trains(tmp_path):
@@ -242,3 +263,33 @@ def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(monkeypatch):
           message="training diverged in epoch 1")
     assert json.loads(ok("info", "nan/last.safetensors", "--json").stdout)["train"]["epoch"] == 0
     assert not Path("checkpoints/vae.safetensors").exists()
+
+
+def test_results_go_to_stdout_and_progress_to_stderr(trained):
+    folder, _ = trained
+    checkpoint = folder / "run" / "best.safetensors"
+    result = ok("eval", "vae", checkpoint, "--limit", "20", "--iw-samples", "8", "--mc-samples", "0", "--samples", "0")
+    assert "importance-weighted" in result.stdout and "bits/dim" in result.stdout  # `dgm eval vae > results.txt`
+    assert "importance-weighted" not in result.stderr
+    as_json = ok("eval", "vae", checkpoint, "--limit", "20", "--iw-samples", "8", "--mc-samples", "0", "--samples",
+                 "0", "--json")  # fmt: skip
+    assert json.loads(as_json.stdout)["likelihood"]["images"] == 20  # stdout is exactly one JSON object
+    assert "importance-weighted" in as_json.stderr  # the tables move to stderr
+    assert "vae " in ok("models").stdout  # `dgm models | grep vae`
+
+
+def test_a_run_folder_stands_for_its_best_checkpoint(trained, tmp_path):
+    folder, _ = trained
+    run = folder / "run"
+    result = ok("sample", "vae", run, "-n", "4", "--out", tmp_path / "s.png", "--seed", "3")
+    assert f"using {run / 'best.safetensors'}" in result.stderr
+    ok("sample", "vae", run / "best.safetensors", "-n", "4", "--out", tmp_path / "t.png", "--seed", "3")
+    assert (tmp_path / "s.png").read_bytes() == (tmp_path / "t.png").read_bytes()
+    assert json.loads(ok("info", run, "--json").stdout)["path"] == str(run / "best.safetensors")
+    fails(1, "sample", "vae", tmp_path, "--out", tmp_path / "u.png", message="without best.safetensors or last.safetensors")
+
+
+def test_a_row_longer_than_the_images_is_clipped_to_them(trained, tmp_path):
+    folder, _ = trained
+    ok("sample", "vae", folder / "run" / "last.safetensors", "-n", "4", "--nrow", "100", "--out", tmp_path / "row.png")
+    assert Image.open(tmp_path / "row.png").size == ((4 * 30 + 2) * 2, (30 + 2) * 2)  # one row of 4, not of 100

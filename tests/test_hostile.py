@@ -104,6 +104,23 @@ def test_out_of_range_and_malformed_options_are_usage_errors(args):
     assert not Path("runs").exists()
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["flow", "--arch", "realnvp-ms", "--couplings", "4", "--hidden", "16"],
+         "--couplings, --hidden would change nothing in this configuration (--couplings belongs to --arch "
+         "realnvp-mlp or realnvp-conv; --hidden belongs to --arch realnvp-mlp); leave them out"),
+        (["flow", "--channels", "8"], "--channels belongs to --arch realnvp-ms"),
+        (["flow", "--dequantization-steps", "2"], "--dequantization-steps belongs to --dequantization variational"),
+        (["flow", "--lr-decay", "0.9"], "--lr-decay belongs to --lr-schedule exponential"),
+        (["vae", "--zdim2", "10"], "--zdim2 belongs to --stochastic-layers 2"),
+    ],
+)
+def test_options_of_another_configuration_are_refused_not_stored(args, message, tmp_path):
+    refused(1, "train", *args, "--dataset", "mnist-mini", "--out", tmp_path / "run", message=message)
+    assert not (tmp_path / "run").exists()
+
+
 def test_resume_of_what_is_not_a_run_says_so(tmp_path):
     refused(1, "train", "vae", "--resume", tmp_path / "nowhere", message="nowhere: it does not exist")
     (tmp_path / "empty").mkdir()

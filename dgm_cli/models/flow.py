@@ -171,6 +171,29 @@ class FlowConfig:
     def __post_init__(self):
         check(self)
 
+    def inapplicable_fields(self) -> dict[str, str]:
+        """Fields this configuration does not use, each with what it belongs to: given on the command line,
+        the CLI refuses them rather than store a setting that changes nothing."""
+        per_arch = {
+            "realnvp-mlp": ("couplings", "hidden"),
+            "realnvp-conv": ("couplings", "checkerboard_channels", "coupling_net", "gated_blocks"),
+            "realnvp-ms": ("checkerboard_steps", "checkerboard_channels", "steps", "channels", "final_steps",
+                           "final_channels", "coupling_net", "gated_blocks"),
+        }  # fmt: skip
+        owners = {name: [arch for arch, names in per_arch.items() if name in names] for names in per_arch.values()
+                  for name in names}  # fmt: skip
+        unused = {name: f"--arch {' or '.join(archs)}" for name, archs in owners.items() if self.arch not in archs}
+        if self.dequantization == "variational":
+            unused.pop("gated_blocks", None)  # the dequantization flow's networks are gated too
+        else:
+            unused |= {name: "--dequantization variational" for name in ("dequantization_steps", "dequantization_channels")}
+        if "gated_blocks" not in unused and self.arch != "realnvp-mlp" and self.coupling_net != "gated" \
+                and self.dequantization != "variational":
+            unused["gated_blocks"] = "--coupling-net gated or --dequantization variational"
+        if self.lr_schedule != "exponential":
+            unused["lr_decay"] = "--lr-schedule exponential"
+        return unused
+
 
 def standard_normal_log_density(z: torch.Tensor) -> torch.Tensor:
     """log N(z; 0, I) summed over all but the first dimension."""

@@ -32,7 +32,7 @@ class GANConfig:
     ema: float = option(
         0.0,
         "Decay of an exponential moving average of the generator weights, used for sampling "
-        "(0 = off; 0.999 is typical).",
+        "(0 = off; 0.999 is typical); warmed up as min(ema, (1 + t) / (10 + t)) at step t.",
         min=0.0,
         max=0.99999,
     )
@@ -185,13 +185,26 @@ class GAN(GenerativeModel):
             "d_fake": torch.sigmoid(fake_logits).mean().detach(),
         }
 
+    def ema_decay(self, updates_before: int) -> float:
+        """The average's decay at its (updates_before + 1)-th update: min(ema, (1 + t) / (10 + t)).
+
+        A warm-up: with the configured decay from the first step, the average of a short run would still
+        be mostly its random start (0.999^500 = 0.61 of it after 500 steps) and sample noise; this way it
+        follows the live weights closely at first and settles to the configured decay after about
+        10 / (1 - ema) steps.
+        """
+        return min(self.config.ema, (1 + updates_before) / (10 + updates_before))
+
     @torch.no_grad()
     def update_ema(self) -> None:
         """Move the averaged generator a step towards the live one; BatchNorm statistics are copied."""
         if self.generator_ema is None:
             return
         averaged, live = list(self.generator_ema.parameters()), list(self.generator.parameters())
-        torch._foreach_lerp_(averaged, live, 1 - self.config.ema)
+        # The generator's optimizer counts its steps (and a resumed run restores the count): this update
+        # follows its step number `steps`, so `steps - 1` updates came before it.
+        steps = int(self.g_optimizer.state[live[0]]["step"])
+        torch._foreach_lerp_(averaged, live, 1 - self.ema_decay(steps - 1))
         for averaged_buffer, live_buffer in zip(self.generator_ema.buffers(), self.generator.buffers()):
             averaged_buffer.copy_(live_buffer)
 

@@ -118,6 +118,12 @@ class VAEConfig:
     def __post_init__(self):
         check(self)
 
+    def inapplicable_fields(self) -> dict[str, str]:
+        """Fields this configuration does not use, with what they belong to (the CLI refuses them when given)."""
+        if self.stochastic_layers == 1:
+            return {"zdim2": "--stochastic-layers 2", "hidden2": "--stochastic-layers 2"}
+        return {}
+
 
 def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mean, exp(logvar)) || N(0, I)) summed over the last dimension.
