@@ -397,8 +397,7 @@ def _train_in_process(model_name: str, values: dict, common: dict, parallel, dev
     from dgm_cli.data import load_dataset
     from dgm_cli.device import resolve_device
     from dgm_cli.progress import quiet_console
-    from dgm_cli.run_folder import RunFolder, default_run_path, resume_command
-    from dgm_cli.state import STATE_FILE
+    from dgm_cli.run_folder import RunFolder, default_run_path
     from dgm_cli.train import RunSettings, train
 
     spec = get_spec(model_name)
@@ -452,9 +451,10 @@ def _train_in_process(model_name: str, values: dict, common: dict, parallel, dev
     try:
         history = train(model_name, config, dataset, settings, console, resume=state)
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, without saving; the last saved state is kept
-        if parallel.is_main and (out / STATE_FILE).is_file():
-            console.print(f"interrupted at once; the last saved state is kept: continue with: "
-                          f"{resume_command(model_name, out)}", markup=False, soft_wrap=True)  # fmt: skip
+        hint = RunFolder(out, writes=False).resume_hint(model_name)
+        if parallel.is_main and hint is not None:
+            console.print(f"interrupted at once; the last saved state is kept: continue with: {hint}", markup=False,
+                          soft_wrap=True)  # fmt: skip
         raise
     final = history[-1]
     copied = f" and {common['checkpoint_dir'] / (model_name + '.safetensors')}" if common["checkpoint_dir"] else ""

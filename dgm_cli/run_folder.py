@@ -69,6 +69,10 @@ class RunFolder:
     def last_path(self) -> Path:
         return self.path / LAST_FILE
 
+    def resume_hint(self, model_name: str) -> str | None:
+        """The command that continues this run, when it holds a saved state; None when it holds none."""
+        return resume_command(model_name, self.path) if self.state_path.is_file() else None
+
     @property
     def curves_path(self) -> Path:
         return self.path / CURVES_FILE

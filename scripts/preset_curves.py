@@ -72,7 +72,7 @@ def main() -> None:
                 by_time.plot([hours[epochs.index(epoch)]], [value[0]], "o", color=line.get_color())
     for axis, label in ((by_epoch, "epoch"), (by_time, "training time (hours, 2-core CPU)")):
         axis.set_xlabel(label)
-        axis.set_ylabel(" / ".join(sorted(units)), fontsize=8)
+        axis.set_ylabel(f"lines: the validation metric; dots, dashes: {' / '.join(sorted(units))}", fontsize=7)
         if args.ylim:
             axis.set_ylim(*args.ylim)
         axis.grid(alpha=0.3)
