@@ -72,12 +72,12 @@ def main() -> None:
                 by_time.plot([hours[epochs.index(epoch)]], [value[0]], "o", color=line.get_color())
     for axis, label in ((by_epoch, "epoch"), (by_time, "training time (hours, 2-core CPU)")):
         axis.set_xlabel(label)
-        axis.set_ylabel(f"lines: the validation metric; dots, dashes: {' / '.join(sorted(units))}", fontsize=7)
+        axis.set_ylabel("lines: validation; dots, dashes: the published protocol", fontsize=8)
         if args.ylim:
             axis.set_ylim(*args.ylim)
         axis.grid(alpha=0.3)
     by_epoch.legend(fontsize=7)
-    by_epoch.set_title("dashed: the preset's published number", fontsize=9)
+    by_epoch.set_title(f"dashed: the preset's published number ({' / '.join(sorted(units))})", fontsize=8)
     figure.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.out, dpi=110)
