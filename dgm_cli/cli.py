@@ -168,28 +168,27 @@ def _checkpoint_dataset(info, dataset: Optional[Enum], data_dir: Optional[Path])
 def _checkpoint(model: Enum, path: Optional[Path]) -> Path:
     from dgm_cli.checkpoint import default_checkpoint
 
-    if path is not None and path.is_dir():
-        return _run_folder_checkpoint(path)
     if path is not None:
-        return path
+        return _checkpoint_file(path)
     default = default_checkpoint(model.value)
-    if not default.exists() and model.value == "classifier":
-        from dgm_cli.metrics import SHIPPED_CLASSIFIER
-
-        stderr_console().print(f"using the shipped classifier {SHIPPED_CLASSIFIER}", markup=False)
-        return SHIPPED_CLASSIFIER
+    shipped = get_spec(model.value).shipped_checkpoint
+    if not default.exists() and shipped is not None:
+        stderr_console().print(f"using the shipped {model.value} {shipped}", markup=False)
+        return shipped
     if not default.exists():
         raise DgmError(f"no checkpoint given and {default} does not exist; train one with `dgm train {model.value}` or pass a path")
     return default
 
 
-def _run_folder_checkpoint(folder: Path) -> Path:
-    """A run folder given where a checkpoint is expected: its best.safetensors, else its last (saying which)."""
+def _checkpoint_file(path: Path) -> Path:
+    """The checkpoint a path names: the file itself, or a run folder's best.safetensors, else its last (saying which)."""
+    if not path.is_dir():
+        return path
     for name, what in (("best.safetensors", "its best epoch"), ("last.safetensors", "its last epoch")):
-        if (folder / name).is_file():
-            stderr_console().print(f"using {folder / name} ({what})", markup=False)
-            return folder / name
-    raise DgmError(f"{folder} is a folder without best.safetensors or last.safetensors; pass a run folder or a checkpoint file")
+        if (path / name).is_file():
+            stderr_console().print(f"using {path / name} ({what})", markup=False)
+            return path / name
+    raise DgmError(f"{path} is a folder without best.safetensors or last.safetensors; pass a run folder or a checkpoint file")
 
 
 def _print_json(payload: dict) -> None:
@@ -784,7 +783,7 @@ def info(
     """Show a checkpoint's metadata: model, config, data and training facts."""
     from dgm_cli.checkpoint import check_checkpoint
 
-    details = check_checkpoint(_run_folder_checkpoint(checkpoint) if checkpoint.is_dir() else checkpoint).as_dict()
+    details = check_checkpoint(_checkpoint_file(checkpoint)).as_dict()
     if json_output:
         _print_json(details)
         return

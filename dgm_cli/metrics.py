@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dgm_cli.data import ASSETS
+from dgm_cli.models.classifier import SHIPPED_CHECKPOINT
 from dgm_cli.errors import DgmError
 
-SHIPPED_CLASSIFIER = ASSETS / "classifier" / "classifier.safetensors"
+SHIPPED_CLASSIFIER = SHIPPED_CHECKPOINT
 NEIGHBOURS = 3
 CLASS_SHARE = 0.05
 EMBED_BATCH = 1000

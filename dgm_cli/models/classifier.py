@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dgm_cli.config import check, option
+from dgm_cli.data import ASSETS
 from dgm_cli.errors import DgmError
 from dgm_cli.models.base import GenerativeModel, adam
 from dgm_cli.registry import ModelSpec, register
@@ -116,4 +117,8 @@ class Classifier(GenerativeModel):
         raise DgmError("a classifier draws no samples; sample from a generative model")
 
 
-register(ModelSpec(name="classifier", config_class=ClassifierConfig, module_class=Classifier, description="MNIST classifier whose features the sample-quality metrics use"))
+SHIPPED_CHECKPOINT = ASSETS / "classifier" / "classifier.safetensors"  # the trained weights the metrics use
+
+register(ModelSpec(name="classifier", config_class=ClassifierConfig, module_class=Classifier,
+                   description="MNIST classifier whose features the sample-quality metrics use",
+                   shipped_checkpoint=SHIPPED_CHECKPOINT))

@@ -50,8 +50,9 @@ class VariationalDequantization(nn.Module):
     def forward(self, x: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         image = (x / 255 * 2 - 1).view(-1, *IMAGE_SHAPE)  # the condition, in [-1, 1]
         u0 = MARGIN + (1 - 2 * MARGIN) * r.view(-1, *IMAGE_SHAPE)
-        v = torch.log(u0) - torch.log1p(-u0)
-        logdet = PIXELS * math.log(1 - 2 * MARGIN) - (torch.log(u0) + torch.log1p(-u0)).flatten(1).sum(1)
+        log_u0, log_1mu0 = torch.log(u0), torch.log1p(-u0)
+        v = log_u0 - log_1mu0
+        logdet = PIXELS * math.log(1 - 2 * MARGIN) - (log_u0 + log_1mu0).flatten(1).sum(1)
         for coupling in self.couplings:
             v, change = coupling(v, image)
             logdet = logdet + change

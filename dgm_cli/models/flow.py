@@ -45,7 +45,15 @@ from dgm_cli.data import IMAGE_SHAPE, PIXELS
 from dgm_cli.models.base import GenerativeModel, adam
 from dgm_cli.models.coupling_nets import COUPLING_NETS
 from dgm_cli.models.dequantization import DEQUANTIZATIONS, make_dequantization
-from dgm_cli.models.flow_layers import CheckerboardCoupling, FlowStep, SplitPrior, squeeze, unsqueeze
+from dgm_cli.models.flow_layers import (
+    CheckerboardCoupling,
+    FlowStep,
+    SplitPrior,
+    run_forward,
+    run_inverse,
+    squeeze,
+    unsqueeze,
+)
 from dgm_cli.models.schedules import learning_rate_factor
 from dgm_cli.registry import ModelSpec, Preset, register
 
@@ -321,21 +329,6 @@ def checkerboard_couplings(count: int, config: FlowConfig) -> nn.ModuleList:
                              blocks=config.gated_blocks)
         for index in range(count)
     )  # fmt: skip
-
-
-def run_forward(layers, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Layers that return (output, log-determinant), one after another: (output, summed log-determinant)."""
-    logdet = h.new_zeros(len(h))
-    for layer in layers:
-        h, change = layer(h)
-        logdet = logdet + change
-    return h, logdet
-
-
-def run_inverse(layers, h: torch.Tensor) -> torch.Tensor:
-    for layer in reversed(layers):
-        h = layer.inverse(h)
-    return h
 
 
 class MultiScaleFlow(nn.Module):

@@ -172,6 +172,21 @@ class CheckerboardCoupling(nn.Module):
         return (y - shift) * torch.exp(-log_scale)
 
 
+def run_forward(layers, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Layers that return (output, log-determinant), one after another: (output, summed log-determinant)."""
+    logdet = h.new_zeros(len(h))
+    for layer in layers:
+        h, change = layer(h)
+        logdet = logdet + change
+    return h, logdet
+
+
+def run_inverse(layers, h: torch.Tensor) -> torch.Tensor:
+    for layer in reversed(layers):
+        h = layer.inverse(h)
+    return h
+
+
 class FlowStep(nn.Module):
     """Glow's step: actnorm, an invertible 1x1 convolution, an affine channel coupling."""
 
@@ -182,16 +197,10 @@ class FlowStep(nn.Module):
         ])  # fmt: skip
 
     def forward(self, x):
-        logdet = x.new_zeros(len(x))
-        for layer in self.layers:
-            x, step = layer(x)
-            logdet = logdet + step
-        return x, logdet
+        return run_forward(self.layers, x)
 
     def inverse(self, y):
-        for layer in reversed(self.layers):
-            y = layer.inverse(y)
-        return y
+        return run_inverse(self.layers, y)
 
 
 class SplitPrior(nn.Module):
