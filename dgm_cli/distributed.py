@@ -29,6 +29,7 @@ Only rank 0 prints, locks the run folder and writes files; every rank reads a
 --resume state.
 """
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -166,8 +167,15 @@ def start(device_name: str) -> tuple[Parallel, str]:
 
 def stop(*, finished: bool) -> None:
     """Leave the process group. After a normal finish the processes first wait for each other: gloo can
-    abort a process whose peer tears down its connections while it is still closing its own."""
+    abort a process whose peer tears down its connections while it is still closing its own.
+
+    The DistributedDataParallel wrapper and its reducer sit in reference cycles, so they outlive the
+    training function until the garbage collector runs; left to interpreter shutdown, gloo's worker
+    threads may still hold work objects whose tensors are then freed without an interpreter, and the
+    finished process dies of SIGABRT ("terminate called without an active exception"). Collecting them
+    here, while everything is alive, ends the process group's users before the group itself."""
     if distributed.is_available() and distributed.is_initialized():
+        gc.collect()
         if finished:
             distributed.barrier()
         distributed.destroy_process_group()
