@@ -148,6 +148,10 @@ DataDirOpt = Annotated[
 ]
 
 
+LabelOpt = Annotated[
+    Optional[int],
+    typer.Option("--label", min=0, help="Conditional models: the class to draw (0..9).", show_default=False),
+]
 RawOpt = Annotated[
     bool, typer.Option(
         "--raw", help="Sample from the live weights, not their moving average (models trained with --ema).", metavar=""
@@ -510,16 +514,27 @@ def sample(
             "--temperature", min=0.0, max=10.0, help="Standard deviation of the latent draws (below 1: cleaner, less varied)."
         ),
     ] = 1.0,
+    label: Annotated[
+        Optional[int],
+        typer.Option("--label", min=0, help="Conditional models: draw only this class (0..9); left out, one row per "
+                     "class with ceil(n / 10) images each.", show_default=False),
+    ] = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
 ) -> None:
     """Draw samples from a trained model into one image grid."""
     from dgm_cli.plots import save_image_grid
-    from dgm_cli.sampling import sample_images
+    from dgm_cli.sampling import class_grid, sample_images
 
     net, info = _load(model, checkpoint, device)
-    save_image_grid(sample_images(net, n, seed=seed, binary=binary, raw=raw, temperature=temperature), out, nrow=nrow)
-    stderr_console().print(f"wrote {n} samples (temperature {temperature:g}) from {info.path} to {out}", markup=False)
+    labels, described = (torch.full((n,), label), f" of class {label}") if label is not None else (None, "")
+    if labels is None and net.classes:  # a conditional model: one row per class
+        labels, per_class = class_grid(net, n)
+        n, nrow, described = len(labels), nrow or per_class, f", one row per class ({per_class} each)"
+    images = sample_images(net, n, seed=seed, binary=binary, raw=raw, temperature=temperature, labels=labels)
+    save_image_grid(images, out, nrow=nrow)
+    stderr_console().print(f"wrote {n} samples{described} (temperature {temperature:g}) from {info.path} to {out}",
+                           markup=False)  # fmt: skip
 
 
 @app.command()
@@ -533,15 +548,17 @@ def manifold(
         typer.Option("--edge", min=0.001, max=0.499, help="Outermost prior quantile; points span edge..1-edge."),
     ] = 0.05,
     out: Annotated[Path, typer.Option("--out", help="Output image (PNG).")] = Path("manifold.png"),
+    label: LabelOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Draw the learned manifold of a model with a 2-D latent space."""
+    """Draw the learned manifold of a model with a 2-D latent space (of one class, for a conditional model)."""
     from dgm_cli.plots import save_image_grid
     from dgm_cli.sampling import manifold_images
 
     net, info = _load(model, checkpoint, device)
-    save_image_grid(manifold_images(net, grid, edge=edge), out, nrow=grid)
-    stderr_console().print(f"wrote the {grid}x{grid} manifold of {info.path} to {out}", markup=False)
+    save_image_grid(manifold_images(net, grid, edge=edge, label=label), out, nrow=grid)
+    of_class = "" if label is None else f" (class {label})"
+    stderr_console().print(f"wrote the {grid}x{grid} manifold{of_class} of {info.path} to {out}", markup=False)
 
 
 def _parse_digit_pair(text: str) -> tuple[int, int]:
@@ -590,26 +607,55 @@ def interpolate(
                      "left out: a random image per row (--seed).", show_default=False)
     ] = None,
     split: Annotated[SplitName, typer.Option("--split", help="With --from-images: which split.")] = SplitName.test,
+    label: Annotated[
+        Optional[int],
+        typer.Option("--label", min=0, help="Conditional models: the class held along every walk (0..9); left out, "
+                     "row r walks as class r mod 10 (with --from-images: as its first image's class).",
+                     show_default=False),
+    ] = None,
+    across_classes: Annotated[
+        bool,
+        typer.Option("--across-classes", help="Conditional models: hold each row's latent (a prior draw, or with "
+                     "--from-images the first image's) and change the label through every class.", metavar=""),
+    ] = False,
     dataset: CheckpointDatasetOpt = None,
     data_dir: DataDirOpt = None,
     out: Annotated[Path, typer.Option("--out", help="Output image (PNG).")] = Path("interpolation.png"),
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Decode a walk through the latent space between two endpoints, one row per pair."""
-    from dgm_cli.interpolate import class_endpoints, image_endpoints, interpolation_images, prior_endpoints
+    """Decode a walk through the latent space between two endpoints, one row per pair (a conditional model:
+    walk with the label held, or hold the latent and change the label)."""
+    from dgm_cli.interpolate import (
+        class_endpoints,
+        class_sweep_images,
+        image_endpoints,
+        interpolation_images,
+        prior_endpoints,
+    )
+    from dgm_cli.models.conditioning import check_labels
     from dgm_cli.plots import save_image_grid
 
     digits = _parse_digit_pair(classes) if classes is not None else None
     if from_images and digits is not None:
         raise typer.BadParameter("choose endpoints by --classes or by --from-images, not both")
+    if across_classes and label is not None:
+        raise typer.BadParameter("--across-classes shows every class; leave out --label")
     net, info = _load(model, checkpoint, device)
     if "latent" not in net.capabilities:
         raise DgmError(f"the {model.value} has no latent space to interpolate in")
+    if label is not None:
+        check_labels(torch.tensor([label]), net.classes)
+    if net.classes and digits is not None:
+        raise DgmError("a conditional model draws a class directly: use --label or --across-classes instead of --classes")
+    row_labels = None
     if from_images:
-        images = _checkpoint_dataset(info, dataset, data_dir).split(split.value).images
-        starts, ends, pairs = image_endpoints(net, images, rows, seed=seed, index_a=image_a, index_b=image_b)
+        chosen = _checkpoint_dataset(info, dataset, data_dir).split(split.value)
+        starts, ends, pairs, pair_labels = image_endpoints(net, chosen.images, rows, seed=seed, index_a=image_a,
+                                                           index_b=image_b, labels=chosen.labels)  # fmt: skip
         described = f"{split.value} images " + ", ".join(f"{a}->{b}" for a, b in pairs)
+        if pair_labels is not None:
+            row_labels = pair_labels[:, 0]
     elif digits is not None:
         from dgm_cli.metrics import load_classifier
 
@@ -620,9 +666,21 @@ def interpolate(
             raise DgmError("--image-a and --image-b choose real images; add --from-images")
         starts, ends = prior_endpoints(net.latent_dim, rows, seed=seed, seed_a=seed_a, seed_b=seed_b)
         described = "prior draws"
-    grid = interpolation_images(net, starts, ends, steps=steps, method=method.value)
+    console = stderr_console()
+    if across_classes:
+        save_image_grid(class_sweep_images(net, starts), out, nrow=net.classes)
+        console.print(f"wrote {rows} row(s) of one latent ({described.replace('->', ' from ')}) drawn as each of "
+                      f"{net.classes} classes to {out}", markup=False)  # fmt: skip
+        return
+    if net.classes:
+        if label is not None:
+            row_labels = torch.full((rows,), label)
+        elif row_labels is None:
+            row_labels = torch.arange(rows) % net.classes
+        described += ", as class " + ",".join(map(str, row_labels.tolist()))
+    grid = interpolation_images(net, starts, ends, steps=steps, method=method.value, row_labels=row_labels)
     save_image_grid(grid, out, nrow=steps + 2)
-    stderr_console().print(
+    console.print(
         f"wrote {rows} {method.value} interpolation(s) of {steps + 2} images between {described} to {out}",
         markup=False,
     )
@@ -702,33 +760,60 @@ def evaluate(
             dequantization_draws = preset.protocol["samples"] if preset is not None else 1
         if dequantization_draws > 0:
             estimator = functools.partial(dequantized_log_likelihood, draws=dequantization_draws)
+    # A conditional model is scored at the images' own labels: log p(x|y).
+    given = {"labels": labels} if net.classes else {}
     if estimator is not None:
         with make_progress(console) as progress:
             task = progress.add_task(f"log-likelihood, {split.value} images", total=len(images))
             estimates = estimator(
-                net, images, seed=seed, batch_size=batch_size, on_batch=lambda count: progress.advance(task, count)
-            )
-        report["likelihood"] = {"images": len(images), **{name: e.summary() for name, e in estimates.items()}}
+                net, images, seed=seed, batch_size=batch_size, on_batch=lambda count: progress.advance(task, count),
+                **given,
+            )  # fmt: skip
+        report["likelihood"] = {"images": len(images), "conditional": bool(net.classes),
+                                **{name: e.summary() for name, e in estimates.items()}}  # fmt: skip
         from dgm_cli.presets import comparison
 
         published = comparison(get_spec(model.value), info, report, split_size=len(chosen))
         if published is not None:
             report["published"] = published
         reports.print_likelihood(results, report)
+        if net.classes:
+            from dgm_cli.conditional import class_mixture, label_log_prior
+
+            with make_progress(console) as progress:
+                task = progress.add_task(f"log p(x|y) for each of {net.classes} classes", total=len(images) * net.classes)
+                report["class_mixture"] = class_mixture(
+                    estimator, net, images, labels, log_prior=label_log_prior(data.split("train").labels, net.classes),
+                    seed=seed, batch_size=batch_size, on_batch=lambda count: progress.advance(task, count),
+                )  # fmt: skip
+            reports.print_class_mixture(results, report)
     if "sample" in net.capabilities and samples > 0:
-        console.print(f"sample quality: drawing {samples:,} images and embedding them with the MNIST classifier")
         floor_split = "test" if split.value == "val" else "val"
+        sample_labels = None
+        if net.classes:  # an equal number of every class, so that each class's metrics rest on as many samples
+            from dgm_cli.models.conditioning import class_rows
+
+            sample_labels = class_rows(net.classes, max(1, samples // net.classes))
+            samples = len(sample_labels)
+        console.print(f"sample quality: drawing {samples:,} images and embedding them with the MNIST classifier")
+        classifier, held_out = load_classifier(net.device), data.split(floor_split)
+        drawn = sample_images(net, samples, seed=seed, raw=raw, labels=sample_labels)
         report["sample_quality"] = {
             "floor_split": floor_split,
             "weights": "live" if raw or not net.keeps_average else "moving average",
-            **sample_quality(
-                load_classifier(net.device),
-                sample_images(net, samples, seed=seed, raw=raw),
-                reference=chosen.images.float() / 255,
-                held_out=data.split(floor_split).images.float() / 255,
-            ),
-        }
+            **sample_quality(classifier, drawn, reference=chosen.images.float() / 255,
+                             held_out=held_out.images.float() / 255),
+        }  # fmt: skip
         reports.print_sample_quality(results, report)
+        if net.classes:
+            from dgm_cli.conditional import conditional_quality
+
+            console.print(f"conditional accuracy and per-class quality: {samples // net.classes:,} samples of each class")
+            report["conditional_quality"] = conditional_quality(
+                classifier, drawn, sample_labels, reference=chosen.images.float() / 255, reference_labels=chosen.labels,
+                held_out=held_out.images.float() / 255, held_out_labels=held_out.labels,
+            )  # fmt: skip
+            reports.print_conditional_quality(results, report)
     if not {"classification", "likelihood", "sample_quality"} & set(report):
         raise DgmError(f"nothing to evaluate for the {model.value} with these options")
     if result is not None:

@@ -128,11 +128,12 @@ class RunningLogWeights:
 
 
 @torch.no_grad()
-def weigh(model, batch: torch.Tensor, k: int, proposal: str) -> RunningLogWeights:
-    """Draw k proposals for each image of `batch`, in chunks that bound memory."""
+def weigh(model, batch: torch.Tensor, k: int, proposal: str, labels: torch.Tensor | None = None) -> RunningLogWeights:
+    """Draw k proposals for each image of `batch` (scored under `labels` by a conditional model), in chunks
+    that bound memory."""
     running = RunningLogWeights(len(batch), batch.device)
     per_chunk = max(1, CHUNK_ELEMENTS // (len(batch) * PIXELS))
-    draw = model.log_weight_draws(batch, proposal)
+    draw = model.log_weight_draws(batch, proposal, labels)
     for start in range(0, k, per_chunk):
         running.add(draw(min(per_chunk, k - start)))
     return running
@@ -147,20 +148,23 @@ def latent_log_likelihood(
     mc_samples: int,
     batch_size: int = 100,
     on_batch: Callable[[int], None] | None = None,
+    labels: torch.Tensor | None = None,
 ) -> dict[str, Estimate]:
-    """ELBO, importance-weighted and (if mc_samples > 0) prior Monte-Carlo estimates of log p(x) for each image.
+    """ELBO, importance-weighted and (if mc_samples > 0) prior Monte-Carlo estimates of log p(x) for each image
+    (of log p(x|y) with a conditional model's `labels`).
 
     `images` is a prepared split on the model's device; the caller seeds the global RNG.
     """
     elbo, weighted, prior, weighted_ess, prior_ess = [], [], [], [], []
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size]
-        posterior_draws = weigh(model, batch, iw_samples, "posterior")
+        batch_labels = None if labels is None else labels[start : start + batch_size]
+        posterior_draws = weigh(model, batch, iw_samples, "posterior", batch_labels)
         elbo.append(posterior_draws.mean_log().cpu())
         weighted.append(posterior_draws.log_mean().cpu())
         weighted_ess.append(posterior_draws.effective_sample_size().cpu())
         if mc_samples > 0:
-            prior_draws = weigh(model, batch, mc_samples, "prior")
+            prior_draws = weigh(model, batch, mc_samples, "prior", batch_labels)
             prior.append(prior_draws.log_mean().cpu())
             prior_ess.append(prior_draws.effective_sample_size().cpu())
         if on_batch is not None:
@@ -187,8 +191,10 @@ def evaluate_images(
     mc_samples: int,
     batch_size: int = 100,
     on_batch: Callable[[int], None] | None = None,
+    labels: torch.Tensor | None = None,
 ) -> dict[str, Estimate]:
-    """Estimate log p(x) for uint8 images: prepared (binarized) once with `seed`, then sampled with `seed`."""
+    """Estimate log p(x) (log p(x|y) under a conditional model's `labels`) for uint8 images: prepared
+    (binarized) once with `seed`, then sampled with `seed`."""
     if "latent_likelihood" not in model.capabilities:
         raise DgmError(f"{type(model).__name__} has no latent-variable likelihood to estimate")
     model.eval()
@@ -201,6 +207,7 @@ def evaluate_images(
         mc_samples=mc_samples,
         batch_size=batch_size,
         on_batch=on_batch,
+        labels=None if labels is None else labels.to(model.device),
     )
 
 
@@ -213,8 +220,10 @@ def dequantized_log_likelihood(
     draws: int,
     batch_size: int = 100,
     on_batch: Callable[[int], None] | None = None,
+    labels: torch.Tensor | None = None,
 ) -> dict[str, Estimate]:
-    """A flow's exact density at dequantised images, as bounds on the discrete log P(x).
+    """A flow's exact density at dequantised images, as bounds on the discrete log P(x) (log P(x|y) under a
+    conditional flow's `labels`).
 
     "dequantized": the mean of log p(x + u) - log q(u|x) over `draws` draws per image
     from the model's dequantization q (uniform, or its learned q(u|x)), the figure
@@ -227,9 +236,11 @@ def dequantized_log_likelihood(
     model.eval()
     torch.manual_seed(seed)
     prepared = model.prepare_split(images, train=False, generator=torch.Generator().manual_seed(seed)).to(model.device)
+    labels = None if labels is None else labels.to(model.device)
     mean_log, log_mean = [], []
     for start in range(0, len(prepared), batch_size):
-        running = weigh(model, prepared[start : start + batch_size], draws, "dequantization")
+        batch_labels = None if labels is None else labels[start : start + batch_size]
+        running = weigh(model, prepared[start : start + batch_size], draws, "dequantization", batch_labels)
         mean_log.append(running.mean_log().cpu())
         log_mean.append(running.log_mean().cpu())
         if on_batch is not None:
@@ -250,8 +261,13 @@ def classification(model, images: torch.Tensor, labels: torch.Tensor) -> dict:
     overall = validate(model, prepared, labels, prefix="")
     model.eval()
     predictions = torch.cat([model(batch.float() / 255).argmax(1) for batch in prepared.split(VALIDATION_BATCH)])
-    per_class = [
+    return {"images": len(images), **overall, "per_class_accuracy": per_class_accuracy(predictions, labels)}
+
+
+def per_class_accuracy(predictions: torch.Tensor, labels: torch.Tensor, classes: int = 10) -> list[float | None]:
+    """The share of each class's images predicted as that class (None for a class without images)."""
+    labels = labels.to(predictions.device)
+    return [
         (predictions[labels == digit] == digit).double().mean().item() if (labels == digit).any() else None
-        for digit in range(10)
+        for digit in range(classes)
     ]
-    return {"images": len(images), **overall, "per_class_accuracy": per_class}

@@ -45,8 +45,12 @@ def prior_endpoints(latent_dim: int, rows: int, *, seed: int, seed_a: int | None
     return torch.stack(starts), torch.stack(ends)
 
 
-def image_endpoints(model, images: torch.Tensor, rows: int, *, seed: int, index_a: int | None, index_b: int | None):
-    """Posterior means of pairs of images: the given indices, or distinct random ones per row."""
+def image_endpoints(model, images: torch.Tensor, rows: int, *, seed: int, index_a: int | None, index_b: int | None,
+                    labels: torch.Tensor | None = None):  # fmt: skip
+    """Posterior means of pairs of images: the given indices, or distinct random ones per row.
+
+    A conditional model encodes each image with its own label (`labels`, the split's); the pairs' labels
+    come back as a fourth value (None for an unconditional model)."""
     if "encoder" not in model.capabilities:
         raise DgmError(f"{type(model).__name__} has no encoder to map images to latents; leave out --from-images")
     count = len(images)
@@ -60,19 +64,36 @@ def image_endpoints(model, images: torch.Tensor, rows: int, *, seed: int, index_
         pairs.append((random_a if index_a is None else index_a + row, random_b if index_b is None else index_b + row))
     indices = torch.tensor([i % count for pair in pairs for i in pair])
     prepared = model.prepare_split(images[indices], train=False, generator=torch.Generator().manual_seed(seed))
+    own = labels[indices] if model.classes else None
     with torch.no_grad():
-        latents = model.encode_images(prepared.to(model.device)).cpu()
-    return latents[0::2], latents[1::2], [tuple(i % count for i in pair) for pair in pairs]
+        latents = model.encode_images(prepared.to(model.device), own).cpu()
+    pair_labels = None if own is None else own.view(-1, 2)
+    return latents[0::2], latents[1::2], [tuple(i % count for i in pair) for pair in pairs], pair_labels
 
 
 @torch.no_grad()
-def interpolation_images(model, starts: torch.Tensor, ends: torch.Tensor, *, steps: int, method: str) -> torch.Tensor:
-    """Rows of decoded interpolations, (rows * (steps + 2), 1, 28, 28), row-major."""
+def interpolation_images(model, starts: torch.Tensor, ends: torch.Tensor, *, steps: int, method: str,
+                         row_labels: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """Rows of decoded interpolations, (rows * (steps + 2), 1, 28, 28), row-major.
+
+    row_labels (rows,): for a conditional model, the class each row is decoded as, held along its walk."""
     if "latent" not in model.capabilities:
         raise DgmError(f"{type(model).__name__} has no latent space to interpolate in")
     model.eval()
     paths = torch.cat([interpolate(a, b, steps, method) for a, b in zip(starts, ends)])
-    return model.decode_images(paths.to(model.device))
+    labels = None if row_labels is None else row_labels.repeat_interleave(steps + 2)
+    return model.decode_images(paths.to(model.device), labels)
+
+
+@torch.no_grad()
+def class_sweep_images(model, latents: torch.Tensor) -> torch.Tensor:
+    """Each latent (rows, d) decoded as every class of a conditional model in turn: rows of `classes` images,
+    the latent (the style) held, the label changed."""
+    if not model.classes:
+        raise DgmError("--across-classes changes the label of a conditional model; this checkpoint is unconditional")
+    model.eval()
+    z = latents.repeat_interleave(model.classes, dim=0).to(model.device)
+    return model.decode_images(z, torch.arange(model.classes).repeat(len(latents)))
 
 
 @torch.no_grad()

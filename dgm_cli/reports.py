@@ -100,7 +100,41 @@ def print_classification(console, report: dict) -> None:
         f"loss {section['loss']:.4f}",
         markup=False,
     )
-    per_class = "  ".join(
-        f"{digit}:{'-' if accuracy is None else f'{accuracy:.3f}'}" for digit, accuracy in enumerate(section["per_class_accuracy"])
-    )
-    console.print(f"per-class accuracy: {per_class}", markup=False)
+    console.print(f"per-class accuracy: {per_class_line(section['per_class_accuracy'])}", markup=False)
+
+
+def print_class_mixture(console, report: dict) -> None:
+    """A conditional model's likelihoods under every class: log p(x|y), the mixture log p(x), the generative classifier."""
+    section = report["class_mixture"]
+    table = Table(title=title(report, "class-conditional likelihoods", section["images"]))
+    for column in ("estimate", "nats", "± s.e.", "bits/dim", "± s.e."):
+        table.add_column(column, justify="left" if column == "estimate" else "right")
+    for key in ("conditional", "mixture"):
+        summary = section[key]
+        table.add_row(summary["label"], f"{summary['nats']:.2f}", f"{summary['standard_error']:.2f}",
+                      f"{summary['bits_per_dim']:.4f}", f"{summary['bits_per_dim_standard_error']:.4f}")  # fmt: skip
+    console.print(table)
+    generative = section["generative_classifier"]
+    console.print(f"generative classifier argmax_y p(x|y) p(y): accuracy {generative['accuracy']:.2%}; per class: "
+                  f"{per_class_line(generative['per_class_accuracy'])}", markup=False, soft_wrap=True)  # fmt: skip
+
+
+def per_class_line(values: list[float | None]) -> str:
+    return "  ".join(f"{digit}:{'-' if value is None else f'{value:.3f}'}" for digit, value in enumerate(values))
+
+
+def print_conditional_quality(console, report: dict) -> None:
+    section = report["conditional_quality"]
+    console.print(f"conditional accuracy (the classifier reads a sample drawn for y as y): {section['accuracy']:.2%}; "
+                  f"the classifier on real {report['split']} images: {section['real_accuracy']:.2%}",
+                  markup=False, soft_wrap=True)  # fmt: skip
+    table = Table(title=f"{report['model']}: per class, model (real floor)")
+    for column in ("class", "conditional accuracy", "real accuracy", "FID", "KID", "precision", "recall"):
+        table.add_column(column, justify="right")
+    for row, accuracy, real in zip(section["per_class_quality"], section["per_class_accuracy"],
+                                   section["real_per_class_accuracy"]):  # fmt: skip
+        model, floor = row["model"], row["real_floor"]
+        cells = [f"{model[key]:{style}} ({floor[key]:{style}})" for key, style in
+                 (("fid", ".2f"), ("kid", ".4f"), ("precision", ".3f"), ("recall", ".3f"))]  # fmt: skip
+        table.add_row(str(row["label"]), f"{accuracy:.3f}", "-" if real is None else f"{real:.3f}", *cells)
+    console.print(table)

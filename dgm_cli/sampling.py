@@ -7,22 +7,25 @@ every device and in every epoch of a run.
 import torch
 
 from dgm_cli.errors import DgmError
+from dgm_cli.models.conditioning import check_labels, class_rows
 
 
 @torch.no_grad()
 def sample_images(
-    model, n: int, *, seed: int, binary: bool = False, raw: bool = False, temperature: float = 1.0
-) -> torch.Tensor:
+    model, n: int, *, seed: int, binary: bool = False, raw: bool = False, temperature: float = 1.0,
+    labels: torch.Tensor | None = None,
+) -> torch.Tensor:  # fmt: skip
     """n images (n, 1, 28, 28) in [0, 1].
 
     binary: a Bernoulli draw from each pixel's probability; raw: the live weights of a model that
-    also keeps a moving average of them; temperature: the standard deviation of the latent draws.
+    also keeps a moving average of them; temperature: the standard deviation of the latent draws;
+    labels (n,): each image's class, for a conditional model (left out: every class in turn).
     """
     if raw and not model.keeps_average:
         raise DgmError("this checkpoint keeps no moving average of its weights (train with --ema); leave out --raw")
     model.eval()
     generator = torch.Generator().manual_seed(seed)
-    images = model.sample(n, generator=generator, averaged=not raw, temperature=temperature)
+    images = model.sample(n, generator=generator, averaged=not raw, temperature=temperature, labels=labels)
     if binary:
         if model.pixel_distribution != "bernoulli":
             raise DgmError("binary draws need a model with Bernoulli pixels (the vae); leave out --binary")
@@ -30,8 +33,17 @@ def sample_images(
     return images
 
 
+def class_grid(model, n: int) -> tuple[torch.Tensor | None, int | None]:
+    """For a conditional model: labels for a grid of one row per class, ceil(n / classes) images a row, and
+    that row length; for an unconditional one (None, None), a square grid of n."""
+    if not model.classes:
+        return None, None
+    per_class = -(-n // model.classes)
+    return class_rows(model.classes, per_class), per_class
+
+
 @torch.no_grad()
-def manifold_images(model, grid: int, *, edge: float = 0.05) -> torch.Tensor:
+def manifold_images(model, grid: int, *, edge: float = 0.05, label: int | None = None) -> torch.Tensor:
     if "manifold" not in model.capabilities:
         raise DgmError(f"{type(model).__name__} has no latent manifold to draw")
     if model.latent_dim != 2:
@@ -39,5 +51,8 @@ def manifold_images(model, grid: int, *, edge: float = 0.05) -> torch.Tensor:
             f"the manifold needs a 2-D latent space, but this checkpoint has {model.latent_dim} latent dimensions; "
             "train one with --zdim 2"
         )
+    if model.classes and label is None:
+        raise DgmError(f"a conditional model's manifold is drawn for one class: add --label (0..{model.classes - 1})")
+    check_labels(None if label is None else torch.tensor([label]), model.classes)
     model.eval()
-    return model.manifold(grid, edge)
+    return model.manifold(grid, edge) if label is None else model.manifold(grid, edge, label=label)

@@ -36,11 +36,12 @@ from dgm_cli.distributed import Parallel
 from dgm_cli.errors import DgmError, Interrupted
 from dgm_cli.evaluate import read_means, validate
 from dgm_cli.interrupt import GracefulInterrupt
+from dgm_cli.models.conditioning import CLASSES
 from dgm_cli.plots import save_curves, save_image_grid
 from dgm_cli.progress import make_progress, quiet_console
 from dgm_cli.registry import get_spec, preset_of
 from dgm_cli.run_folder import BEST_FILE, LAST_FILE, RunFolder, resume_command
-from dgm_cli.sampling import manifold_images, sample_images
+from dgm_cli.sampling import class_grid, manifold_images, sample_images
 from dgm_cli.state import EpochPosition, TrainingState, capture_rng, restore_rng, save_state
 
 MANIFOLD_GRID = 20
@@ -71,6 +72,7 @@ def train(
     parallel = settings.parallel
     speed.check_precision(settings.precision, settings.device, get_spec(model_name).module_class)
     check_parallel_settings(model_name, config, settings)
+    check_labelled(config, dataset)
     if settings.tensorboard:
         from dgm_cli.tensorboard_log import require_tensorboard
 
@@ -93,6 +95,20 @@ def train(
             return loop(training, console)
         finally:
             training.close()
+
+
+def check_labelled(config, dataset: Dataset) -> None:
+    """A conditional model needs every training and validation image's class, within its classes."""
+    if not getattr(config, "conditional", False):
+        return
+    for name in ("train", "val"):
+        split = dataset.split(name)
+        if split.labels is None or len(split.labels) != len(split.images):
+            raise DgmError(f"--conditional needs class labels, and the {name} split of {dataset.name} has none; "
+                           "leave out --conditional")  # fmt: skip
+        if len(split.labels) and not (0 <= int(split.labels.min()) and int(split.labels.max()) < CLASSES):
+            raise DgmError(f"--conditional models take {CLASSES} classes (0..{CLASSES - 1}), but the {name} split of "
+                           f"{dataset.name} has labels {int(split.labels.min())}..{int(split.labels.max())}")  # fmt: skip
 
 
 def loop(t: "Training", console) -> list[dict]:
@@ -325,14 +341,18 @@ class Training:
     def save_figures(self, epoch: int) -> list[Path]:
         """Samples from one fixed noise batch (the same latents every epoch), and the manifold when drawable."""
         model, count, seed, run = self.model, self.model.training_samples, self.seed, self.run
-        grids = [(run.figure_path("samples", epoch), sample_images(model, count, seed=seed))]
+        labels, nrow = class_grid(model, count)  # a conditional model: one row per class
+        count = count if labels is None else len(labels)
+        draw = lambda **kind: sample_images(model, count, seed=seed, labels=labels, **kind)  # noqa: E731
+        grids = [(run.figure_path("samples", epoch), draw())]
         if model.keeps_average:  # the weights as trained, beside their moving average
-            grids.append((run.figure_path("samples", epoch, "raw"), sample_images(model, count, seed=seed, raw=True)))
+            grids.append((run.figure_path("samples", epoch, "raw"), draw(raw=True)))
         if model.pixel_distribution == "bernoulli":
-            grids.append((run.figure_path("samples", epoch, "binary"), sample_images(model, count, seed=seed, binary=True)))
-        manifold = "manifold" in model.capabilities and model.latent_dim == 2
+            grids.append((run.figure_path("samples", epoch, "binary"), draw(binary=True)))
+        # A conditional model's manifold belongs to one class (dgm manifold --label draws it).
+        manifold = "manifold" in model.capabilities and model.latent_dim == 2 and not model.classes
         for path, images in grids:
-            save_image_grid(images, path)
+            save_image_grid(images, path, nrow=nrow)
         if manifold:
             save_image_grid(manifold_images(model, MANIFOLD_GRID), run.figure_path("manifold", epoch), nrow=MANIFOLD_GRID)
         model.train()

@@ -80,7 +80,7 @@ def test_draws_are_taken_in_memory_bounded_chunks(monkeypatch):
         def __init__(self):
             self.chunks = []
 
-        def log_weight_draws(self, batch, proposal):
+        def log_weight_draws(self, batch, proposal, labels=None):
             def draws(k):
                 self.chunks.append(k)
                 return torch.zeros(len(batch), k)

@@ -77,7 +77,7 @@ def test_manifold_places_latents_on_normal_quantiles():
     model = create_model("vae", zdim=2, hidden=8)
     seen = []
     original = model.decode_images
-    model.decode_images = lambda z: (seen.append(z), original(z))[1]
+    model.decode_images = lambda z, labels=None: (seen.append(z), original(z, labels))[1]
     images = model.manifold(5, edge=0.05)
     assert images.shape == (25, 1, 28, 28)
     z = seen[0].view(5, 5, 2)

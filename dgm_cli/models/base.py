@@ -17,6 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dgm_cli.errors import DgmError
+from dgm_cli.models.conditioning import CLASSES, balanced_labels, check_labels
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -70,6 +73,28 @@ class GenerativeModel(nn.Module):
         self.config = config
 
     @property
+    def classes(self) -> int:
+        """How many classes a conditional model (config field `conditional`) takes as labels; 0 when unconditional."""
+        return CLASSES if getattr(self.config, "conditional", False) else 0
+
+    def given_labels(self, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """A training or validation batch's labels for a conditional model, None for an unconditional one
+        (which ignores them). Their range is checked once for the whole dataset, not every step."""
+        if not self.classes:
+            return None
+        if labels is None:
+            raise DgmError("a conditional model needs the images' class labels")
+        return labels
+
+    def sample_labels(self, n: int, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """The labels to sample n images of: as given (checked), or for a conditional model given none,
+        every class in turn (0, 1, ..., 9, 0, ...)."""
+        if labels is None and self.classes:
+            labels = balanced_labels(n, self.classes)
+        check_labels(labels, self.classes)
+        return None if labels is None else labels.to(self.device)
+
+    @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
@@ -112,18 +137,21 @@ class GenerativeModel(nn.Module):
     def training_step(self, batch: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Batch means of the metrics; "loss" is the one the trainer back-propagates.
 
-        batch: uint8 images (B, 28, 28) from prepare_split; labels: their classes, which the
-        generative models ignore and the classifier learns from.
+        batch: uint8 images (B, 28, 28) from prepare_split; labels: their classes, which the classifier
+        and the conditional generative models learn from and the unconditional ones ignore.
         """
         raise NotImplementedError
 
     def validation_step(self, batch: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def log_weight_draws(self, batch: torch.Tensor, proposal: str) -> Callable[[int], torch.Tensor]:
-        """log_weights(batch, k, proposal=proposal) as a function of k, for an estimator that draws its k in
-        chunks: a model overrides it to compute once what every chunk of the same images shares."""
-        return lambda k: self.log_weights(batch, k, proposal=proposal)
+    def log_weight_draws(
+        self, batch: torch.Tensor, proposal: str, labels: torch.Tensor | None = None
+    ) -> Callable[[int], torch.Tensor]:
+        """log_weights(batch, k, proposal=proposal, labels=labels) as a function of k, for an estimator that
+        draws its k in chunks: a model overrides it to compute once what every chunk of the same images shares.
+        labels: for a conditional model, the class each image is scored under (log p(x | y))."""
+        return lambda k: self.log_weights(batch, k, proposal=proposal, labels=labels)
 
     @property
     def keeps_average(self) -> bool:
@@ -131,12 +159,19 @@ class GenerativeModel(nn.Module):
         return False
 
     def sample(
-        self, n: int, *, generator: torch.Generator | None = None, averaged: bool = True, temperature: float = 1.0
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        averaged: bool = True,
+        temperature: float = 1.0,
+        labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """n images (n, 1, 28, 28) with values in [0, 1]; noise comes from `generator` (a CPU one).
 
         averaged=False samples from the live weights of a model that keeps an average;
-        temperature scales the standard deviation of the latent draws (below 1: fewer, cleaner modes).
+        temperature scales the standard deviation of the latent draws (below 1: fewer, cleaner modes);
+        labels (n,): the class of each image, for a conditional model (sample_labels).
         """
         raise NotImplementedError
 

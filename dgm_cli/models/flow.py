@@ -43,6 +43,7 @@ from torch import nn
 from dgm_cli.config import check, option
 from dgm_cli.data import IMAGE_SHAPE, PIXELS
 from dgm_cli.models.base import GenerativeModel, adam
+from dgm_cli.models.conditioning import ClassConditionalGaussian
 from dgm_cli.models.coupling_nets import COUPLING_NETS
 from dgm_cli.models.dequantization import DEQUANTIZATIONS, make_dequantization
 from dgm_cli.models.flow_layers import (
@@ -168,6 +169,9 @@ class FlowConfig:
         "configuration diverged in epoch 16 of a measured run; typical norms there were 1.2-1.7.",
         min=0.0,
         max=1e6,
+    )
+    conditional: bool = option(
+        False, "Learn p(x|y) for the class labels: a per-class mean and scale of every latent dimension."
     )
     sample_epochs: tuple[int, ...] = option(
         (0, 1, 10, 20, 40),
@@ -381,6 +385,9 @@ class Flow(GenerativeModel):
             config.dequantization, steps=config.dequantization_steps, hidden=config.dequantization_channels,
             net="gated", blocks=config.gated_blocks,
         )  # fmt: skip
+        # A conditional flow's latent of class y is N(mean_y, scale_y^2); its "latent" (what sampling
+        # draws and interpolation walks in) is the standardized one, the same for every class.
+        self.class_prior = ClassConditionalGaussian(self.classes, PIXELS) if self.classes else None
 
     @property
     def latent_dim(self) -> int:
@@ -401,15 +408,20 @@ class Flow(GenerativeModel):
 
     # ------------------------------------------------------------ densities
 
-    def forward_with_logdet(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Dequantised pixels w in [0, 256), (B, 784) -> (latents (B, 784), log|det dz/dw| per image)."""
+    def forward_with_logdet(self, w: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dequantised pixels w in [0, 256), (B, 784) -> (standard-normal latents (B, 784), log|det dz/dw| per image);
+        a conditional flow standardizes with the labels' class prior."""
         z0, preprocessing = to_logit_space(w, self.config.alpha)
         z, learned = self.body(z0)
-        return z, preprocessing + learned
+        logdet = preprocessing + learned
+        if self.class_prior is not None:
+            z, change = self.class_prior.standardize(z, labels)
+            logdet = logdet + change
+        return z, logdet
 
-    def log_density(self, w: torch.Tensor) -> torch.Tensor:
-        """log p(w) in nats per image, for w in [0, 256)^784 (B, 784)."""
-        z, logdet = self.forward_with_logdet(w)
+    def log_density(self, w: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(w) (log p(w|y) for a conditional flow) in nats per image, for w in [0, 256)^784 (B, 784)."""
+        z, logdet = self.forward_with_logdet(w, labels)
         return standard_normal_log_density(z) + logdet
 
     def dequantize(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -422,23 +434,23 @@ class Flow(GenerativeModel):
         u, log_q = self.dequantizer(x, r)
         return x + u, log_q
 
-    def log_weight(self, batch: torch.Tensor) -> torch.Tensor:
+    def log_weight(self, batch: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """log p(x + u) - log q(u|x) for one draw u ~ q(u|x) per image: an unbiased estimate of the bound."""
         w, log_q = self.dequantize(batch)
-        return self.log_density(w) - log_q
+        return self.log_density(w, labels) - log_q
 
-    def bits_per_dim(self, batch: torch.Tensor) -> torch.Tensor:
+    def bits_per_dim(self, batch: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """-(log2 p(x + u) - log2 q(u|x)) / 784 per image: a stochastic upper bound on -log2 P(x) / 784."""
-        return -self.log_weight(batch) / (PIXELS * math.log(2))
+        return -self.log_weight(batch, labels) / (PIXELS * math.log(2))
 
     def training_step(self, batch, labels=None):
-        bpd = self.bits_per_dim(batch).mean()
+        bpd = self.bits_per_dim(batch, self.given_labels(labels)).mean()
         return {"loss": bpd, "bpd": bpd.detach()}
 
     def validation_step(self, batch, labels=None):
-        return {"bpd": self.bits_per_dim(batch).mean()}
+        return {"bpd": self.bits_per_dim(batch, self.given_labels(labels)).mean()}
 
-    def log_weights(self, batch: torch.Tensor, k: int, *, proposal: str) -> torch.Tensor:
+    def log_weights(self, batch: torch.Tensor, k: int, *, proposal: str, labels: torch.Tensor | None = None) -> torch.Tensor:
         """log p(x + u_i) - log q(u_i|x) for k dequantisation draws u_i ~ q(u|x) per image: (B, k).
 
         With q (the uniform, or the learned q(u|x)) as the proposal over the unit cube at x, these
@@ -447,20 +459,24 @@ class Flow(GenerativeModel):
         """
         if proposal != "dequantization":
             raise ValueError(f"a flow has only the dequantization proposal, not {proposal!r}")
-        return self.log_weight(batch.flatten(1).repeat_interleave(k, dim=0)).view(len(batch), k)
+        labels = None if labels is None else labels.repeat_interleave(k, dim=0)
+        return self.log_weight(batch.flatten(1).repeat_interleave(k, dim=0), labels).view(len(batch), k)
 
     # ------------------------------------------------------------ latents and samples
 
-    def encode_images(self, batch: torch.Tensor) -> torch.Tensor:
+    def encode_images(self, batch: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """The latent of each image's pixel centres (x + 1/2): deterministic, so interpolation ends on the images."""
-        return self.forward_with_logdet(batch.flatten(1).to(next(self.parameters()).dtype) + 0.5)[0]
+        labels = self.sample_labels(len(batch), labels)
+        return self.forward_with_logdet(batch.flatten(1).to(next(self.parameters()).dtype) + 0.5, labels)[0]
 
-    def decode_images(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_images(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.class_prior is not None:
+            z = self.class_prior.draw(z, self.sample_labels(len(z), labels))
         return from_logit_space(self.body.inverse(z), self.config.alpha).view(-1, *IMAGE_SHAPE)
 
-    def sample(self, n, *, generator=None, averaged=True, temperature=1.0):
+    def sample(self, n, *, generator=None, averaged=True, temperature=1.0, labels=None):
         z = temperature * torch.randn(n, PIXELS, generator=generator)
-        return self.decode_images(z.to(self.device))
+        return self.decode_images(z.to(self.device), labels)
 
 
 register(ModelSpec(name="flow", config_class=FlowConfig, module_class=Flow,

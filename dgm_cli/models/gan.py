@@ -23,6 +23,7 @@ from torch import nn
 from dgm_cli.config import check, option
 from dgm_cli.data import IMAGE_SHAPE, PIXELS
 from dgm_cli.models.base import GenerativeModel, adam
+from dgm_cli.models.conditioning import with_label
 from dgm_cli.registry import ModelSpec, register
 
 
@@ -41,6 +42,9 @@ class GANConfig:
     lr: float = option(2e-4, "Adam learning rate of both networks.", min=1e-8, max=10.0)
     beta1: float = option(0.5, "Adam beta1 of both networks.", min=0.0, max=0.9999)
     beta2: float = option(0.999, "Adam beta2 of both networks.", min=0.0, max=0.99999)
+    conditional: bool = option(
+        False, "Learn to draw a given class: G(z, y), and a projection discriminator D(x, y)."
+    )
     sample_epochs: tuple[int, ...] = option(
         (0, 2, 8, 100, 200),
         "Epochs after which a 5x5 sample grid is saved; 0 = before training, later ones are clipped to the "
@@ -52,8 +56,9 @@ class GANConfig:
         check(self)
 
 
-def generator_network(latent_dim: int) -> nn.Sequential:
-    layers, width = [nn.Linear(latent_dim, 128), nn.LeakyReLU(0.2)], 128
+def generator_network(latent_dim: int, classes: int = 0) -> nn.Sequential:
+    """z (with a conditional model's one-hot label appended) -> 784 pixels in [-1, 1]."""
+    layers, width = [nn.Linear(latent_dim + classes, 128), nn.LeakyReLU(0.2)], 128
     for out in (256, 512, 1024):
         layers += [nn.Linear(width, out), nn.BatchNorm1d(out), nn.LeakyReLU(0.2)]
         width = out
@@ -69,25 +74,39 @@ class Discriminator(nn.Sequential):
     The dropout masks are passed in (`keep`, one boolean tensor per dropout layer) rather than drawn
     inside, so that under torchrun they can be drawn for the global batch like all the step's other
     noise (GenerativeModel.batch_noise); without masks (evaluation) dropout is off.
+
+    Conditional (classes > 0): the projection discriminator of Miyato and Koyama (2018),
+    D(x, y) = w . phi(x) + b + embed(y) . phi(x), with phi(x) the 256 features before the last layer:
+    the label enters as an inner product with the features, which is the form the optimal
+    discriminator's log-ratio takes for a class-conditional model, instead of as one more input.
     """
 
     widths = (512, 256)
+    depth = 7  # the layers of the unconditional network, indices 0..6 (the checkpoints' key names)
 
-    def __init__(self):
+    def __init__(self, classes: int = 0):
         super().__init__(
             nn.Linear(PIXELS, 512), nn.LeakyReLU(0.2), nn.Dropout(DROPOUT),
             nn.Linear(512, 256), nn.LeakyReLU(0.2), nn.Dropout(DROPOUT),
             nn.Linear(256, 1),
         )  # fmt: skip
+        self.embedding = nn.Embedding(classes, self.widths[-1]) if classes else None
+        if self.embedding is not None:
+            nn.init.zeros_(self.embedding.weight)  # starts as the unconditional discriminator
 
-    def forward(self, x: torch.Tensor, keep: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, keep: list[torch.Tensor] | None = None,
+                labels: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         masks = iter(keep or ())
-        for layer in self:
+        *body, last = (self[index] for index in range(self.depth))
+        for layer in body:
             if isinstance(layer, nn.Dropout):
                 x = x * next(masks) / (1 - DROPOUT) if keep is not None else x
             else:
                 x = layer(x)
-        return x
+        logits = last(x)
+        if self.embedding is not None:
+            logits = logits + (self.embedding(labels) * x).sum(1, keepdim=True)
+        return logits
 
 
 def logit_loss(logits: torch.Tensor, target: float) -> torch.Tensor:
@@ -110,8 +129,8 @@ class GAN(GenerativeModel):
 
     def __init__(self, config: GANConfig):
         super().__init__(config)
-        self.generator = generator_network(config.latent_dim)
-        self.discriminator = Discriminator()
+        self.generator = generator_network(config.latent_dim, self.classes)
+        self.discriminator = Discriminator(self.classes)
         self.parallel_parts = {}  # under torchrun: the DistributedDataParallel wrappers, see distribute
         self.generator_ema = None
         if config.ema > 0:
@@ -136,9 +155,10 @@ class GAN(GenerativeModel):
     def keeps_average(self) -> bool:
         return self.generator_ema is not None
 
-    def decode_images(self, z: torch.Tensor, *, averaged: bool = True) -> torch.Tensor:
+    def decode_images(self, z: torch.Tensor, labels: torch.Tensor | None = None, *, averaged: bool = True) -> torch.Tensor:
         """Images in [0, 1], (N, 1, 28, 28), from the averaged generator when there is one."""
         generator = self.generator_ema if averaged and self.generator_ema is not None else self.generator
+        z = with_label(z, self.sample_labels(len(z), labels), self.classes)
         return ((generator(z) + 1) / 2).view(-1, *IMAGE_SHAPE)
 
     def distribute(self, wrap):
@@ -156,14 +176,17 @@ class GAN(GenerativeModel):
     def training_step(self, batch, labels=None):
         generator = self.parallel_parts.get("generator", self.generator)
         discriminator = self.parallel_parts.get("discriminator", self.discriminator)
-        real = self.scale(batch)
+        real, labels = self.scale(batch), self.given_labels(labels)
         rows, device = len(real), real.device
-        fake = generator(self.latents(rows, device))
+        # A conditional model's fakes are drawn for the real images' labels: the same class mix, and each
+        # class's real and fake images meet in the same discriminator step.
+        fake = generator(with_label(self.latents(rows, device), labels, self.classes))
+        both = None if labels is None else torch.cat([labels, labels])
 
         # Real and fake images in one forward pass (one pass per backward, as DistributedDataParallel
         # requires; there is no batch normalisation in the discriminator, so this changes nothing else).
         keep = [torch.cat(pair) for pair in zip(self.dropout_masks(rows, device), self.dropout_masks(rows, device))]
-        real_logits, fake_logits = discriminator(torch.cat([real, fake.detach()]), keep).split(rows)
+        real_logits, fake_logits = discriminator(torch.cat([real, fake.detach()]), keep, both).split(rows)
         d_loss = logit_loss(real_logits, 1.0) + logit_loss(fake_logits, 0.0)
         self.d_optimizer.zero_grad(set_to_none=True)
         self.shard_loss(d_loss).backward()
@@ -172,7 +195,7 @@ class GAN(GenerativeModel):
         # Non-saturating: minimise -log D(G(z)) rather than log(1 - D(G(z))), whose gradient vanishes
         # exactly when the discriminator wins, early in training. The discriminator is called
         # directly, not through its data-parallel wrapper: its gradients from this loss are discarded.
-        g_loss = logit_loss(self.discriminator(fake, self.dropout_masks(rows, device)), 1.0)
+        g_loss = logit_loss(self.discriminator(fake, self.dropout_masks(rows, device), labels), 1.0)
         self.g_optimizer.zero_grad(set_to_none=True)
         self.shard_loss(g_loss).backward()
         self.g_optimizer.step()
@@ -209,18 +232,18 @@ class GAN(GenerativeModel):
             averaged_buffer.copy_(live_buffer)
 
     def validation_step(self, batch, labels=None):
-        real = self.scale(batch)
-        fake = self.generator(self.latents(len(real), real.device))
-        real_logits, fake_logits = self.discriminator(real), self.discriminator(fake)
+        real, labels = self.scale(batch), self.given_labels(labels)
+        fake = self.generator(with_label(self.latents(len(real), real.device), labels, self.classes))
+        real_logits, fake_logits = self.discriminator(real, labels=labels), self.discriminator(fake, labels=labels)
         return {
             "d_loss": logit_loss(real_logits, 1.0) + logit_loss(fake_logits, 0.0),
             "d_real": torch.sigmoid(real_logits).mean(),
             "d_fake": torch.sigmoid(fake_logits).mean(),
         }
 
-    def sample(self, n, *, generator=None, averaged=True, temperature=1.0):
+    def sample(self, n, *, generator=None, averaged=True, temperature=1.0, labels=None):
         z = temperature * torch.randn(n, self.latent_dim, generator=generator).to(self.device)
-        return self.decode_images(z, averaged=averaged)
+        return self.decode_images(z, labels, averaged=averaged)
 
 
 register(ModelSpec(name="gan", config_class=GANConfig, module_class=GAN, description="Generative adversarial network (seed report section 2)"))

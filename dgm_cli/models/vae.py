@@ -26,7 +26,9 @@ from torch import nn
 
 from dgm_cli.config import check, option
 from dgm_cli.data import IMAGE_SHAPE, PIXELS
+from dgm_cli.errors import DgmError
 from dgm_cli.models.base import GenerativeModel, adam
+from dgm_cli.models.conditioning import with_label
 from dgm_cli.models.schedules import SCHEDULES, learning_rate_factor
 from dgm_cli.registry import ModelSpec, Preset, register
 
@@ -108,6 +110,9 @@ class VAEConfig:
         choices=SCHEDULES,
     )
     adam_eps: float = option(1e-8, "Adam's epsilon (the IWAE paper used 1e-4).", min=1e-12, max=1.0)
+    conditional: bool = option(
+        False, "Learn p(x|y) for the class labels: q(z|x,y) and p(x|z,y) (one stochastic layer)."
+    )
     sample_epochs: tuple[int, ...] = option(
         (0, 10, 20, 30, 40),
         "Epochs after which sample grids (and the 2-D manifold) are saved; 0 = before training, "
@@ -117,6 +122,8 @@ class VAEConfig:
 
     def __post_init__(self):
         check(self)
+        if self.conditional and self.stochastic_layers == 2:
+            raise DgmError("--conditional is for one stochastic layer; leave out --stochastic-layers 2 (or --conditional)")
 
     def inapplicable_fields(self) -> dict[str, str]:
         """Fields this configuration does not use, with what they belong to (the CLI refuses them when given)."""
@@ -171,8 +178,9 @@ class VAE(GenerativeModel):
         activation, depth = ACTIVATIONS[config.activation], config.hidden_layers
         block = lambda inputs, width, outputs: mlp([inputs] + [width] * depth + [outputs], activation)  # noqa: E731
         # One linear layer gives mean and log-variance together: half the kernel launches of two heads.
-        self.encoder = block(PIXELS, config.hidden, 2 * config.zdim)  # q(z1|x)
-        self.decoder = block(config.zdim, config.hidden, PIXELS)  # p(x|z1)
+        label = self.classes  # a conditional model's networks also take the one-hot label
+        self.encoder = block(PIXELS + label, config.hidden, 2 * config.zdim)  # q(z1|x[,y])
+        self.decoder = block(config.zdim + label, config.hidden, PIXELS)  # p(x|z1[,y])
         # The decoder starts as the uniform Bernoulli (all logits 0): the untrained ELBO is then
         # exactly -784 ln 2 - KL, about -543 nats, and the first steps learn the pixel means.
         nn.init.zeros_(self.decoder[-1].weight)
@@ -224,28 +232,28 @@ class VAE(GenerativeModel):
 
     # ------------------------------------------------------------ the model
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and log-variance of q(z1|x)."""
-        mean, logvar = self.encoder(x).chunk(2, dim=-1)
+    def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-variance of q(z1|x) (of q(z1|x,y) for a conditional model)."""
+        mean, logvar = self.encoder(with_label(x, labels, self.classes)).chunk(2, dim=-1)
         return mean, logvar
 
-    def encode_images(self, batch: torch.Tensor) -> torch.Tensor:
+    def encode_images(self, batch: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Posterior means of the top latent for uint8 images (binarized by a draw, as everywhere);
         with two layers, q(z2|z1)'s mean at q(z1|x)'s mean."""
-        mean = self.encode(self.binary_pixels(batch))[0]
+        mean = self.encode(self.binary_pixels(batch), self.sample_labels(len(batch), labels))[0]
         return self.encoder_top(mean).chunk(2, dim=-1)[0] if self.hierarchical else mean
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Bernoulli logits (..., 784) of p(x|z1)."""
-        return self.decoder(z)
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Bernoulli logits (..., 784) of p(x|z1) (of p(x|z1,y) for a conditional model)."""
+        return self.decoder(with_label(z, labels, self.classes))
 
-    def decode_images(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_images(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Bernoulli means as images (N, 1, 28, 28) for top latents z; with two layers through p(z1|z2)'s mean."""
         if self.hierarchical:
             z = self.decoder_top(z).chunk(2, dim=-1)[0]
-        return torch.sigmoid(self.decode(z)).view(-1, *IMAGE_SHAPE)
+        return torch.sigmoid(self.decode(z, self.sample_labels(len(z), labels))).view(-1, *IMAGE_SHAPE)
 
-    def elbo(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def elbo(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Per-image one-sample ELBO and its two terms, for binary pixels x (B, 784).
 
         One stochastic layer: the KL in closed form (the seed's estimator). Two: log q - log p of the draws.
@@ -254,24 +262,24 @@ class VAE(GenerativeModel):
             reconstruction, log_prior, log_q = self.log_weight_terms(x, 1, noise=self.batch_noise)
             return {"elbo": (reconstruction + log_prior - log_q)[:, 0], "reconstruction": reconstruction[:, 0],
                     "kl": (log_q - log_prior)[:, 0]}  # fmt: skip
-        mean, logvar = self.encode(x)
+        mean, logvar = self.encode(x, labels)
         eps = self.batch_noise(lambda rows: torch.randn(rows, mean.shape[1], device=mean.device), len(mean))
         z = mean + torch.exp(0.5 * logvar) * eps
-        reconstruction = bernoulli_log_likelihood(self.decode(z), x)
+        reconstruction = bernoulli_log_likelihood(self.decode(z, labels), x)
         kl = gaussian_kl(mean, logvar)
         return {"elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
 
-    def log_weight_terms(self, x: torch.Tensor, k: int, *, noise=None, posterior=None, projected_x=None):
+    def log_weight_terms(self, x: torch.Tensor, k: int, *, noise=None, posterior=None, projected_x=None, labels=None):
         """For k draws z ~ q(z|x) per image: log p(x|z1), log p(z), log q(z|x), each (B, k), in one batched pass.
 
         noise(draw, rows) supplies the standard-normal draws (the trainer's batch_noise, so data-parallel
         processes draw what one process would); by default they come from torch's generator directly.
         posterior (q(z1|x)'s mean and log-variance) and projected_x (see reconstruction) may be passed in
-        when the same images get many chunks of draws.
+        when the same images get many chunks of draws. labels: each image's class, for a conditional model.
         """
         noise = noise or (lambda draw, rows: draw(rows))
         rows, device = len(x), x.device
-        mean, logvar = self.encode(x) if posterior is None else posterior
+        mean, logvar = self.encode(x, labels) if posterior is None else posterior
         eps = noise(lambda n: torch.randn(n, k, self.config.zdim, device=device), rows)
         z1 = mean[:, None] + torch.exp(0.5 * logvar)[:, None] * eps
         log_q = -0.5 * (eps.square() + logvar[:, None] + LOG_2PI).sum(-1)
@@ -284,9 +292,10 @@ class VAE(GenerativeModel):
             log_prior = standard_normal_log_density(z2) + gaussian_log_density(z1, prior_mean, prior_logvar)
         else:
             log_prior = standard_normal_log_density(z1)
-        return self.reconstruction(z1, x, projected_x), log_prior, log_q
+        return self.reconstruction(z1, x, projected_x, labels), log_prior, log_q
 
-    def reconstruction(self, z: torch.Tensor, x: torch.Tensor, projected_x: torch.Tensor | None = None) -> torch.Tensor:
+    def reconstruction(self, z: torch.Tensor, x: torch.Tensor, projected_x: torch.Tensor | None = None,
+                       labels: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """log p(x|z1) summed over pixels, (B, k), for k latents per image z (B, k, zdim) and binary x (B, 784).
 
         With logits l = h W^T + b, log p(x|z1) = sum_j x_j l_j - softplus(l_j), and the first sum is
@@ -297,7 +306,7 @@ class VAE(GenerativeModel):
         (benchmarks/estimator_speed.py, docs/vae.md).
         """
         weight = self.output_weight()
-        hidden = self.decoder[:-1](z)
+        hidden = self.decoder[:-1](with_label(z, labels, self.classes))
         hidden = torch.cat([hidden, torch.ones_like(hidden[..., :1])], dim=-1)
         projected_x = x @ weight if projected_x is None else projected_x
         shared = (hidden * projected_x[:, None]).sum(-1)
@@ -308,20 +317,20 @@ class VAE(GenerativeModel):
         last = self.decoder[-1]
         return torch.cat([last.weight, last.bias[:, None]], dim=1)
 
-    def training_bound(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def training_bound(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Per-image values of the configured objective ("bound") and the terms the trainer records."""
         config = self.config
         if config.objective == "elbo" and config.k == 1:
-            terms = self.elbo(x)
+            terms = self.elbo(x, labels)
             return {"bound": terms["elbo"], **terms}
-        reconstruction, log_prior, log_q = self.log_weight_terms(x, config.k, noise=self.batch_noise)
+        reconstruction, log_prior, log_q = self.log_weight_terms(x, config.k, noise=self.batch_noise, labels=labels)
         log_w = reconstruction + log_prior - log_q
         bound = log_mean_exp(log_w, 1) if config.objective == "iwae" else log_w.mean(1)
         return {"bound": bound, "elbo": log_w.mean(1), "reconstruction": reconstruction.mean(1),
                 "kl": (log_q - log_prior).mean(1)}  # fmt: skip
 
     def training_step(self, batch, labels=None):
-        terms = self.training_bound(self.binary_pixels(batch))
+        terms = self.training_bound(self.binary_pixels(batch), self.given_labels(labels))
         means = {name: value.mean() for name, value in terms.items()}
         loss = -means.pop("bound")
         if self.config.objective == "iwae":
@@ -329,34 +338,37 @@ class VAE(GenerativeModel):
         return {"loss": loss, **{name: value.detach() for name, value in means.items()}}
 
     def validation_step(self, batch, labels=None):
-        x = self.binary_pixels(batch)
-        means = {name: value.mean() for name, value in self.elbo(x).items()}
+        x, labels = self.binary_pixels(batch), self.given_labels(labels)
+        means = {name: value.mean() for name, value in self.elbo(x, labels).items()}
         if self.config.objective == "iwae":  # the bound it trains, with its k
-            reconstruction, log_prior, log_q = self.log_weight_terms(x, self.config.k, noise=self.batch_noise)
+            reconstruction, log_prior, log_q = self.log_weight_terms(x, self.config.k, noise=self.batch_noise,
+                                                                     labels=labels)  # fmt: skip
             means["iwae"] = log_mean_exp(reconstruction + log_prior - log_q, 1).mean()
         return means
 
-    def log_weights(self, batch: torch.Tensor, k: int, *, proposal: str) -> torch.Tensor:
+    def log_weights(self, batch: torch.Tensor, k: int, *, proposal: str, labels: torch.Tensor | None = None) -> torch.Tensor:
         """log p(x, z_i) - log r(z_i) for k draws z_i ~ r per image: (B, k).
 
         proposal "posterior": r = q(z|x), the importance-weighted estimator;
         proposal "prior":     r = p(z), the naive Monte-Carlo estimator (the weights are p(x|z_i)).
-        The log of their mean is a stochastic lower bound on log p(x) either way.
+        The log of their mean is a stochastic lower bound on log p(x) either way (on log p(x|y) for a
+        conditional model, with the images' labels).
         """
-        return self.log_weight_draws(batch, proposal)(k)
+        return self.log_weight_draws(batch, proposal, labels)(k)
 
-    def log_weight_draws(self, batch: torch.Tensor, proposal: str):
+    def log_weight_draws(self, batch: torch.Tensor, proposal: str, labels: torch.Tensor | None = None):
         """log_weights(batch, k, proposal) as a function of k, with what the draws share computed once:
         the binarized images, q(z1|x), and the images' projection through the decoder's last layer."""
         if proposal not in ("posterior", "prior"):
             raise ValueError(f"unknown proposal {proposal!r}")
-        x = self.binary_pixels(batch)
+        x, labels = self.binary_pixels(batch), self.given_labels(labels)
         projected_x = x @ self.output_weight()
         if proposal == "posterior":
-            posterior = self.encode(x)
+            posterior = self.encode(x, labels)
 
             def posterior_draws(k: int) -> torch.Tensor:
-                reconstruction, log_prior, log_q = self.log_weight_terms(x, k, posterior=posterior, projected_x=projected_x)
+                reconstruction, log_prior, log_q = self.log_weight_terms(x, k, posterior=posterior, projected_x=projected_x,
+                                                                         labels=labels)  # fmt: skip
                 return reconstruction + log_prior - log_q
 
             return posterior_draws
@@ -366,30 +378,32 @@ class VAE(GenerativeModel):
             if self.hierarchical:  # z1 ~ p(z1|z2): ancestral sampling down to the pixels
                 mean, logvar = self.decoder_top(z).chunk(2, dim=-1)
                 z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
-            return self.reconstruction(z, x, projected_x)
+            return self.reconstruction(z, x, projected_x, labels)
 
         return prior_draws
 
-    def sample(self, n, *, generator=None, averaged=True, temperature=1.0):
+    def sample(self, n, *, generator=None, averaged=True, temperature=1.0, labels=None):
+        labels = self.sample_labels(n, labels)
         z = temperature * torch.randn(n, self.latent_dim, generator=generator).to(self.device)
         if self.hierarchical:
             mean, logvar = self.decoder_top(z).chunk(2, dim=-1)
             noise = temperature * torch.randn(mean.shape, generator=generator).to(self.device)
             z = mean + torch.exp(0.5 * logvar) * noise
-        return torch.sigmoid(self.decode(z)).view(-1, *IMAGE_SHAPE)
+        return torch.sigmoid(self.decode(z, labels)).view(-1, *IMAGE_SHAPE)
 
-    def manifold(self, grid: int, edge: float = 0.05) -> torch.Tensor:
+    def manifold(self, grid: int, edge: float = 0.05, label: int | None = None) -> torch.Tensor:
         """Decoder means over a grid x grid lattice of the top latent, row-major, for a 2-D latent space.
 
         Grid points sit at the standard-normal quantiles of evenly spaced
         probabilities edge..1-edge, so equal areas of prior mass get equal room;
-        z1 grows to the right, z2 grows upwards.
+        z1 grows to the right, z2 grows upwards. A conditional model draws it for one class, `label`.
         """
         if self.latent_dim != 2:
             raise ValueError("the manifold needs a 2-D latent space")
         values = torch.special.ndtri(torch.linspace(edge, 1 - edge, grid, dtype=torch.float64)).float()
         z2, z1 = torch.meshgrid(values.flip(0), values, indexing="ij")
-        return self.decode_images(torch.stack([z1, z2], dim=-1).reshape(-1, 2).to(self.device))
+        labels = None if label is None else torch.full((grid * grid,), label)
+        return self.decode_images(torch.stack([z1, z2], dim=-1).reshape(-1, 2).to(self.device), labels)
 
 
 register(ModelSpec(name="vae", config_class=VAEConfig, module_class=VAE,

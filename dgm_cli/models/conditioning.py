@@ -1,0 +1,86 @@
+"""Class labels as a model input: what the VAE, the GAN and the flows share when trained with --conditional.
+
+A conditional model learns p(x | y) for the dataset's classes y = 0..9:
+  VAE   q(z | x, y) and p(x | z, y): the label's one-hot vector joins the
+        encoder's pixels and the decoder's latent (Kingma et al. 2014, M2's
+        generative half; Sohn et al. 2015);
+  GAN   G(z, y) with the one-hot vector beside z, and a projection
+        discriminator D(x, y) = psi(phi(x)) + embed(y) . phi(x) (Miyato and
+        Koyama 2018);
+  flow  a class-dependent base distribution: the latent of class y is
+        N(mean_y, diag(exp(log_scale_y))^2), learned per class for every latent
+        dimension (for the multi-scale flow this covers the factored-out half
+        as well: its split prior's residual is part of the latent).
+With the training label frequencies p(y), the unconditional density is the
+mixture p(x) = sum_y p(x | y) p(y), and argmax_y p(x | y) p(y) is a generative
+classifier (dgm eval reports both).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dgm_cli.errors import DgmError
+
+CLASSES = 10  # every dataset dgm reads has ten classes (digits, or Fashion-MNIST's garments)
+
+
+def one_hot(labels: torch.Tensor, classes: int, like: torch.Tensor) -> torch.Tensor:
+    """Labels (...,) -> one-hot vectors (..., classes) in the dtype and on the device of `like`."""
+    return F.one_hot(labels.to(like.device), classes).to(like.dtype)
+
+
+def with_label(h: torch.Tensor, labels: torch.Tensor | None, classes: int) -> torch.Tensor:
+    """h (B, ..., d) with the one-hot label appended to its last dimension (unchanged when unconditional).
+
+    labels are (B,): one per image, shared by every draw of that image in the middle dimensions.
+    """
+    if classes == 0:
+        return h
+    code = one_hot(labels, classes, h)
+    code = code.view(len(h), *([1] * (h.dim() - 2)), classes).expand(*h.shape[:-1], classes)
+    return torch.cat([h, code], dim=-1)
+
+
+def balanced_labels(n: int, classes: int) -> torch.Tensor:
+    """0, 1, ..., classes-1, 0, 1, ...: n labels with every class as often as n allows."""
+    return torch.arange(n) % classes
+
+
+def class_rows(classes: int, per_class: int) -> torch.Tensor:
+    """per_class 0s, then per_class 1s, ...: a grid of `per_class` columns shows one class per row."""
+    return torch.arange(classes).repeat_interleave(per_class)
+
+
+def check_labels(labels: torch.Tensor | None, classes: int) -> None:
+    """A conditional model needs labels within its classes; an unconditional one takes none."""
+    if classes == 0:
+        if labels is not None:
+            raise DgmError("this checkpoint is unconditional (it was trained without --conditional); leave out --label")
+        return
+    if labels is None:
+        raise DgmError("a conditional model needs the images' class labels")
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+        outside = sorted({value for value in labels.tolist() if not 0 <= value < classes})[:5]
+        raise DgmError(f"label {', '.join(map(str, outside))} is not one of this model's classes (0..{classes - 1})")
+
+
+class ClassConditionalGaussian(nn.Module):
+    """The flow's base distribution per class: z | y ~ N(mean_y, diag(exp(log_scale_y))^2) over `dims` dimensions.
+
+    Both tables start at zero, so an untrained conditional flow is the unconditional one (N(0, I) for every class).
+    """
+
+    def __init__(self, classes: int, dims: int):
+        super().__init__()
+        self.mean = nn.Parameter(torch.zeros(classes, dims))
+        self.log_scale = nn.Parameter(torch.zeros(classes, dims))
+
+    def standardize(self, z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z - mean_y) / exp(log_scale_y), a standard normal under the model, and its log-determinant per image."""
+        log_scale = self.log_scale[labels]
+        return (z - self.mean[labels]) * torch.exp(-log_scale), -log_scale.sum(1)
+
+    def draw(self, eps: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Latents of class labels from standard-normal eps: mean_y + exp(log_scale_y) * eps."""
+        return self.mean[labels] + torch.exp(self.log_scale[labels]) * eps
