@@ -470,8 +470,9 @@ class Flow(GenerativeModel):
         return self.forward_with_logdet(batch.flatten(1).to(next(self.parameters()).dtype) + 0.5, labels)[0]
 
     def decode_images(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        labels = self.sample_labels(len(z), labels)  # checked: an unconditional flow refuses labels
         if self.class_prior is not None:
-            z = self.class_prior.draw(z, self.sample_labels(len(z), labels))
+            z = self.class_prior.draw(z, labels)
         return from_logit_space(self.body.inverse(z), self.config.alpha).view(-1, *IMAGE_SHAPE)
 
     def sample(self, n, *, generator=None, averaged=True, temperature=1.0, labels=None):
