@@ -159,6 +159,7 @@ def test_torchrun_cli_trains_like_one_process_and_only_rank_0_speaks_and_writes(
     assert len(two.stdout.strip().splitlines()) == 1  # one JSON object, from rank 0
     assert json.loads(two.stdout)["final"]["epoch"] == 2
     assert two.stderr.count("done: ") == 1 and "x 2 processes (torchrun)" in two.stderr
+    assert "terminate called" not in two.stderr
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
         "best.safetensors", "config.json", "curves.png", "last.safetensors", "metrics.jsonl", "samples",
         "state.safetensors",
@@ -178,7 +179,7 @@ def test_finished_torchrun_runs_exit_0_every_time(tmp_path):
     """A finished run once died of SIGABRT after "done" on 1 launch in 8 (the DistributedDataParallel wrapper,
     kept by reference cycles, was freed at interpreter exit after the process group); distributed.stop now
     collects it first. Repeated launches guard that (each must exit 0 with nothing from C++ on stderr)."""
-    for attempt in range(3):
+    for attempt in range(2):  # with the launch of the test below, three in a row
         done = cli("train", "vae", *VAE_OPTIONS, "--epochs", "1", "--sample-epochs", "", "--out", f"run{attempt}",
                    out=tmp_path, processes=2)  # fmt: skip
         assert done.returncode == 0, done.stderr[-3000:]
@@ -198,9 +199,12 @@ def test_the_data_parallel_wrapper_is_freed_before_the_process_group():
     try:
         wrapper = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 3))
         wrapper(torch.randn(2, 3)).sum().backward()
+        # Its reducer's hooks usually form such a cycle already; one made here makes the test independent of
+        # PyTorch's internals (and of what earlier tests left in this process).
+        wrapper.__dict__["cycle"] = wrapper
         alive = weakref.ref(wrapper)
         del wrapper
-        assert alive() is not None  # the cycle: plain reference counting does not free it
+        assert alive() is not None  # plain reference counting does not free a cycle
         dgm_distributed.stop(finished=True)
     finally:
         gc.enable()
