@@ -13,8 +13,11 @@ def title(report: dict, what: str, count: int) -> str:
 
 def print_likelihood(console, report: dict) -> None:
     section = report["likelihood"]
-    table = Table(title=title(report, "log-likelihood", section["images"]))
-    for column in ("estimator", "log p(x) [nats]", "± s.e.", "bits/dim", "± s.e.", "mean ESS"):
+    conditional = section.get("conditional", False)  # a conditional model, scored at each image's own label
+    table = Table(title=title(report, "log-likelihood at the images' labels" if conditional else "log-likelihood",
+                              section["images"]))  # fmt: skip
+    for column in ("estimator", "log p(x|y) [nats]" if conditional else "log p(x) [nats]", "± s.e.", "bits/dim", "± s.e.",
+                   "mean ESS"):  # fmt: skip
         table.add_column(column, justify="left" if column == "estimator" else "right")
     for name in (name for name in section if name in LIKELIHOODS):
         summary = section[name]
