@@ -718,6 +718,11 @@ def evaluate(
         int, typer.Option("--samples", min=0, max=100_000, help="Generated images for the sample-quality metrics; 0 skips.")
     ] = 10_000,
     raw: RawOpt = False,
+    temperature: Annotated[
+        float,
+        typer.Option("--temperature", min=0.0, max=10.0, help="Standard deviation of the latent draws of the samples "
+                     "(below 1: cleaner, less varied); recorded in the report."),
+    ] = 1.0,
     limit: Annotated[
         Optional[int], typer.Option("--limit", min=1, help="Use only the first N images of the split (likelihoods, accuracy); left out: all of it.")
     ] = None,
@@ -797,9 +802,10 @@ def evaluate(
             samples = len(sample_labels)
         console.print(f"sample quality: drawing {samples:,} images and embedding them with the MNIST classifier")
         classifier, held_out = load_classifier(net.device), data.split(floor_split)
-        drawn = sample_images(net, samples, seed=seed, raw=raw, labels=sample_labels)
+        drawn = sample_images(net, samples, seed=seed, raw=raw, labels=sample_labels, temperature=temperature)
         report["sample_quality"] = {
             "floor_split": floor_split,
+            "temperature": temperature,
             "weights": "live" if raw or not net.keeps_average else "moving average",
             **sample_quality(classifier, drawn, reference=chosen.images.float() / 255,
                              held_out=held_out.images.float() / 255),

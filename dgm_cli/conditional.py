@@ -54,8 +54,9 @@ def class_mixture(estimator: Callable, model, images: torch.Tensor, labels: torc
     predictions = joint.argmax(dim=1)
     labels = labels.cpu()
     accuracy = (predictions == labels).double().mean().item()
-    own = Estimate(f"log p(x|y) at the true label, {name} ({samples} draws)", samples, scores[torch.arange(len(labels)), labels])
-    mixture = Estimate(f"log p(x) = log sum_y p(x|y) p(y), {name} ({samples} draws)", samples, torch.logsumexp(joint, dim=1))
+    draws = f"{name.replace('_', '-')}, {samples} draw{'' if samples == 1 else 's'}"
+    own = Estimate(f"log p(x|y) at the true label ({draws})", samples, scores[torch.arange(len(labels)), labels])
+    mixture = Estimate(f"log p(x) = log sum_y p(x|y) p(y) ({draws})", samples, torch.logsumexp(joint, dim=1))
     return {
         "images": len(images),
         "estimate": name,

@@ -175,7 +175,7 @@ def test_cli_conditional_train_sample_interpolate_eval(tmp_path):
     assert walked.exit_code == 0 and "as class 4" in walked.stderr
 
     result = dgm("eval", "vae", "run", "--iw-samples", "4", "--mc-samples", "0", "--samples", "100", "--limit", "30",
-                 "--dataset", "mnist-mini", "--json")  # fmt: skip
+                 "--temperature", "0.8", "--dataset", "mnist-mini", "--json")  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["likelihood"]["conditional"] is True
@@ -184,6 +184,7 @@ def test_cli_conditional_train_sample_interpolate_eval(tmp_path):
     quality = report["conditional_quality"]
     assert 0 <= quality["accuracy"] <= 1 and len(quality["per_class_quality"]) == 10
     assert quality["per_class_quality"][3]["samples"] == 10 and report["sample_quality"]["samples"] == 100
+    assert report["sample_quality"]["temperature"] == 0.8
 
 
 @pytest.mark.parametrize(
