@@ -669,8 +669,9 @@ def interpolate(
     console = stderr_console()
     if across_classes:
         save_image_grid(class_sweep_images(net, starts), out, nrow=net.classes)
-        console.print(f"wrote {rows} row(s) of one latent ({described.replace('->', ' from ')}) drawn as each of "
-                      f"{net.classes} classes to {out}", markup=False)  # fmt: skip
+        held = f"of {split.value} images " + ", ".join(str(a) for a, _ in pairs) if from_images else "a prior draw"
+        console.print(f"wrote {rows} row(s), each one latent ({held}) drawn as each of {net.classes} classes, to {out}",
+                      markup=False)  # fmt: skip
         return
     if net.classes:
         if label is not None:

@@ -55,4 +55,4 @@ def manifold_images(model, grid: int, *, edge: float = 0.05, label: int | None =
         raise DgmError(f"a conditional model's manifold is drawn for one class: add --label (0..{model.classes - 1})")
     check_labels(None if label is None else torch.tensor([label]), model.classes)
     model.eval()
-    return model.manifold(grid, edge) if label is None else model.manifold(grid, edge, label=label)
+    return model.manifold(grid, edge, label=label)
