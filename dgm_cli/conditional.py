@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 
 from dgm_cli.evaluate import Estimate, per_class_accuracy
-from dgm_cli.metrics import embed, sample_quality
+from dgm_cli.metrics import embed, quality
 
 PER_CLASS_METRICS = ("fid", "kid", "kid_std", "precision", "recall")
 
@@ -77,20 +77,26 @@ def conditional_quality(classifier, samples: torch.Tensor, sample_labels: torch.
     """
     classes = int(sample_labels.max()) + 1
     sample_labels, reference_labels, held_out_labels = sample_labels.cpu(), reference_labels.cpu(), held_out_labels.cpu()
-    _, probabilities = embed(classifier, samples)
-    _, real_probabilities = embed(classifier, reference)
+    # Each set is embedded once; every class's metrics take its rows of the features.
+    sample_features, probabilities = embed(classifier, samples)
+    reference_features, real_probabilities = embed(classifier, reference)
+    held_out_features, held_out_probabilities = embed(classifier, held_out)
     drawn = probabilities.argmax(dim=1)
     real = real_probabilities.argmax(dim=1)
     per_class = []
     for label in range(classes):
-        quality = sample_quality(classifier, samples[sample_labels == label], reference[reference_labels == label],
-                                 held_out[held_out_labels == label])  # fmt: skip
+        mine, theirs, floor = sample_labels == label, reference_labels == label, held_out_labels == label
+        count = int(mine.sum())
+        # The floor with as many held-out images as there are samples, as metrics.sample_quality does.
+        floor_features, floor_probabilities = held_out_features[floor][:count], held_out_probabilities[floor][:count]
+        model = quality(sample_features[mine], probabilities[mine], reference_features[theirs])
+        real_floor = quality(floor_features, floor_probabilities, reference_features[theirs])
         per_class.append({
             "label": label,
-            "samples": quality["samples"],
-            "reference_images": quality["reference_images"],
-            "model": {name: quality["model"][name] for name in PER_CLASS_METRICS},
-            "real_floor": {name: quality["real_floor"][name] for name in PER_CLASS_METRICS},
+            "samples": count,
+            "reference_images": int(theirs.sum()),
+            "model": {name: model[name] for name in PER_CLASS_METRICS},
+            "real_floor": {name: real_floor[name] for name in PER_CLASS_METRICS},
         })  # fmt: skip
     return {
         "accuracy": (drawn == sample_labels).double().mean().item(),
