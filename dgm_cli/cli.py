@@ -104,13 +104,13 @@ class SplitName(str, Enum):
     test = "test"
 
 
-def _dataset_enum():
-    from dgm_cli.data import DATASETS
+def _fit_enum():
+    from dgm_cli.image_folder import FITS
 
-    return Enum("DatasetName", {name: name for name in DATASETS}, type=str)
+    return Enum("ImageFit", {name: name for name in FITS}, type=str)
 
 
-DatasetName = _dataset_enum()
+ImageFit = _fit_enum()
 
 
 def _precision_enum():
@@ -157,16 +157,36 @@ RawOpt = Annotated[
         "--raw", help="Sample from the live weights, not their moving average (models trained with --ema).", metavar=""
     )
 ]
+DATASET_HELP = "mnist, fashion-mnist, mnist-mini, or a folder of images (PNG, JPEG, BMP, WebP; one subfolder per class)"
 CheckpointDatasetOpt = Annotated[
-    Optional[DatasetName], typer.Option("--dataset", help="Dataset (default: the one the model was trained on).")
+    Optional[str],
+    typer.Option("--dataset", help=f"{DATASET_HELP}; default: the data the model was trained on.", show_default=False),
 ]
 
 
-def _checkpoint_dataset(info, dataset: Optional[Enum], data_dir: Optional[Path]):
-    """The dataset a checkpoint was trained on (or the one named), never silently replaced by a fallback."""
-    from dgm_cli.data import load_dataset
+def _read_data(load, console=None):
+    """Run a data loader with a progress bar for the decoding of an image folder, then print what loading did."""
+    console = console or stderr_console()
+    with make_progress(console) as bar:
 
-    return load_dataset(dataset.value if dataset else info.data.get("name", "mnist"), data_dir)
+        def decoding(total: int):
+            task = bar.add_task("decoding images", total=total)
+            return lambda count: bar.advance(task, count)
+
+        dataset = load(decoding)
+    for note in dataset.notes:
+        console.print(note, markup=False, soft_wrap=True)
+    return dataset
+
+
+def _checkpoint_dataset(info, dataset: Optional[str], data_dir: Optional[Path]):
+    """The dataset a checkpoint was trained on (or the one named), never silently replaced by a fallback; an
+    image folder is checked to hold the images it was trained on."""
+    from dgm_cli.data import load_dataset, trained_dataset
+
+    if dataset is not None:
+        return _read_data(lambda progress: load_dataset(dataset, data_dir, progress=progress))
+    return _read_data(lambda progress: trained_dataset(info.data, data_dir, what=str(info.path), progress=progress))
 
 
 def _checkpoint(model: Enum, path: Optional[Path]) -> Path:
@@ -209,7 +229,7 @@ def _load(model: Enum, checkpoint: Optional[Path], device: str):
 # ---------------------------------------------------------------- dgm train MODEL
 
 COMMON_TRAIN_OPTIONS = (
-    "seed", "device", "out", "dataset", "data_dir", "checkpoint_dir", "resume", "save_every", "compile", "precision",
+    "seed", "device", "out", "dataset", "image_fit", "skip_bad_images", "data_dir", "checkpoint_dir", "resume", "save_every", "compile", "precision",
     "sync_batchnorm", "tensorboard", "json_output", "ctx",
 )  # fmt: skip
 # What a resumed run may change: where and how it runs and what it logs, not what it computes (and --epochs,
@@ -235,6 +255,8 @@ def _config_parameters(config_class) -> list[inspect.Parameter]:
     hints = get_type_hints(config_class)
     parameters = []
     for spec in fields(config_class):
+        if spec.metadata.get("from_data"):  # set by training from the dataset, not an option
+            continue
         assert spec.name not in COMMON_TRAIN_OPTIONS, f"config field {spec.name} clashes with a common option"
         kind, meta, flag = hints[spec.name], spec.metadata, "--" + spec.name.replace("_", "-")
         default = spec.default
@@ -265,10 +287,27 @@ def _common_train_parameters() -> list[inspect.Parameter]:
         ),
         "dataset": (
             Annotated[
-                Optional[DatasetName],
-                typer.Option("--dataset", help="Dataset; default mnist, falling back to the bundled mnist-mini."),
+                Optional[str],
+                typer.Option("--dataset", help=f"{DATASET_HELP}; default mnist, falling back to the bundled mnist-mini.",
+                             show_default=False),
             ],
             None,
+        ),
+        "image_fit": (
+            Annotated[
+                ImageFit,
+                typer.Option("--image-fit", help="An image folder's images that are not 28x28: keep the centred "
+                             "largest square (crop) or pad with black to a square (pad), then a Lanczos resize."),
+            ],
+            ImageFit.crop,
+        ),
+        "skip_bad_images": (
+            Annotated[
+                bool,
+                typer.Option("--skip-bad-images", help="An image folder's files that cannot be read as images are "
+                             "left out and counted (default: stop at them).", metavar=""),
+            ],
+            False,
         ),
         "data_dir": (DataDirOpt, None),
         "checkpoint_dir": (
@@ -417,8 +456,9 @@ def _train_in_process(model_name: str, values: dict, common: dict, parallel, dev
         config = _config_from_options(spec, values, common["ctx"])
         out = common["out"] or default_run_path(model_name)
         RunFolder(out, writes=parallel.is_main).refuse_existing()  # before the data are read
-        dataset_name = common["dataset"].value if common["dataset"] else None
-        dataset = load_dataset(dataset_name, common["data_dir"])
+        dataset = _read_data(lambda progress: load_dataset(
+            common["dataset"], common["data_dir"], fit=common["image_fit"].value, skip_bad=common["skip_bad_images"],
+            progress=progress), console=stderr_console() if parallel.is_main else quiet_console())  # fmt: skip
     console = stderr_console() if parallel.is_main else quiet_console()
     if dataset.fallback_reason:
         # Messages and paths are printed without rich markup: "[Errno -2]" in a reason is not a style.
@@ -593,7 +633,13 @@ def interpolate(
                      "drawn from --seed's stream.", show_default=False)] = None,
     classes: Annotated[
         Optional[str],
-        typer.Option("--classes", help="Two digits, e.g. 3,8: endpoints the MNIST classifier assigns to them."),
+        typer.Option("--classes", help="Two digits, e.g. 3,8: endpoints the classifier of the model's data (shipped "
+                     "for MNIST and Fashion-MNIST, else --classifier) assigns to them."),
+    ] = None,
+    classifier: Annotated[
+        Optional[Path],
+        typer.Option("--classifier", help="With --classes: a classifier trained on the model's data (dgm train "
+                     "classifier); default: the shipped one that fits it.", show_default=False),
     ] = None,
     from_images: Annotated[
         bool, typer.Option("--from-images", help="Walk between the posterior means of two real images.", metavar="")
@@ -657,10 +703,15 @@ def interpolate(
         if pair_labels is not None:
             row_labels = pair_labels[:, 0]
     elif digits is not None:
-        from dgm_cli.metrics import load_classifier
+        from dgm_cli.feature_network import feature_network, missing_note
 
-        starts, ends = class_endpoints(net, load_classifier(net.device), digits, rows, seed=seed)
-        described = f"prior draws the classifier reads as {digits[0]} and {digits[1]}"
+        features = feature_network(info.data, net.device, classifier=classifier)
+        if features is None:
+            raise DgmError(missing_note(info.data, "--classes").replace(" skipped:", " needs a classifier, and"))
+        if max(digits) >= features.classes:
+            raise DgmError(f"--classes {classes}: the classifier knows classes 0..{features.classes - 1}")
+        starts, ends = class_endpoints(net, features.classifier, digits, rows, seed=seed)
+        described = f"prior draws {features.words()} reads as {digits[0]} and {digits[1]}"
     else:
         if image_a is not None or image_b is not None:
             raise DgmError("--image-a and --image-b choose real images; add --from-images")
@@ -737,6 +788,12 @@ def evaluate(
         Optional[Path],
         typer.Option("--result", help="Also write the JSON report to this file (dgm presets reads CKPT.eval.json)."),
     ] = None,
+    classifier: Annotated[
+        Optional[Path],
+        typer.Option("--classifier", help="The classifier whose features measure the samples (dgm train classifier on "
+                     "the same data); default: the shipped one that fits the data (MNIST, Fashion-MNIST), else none "
+                     "and the sample-quality metrics are skipped.", show_default=False),
+    ] = None,
 ) -> None:
     """Evaluate a checkpoint: likelihoods (VAE: ELBO, importance-weighted, prior Monte-Carlo; flow: exact density
     at dequantized images; nats and bits/dim),
@@ -744,7 +801,8 @@ def evaluate(
     and a classifier's accuracy."""
     from dgm_cli import reports
     from dgm_cli.evaluate import classification, dequantized_log_likelihood, evaluate_images
-    from dgm_cli.metrics import load_classifier, sample_quality
+    from dgm_cli.feature_network import feature_network, missing_note
+    from dgm_cli.metrics import sample_quality
     from dgm_cli.sampling import sample_images
 
     net, info = _load(model, checkpoint, device)
@@ -793,7 +851,15 @@ def evaluate(
                     seed=seed, batch_size=batch_size, on_batch=lambda count: progress.advance(task, count),
                 )  # fmt: skip
             reports.print_class_mixture(results, report)
+    features = None
     if "sample" in net.capabilities and samples > 0:
+        features = feature_network(data.describe(), net.device, classifier=classifier)
+        if features is None:
+            report["sample_quality_skipped"] = missing_note(data.describe(), "sample quality")
+            console.print(report["sample_quality_skipped"], markup=False, soft_wrap=True, style="yellow")
+        else:
+            report["feature_network"] = features.describe()
+    if features is not None:
         floor_split = "test" if split.value == "val" else "val"
         sample_labels = None
         if net.classes:  # an equal number of every class, so that each class's metrics rest on as many samples
@@ -801,14 +867,15 @@ def evaluate(
 
             sample_labels = class_rows(net.classes, max(1, samples // net.classes))
             samples = len(sample_labels)
-        console.print(f"sample quality: drawing {samples:,} images and embedding them with the MNIST classifier")
-        classifier, held_out = load_classifier(net.device), data.split(floor_split)
+        console.print(f"sample quality: drawing {samples:,} images and embedding them with {features.words()}",
+                      markup=False, soft_wrap=True)  # fmt: skip
+        held_out = data.split(floor_split)
         drawn = sample_images(net, samples, seed=seed, raw=raw, labels=sample_labels, temperature=temperature)
         report["sample_quality"] = {
             "floor_split": floor_split,
             "temperature": temperature,
             "weights": "live" if raw or not net.keeps_average else "moving average",
-            **sample_quality(classifier, drawn, reference=chosen.images.float() / 255,
+            **sample_quality(features.classifier, drawn, reference=chosen.images.float() / 255,
                              held_out=held_out.images.float() / 255),
         }  # fmt: skip
         reports.print_sample_quality(results, report)
@@ -817,11 +884,11 @@ def evaluate(
 
             console.print(f"conditional accuracy and per-class quality: {samples // net.classes:,} samples of each class")
             report["conditional_quality"] = conditional_quality(
-                classifier, drawn, sample_labels, reference=chosen.images.float() / 255, reference_labels=chosen.labels,
+                features.classifier, drawn, sample_labels, reference=chosen.images.float() / 255, reference_labels=chosen.labels,
                 held_out=held_out.images.float() / 255, held_out_labels=held_out.labels,
             )  # fmt: skip
             reports.print_conditional_quality(results, report)
-    if not {"classification", "likelihood", "sample_quality"} & set(report):
+    if not {"classification", "likelihood", "sample_quality", "sample_quality_skipped"} & set(report):
         raise DgmError(f"nothing to evaluate for the {model.value} with these options")
     if result is not None:
         from dgm_cli.atomic import write_text

@@ -13,10 +13,23 @@ from typing import get_type_hints
 from dgm_cli.errors import DgmError
 
 
-def option(default, help: str, *, min=None, max=None, choices=None):
-    """A config field with what the CLI and the checks need to know about it."""
-    metadata = {"help": help, "min": min, "max": max, "choices": choices}
+def option(default, help: str, *, min=None, max=None, choices=None, from_data=False):
+    """A config field with what the CLI and the checks need to know about it.
+
+    from_data: set by training from the dataset (the number of classes), so `dgm train` has no option for it.
+    """
+    metadata = {"help": help, "min": min, "max": max, "choices": choices, "from_data": from_data}
     return field(default=default, metadata=metadata)
+
+
+def classes_option():
+    """How many classes the labels index: 10 for the digits and garments, the class folders' count for an image
+    folder (training sets it from the data; a checkpoint from before it existed had 10)."""
+    return option(10, "Classes of the labels (set from the data by training).", min=2, max=10_000, from_data=True)
+
+
+def data_fields(config_class) -> set[str]:
+    return {spec.name for spec in fields(config_class) if spec.metadata.get("from_data")}
 
 
 def check(config) -> None:

@@ -108,6 +108,11 @@ class Dataset:
     location: str
     fallback_reason: str | None = None  # why a bundled subset replaced the dataset asked for
     content_md5: dict[str, str] = field(default_factory=dict)  # MD5 of each file's unpacked contents
+    classes: int = 10  # how many classes the labels index; 0 for unlabelled images
+    class_names: tuple[str, ...] = ()  # an image folder's class folders, in label order
+    kind: str = "named"  # "named" (the IDX datasets) or "image-folder" (image_folder.py)
+    preparation: dict = field(default_factory=dict)  # an image folder's: fit, skipped files, how it was split
+    notes: tuple[str, ...] = ()  # what loading did, one line each, for the user (decoded, cached, ignored)
     splits: dict = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -118,13 +123,16 @@ class Dataset:
 
     def identity(self) -> dict:
         """What makes two loads the same data: their contents and splits, never the folder they were read from."""
-        return {
+        identity = {
             "name": self.name,
             "train": len(self.train),
             "val": len(self.val),
             "test": len(self.test),
             "content_md5": dict(self.content_md5),
         }
+        if self.kind == "image-folder":  # its contents are the decoded images and labels; the names say what a label is
+            identity.update(kind=self.kind, classes=self.classes, class_names=list(self.class_names))
+        return identity
 
     def describe(self) -> dict:
         """The facts a checkpoint and a run record about their data: the identity, any fallback, where they were read."""
@@ -133,6 +141,7 @@ class Dataset:
             "fallback": self.fallback_reason is not None,
             "fallback_reason": self.fallback_reason,
             "location": self.location,
+            **({"preparation": dict(self.preparation)} if self.preparation else {}),
         }
 
     def differences(self, recorded: dict) -> list[str]:
@@ -143,6 +152,9 @@ class Dataset:
         """
         mine = self.identity()
         keys = ["name", "train", "val", "test"] + (["content_md5"] if recorded.get("content_md5") else [])
+        keys += [key for key in ("kind", "classes", "class_names") if key in recorded or key in mine]
+        if recorded.get("kind") == "image-folder" and mine.get("kind") == "image-folder":
+            keys.remove("name")  # a folder's name is where it is, not what it holds: a moved folder is the same data
         return [key for key in keys if recorded.get(key) != mine[key]]
 
 
@@ -282,15 +294,17 @@ def make_splits(
     )
 
 
-def load_dataset(name: str | None, data_dir: Path | None = None) -> Dataset:
-    """Load `name`, or MNIST falling back to the bundled mnist-mini when `name` is None.
+def load_dataset(name: str | None, data_dir: Path | None = None, *, fit: str = "crop", skip_bad: bool = False,
+                 progress=None) -> Dataset:  # fmt: skip
+    """Load `name`, a folder of images (any `name` that is not a dataset's), or MNIST falling back to the
+    bundled mnist-mini when `name` is None. fit, skip_bad and progress are for a folder (image_folder.read_folder).
 
     A dataset the user named explicitly never falls back: training on 5,000
     digits when 50,000 were asked for would make every number misleading.
     """
     requested = name or "mnist"
     if requested not in SOURCES:
-        raise DgmError(f"unknown dataset '{requested}'; choose one of {', '.join(DATASETS)}")
+        return load_image_folder(Path(requested), fit=fit, skip_bad=skip_bad, progress=progress)
     source = SOURCES[requested]
     root = Path(data_dir).expanduser() if data_dir else default_data_root()
     folder = find_files(source, root)
@@ -304,6 +318,30 @@ def load_dataset(name: str | None, data_dir: Path | None = None) -> Dataset:
             raise DgmError(message)
         return load_bundled(fallback_reason=message)
     return make_splits(requested, read_source(source, folder), str(folder.resolve()), None, source.content_md5)
+
+
+def load_image_folder(root: Path, *, fit: str = "crop", skip_bad: bool = False, progress=None) -> Dataset:
+    """A folder of the user's images as a dataset, identified by the MD5s of its decoded splits."""
+    from dgm_cli.image_folder import read_folder
+
+    folder = read_folder(root, fit=fit, skip_bad=skip_bad, progress=progress)
+    splits = {name: Split(folder.images[index], folder.labels[index]) for name, index in folder.splits.items()}
+    content_md5 = {}
+    for name, split in splits.items():
+        content_md5[f"{name}_images"] = hashlib.md5(split.images.contiguous().numpy().tobytes()).hexdigest()
+        content_md5[f"{name}_labels"] = hashlib.md5(split.labels.numpy().tobytes()).hexdigest()
+    resolved = folder.root.resolve()
+    return Dataset(
+        name=resolved.name or str(resolved),
+        **splits,
+        location=str(resolved),
+        content_md5=content_md5,
+        classes=len(folder.class_names),
+        class_names=folder.class_names,
+        kind="image-folder",
+        preparation=folder.preparation,
+        notes=tuple(folder.notes),
+    )
 
 
 def load_bundled(fallback_reason: str | None = None) -> Dataset:
@@ -320,9 +358,11 @@ def reload_dataset(recorded: dict, data_dir: Path | None, *, run: str) -> Datase
     come from, they must be the same data (Dataset.differences); a run's fallback stays recorded as such.
     """
     name = recorded.get("name")
-    if name not in SOURCES:
+    if recorded.get("kind") == "image-folder":
+        dataset = reload_image_folder(recorded, data_dir, run=run)
+    elif name not in SOURCES:
         raise DgmError(f"{run} was trained on an unknown dataset {name!r}; this dgm knows {', '.join(DATASETS)}")
-    if name == "mnist-mini":
+    elif name == "mnist-mini":
         dataset = load_bundled(recorded.get("fallback_reason") if recorded.get("fallback") else None)
     else:
         root = data_dir
@@ -333,10 +373,37 @@ def reload_dataset(recorded: dict, data_dir: Path | None, *, run: str) -> Datase
             dataset = load_dataset(name, root)
         except DgmError as error:  # gone, or damaged: the loader's message says where it looked and what it needs
             raise DgmError(f"cannot resume {run}, whose {name} data were read from {location}: {error}") from None
+    refuse_changed(dataset, recorded, run)
+    return dataset
+
+
+def refuse_changed(dataset: Dataset, recorded: dict, what: str) -> None:
     changed = dataset.differences(recorded)
     if changed:
         raise DgmError(
-            f"the {name} data in {dataset.location} are not the data {run} was trained on (they differ in "
+            f"the {dataset.name} data in {dataset.location} are not the data {what} was trained on (they differ in "
             f"{', '.join(changed)}); pass --data-dir with the folder that holds the original files"
         )
-    return dataset
+
+
+def trained_dataset(recorded: dict, data_dir: Path | None, *, what: str, progress=None) -> Dataset:
+    """The data a checkpoint was trained on (its recorded describe()), for sample, interpolate and eval: a named
+    dataset by its name (never replaced by a fallback); an image folder found again and checked by content."""
+    if recorded.get("kind") == "image-folder":
+        dataset = reload_image_folder(recorded, data_dir, run=what, progress=progress)
+        refuse_changed(dataset, recorded, what)
+        return dataset
+    return load_dataset(recorded.get("name", "mnist"), data_dir)
+
+
+def reload_image_folder(recorded: dict, data_dir: Path | None, *, run: str, progress=None) -> Dataset:
+    """An image folder a run or checkpoint recorded: in `data_dir` when given (the folder moved), else where it
+    was; prepared as it was then (fit, skipped files)."""
+    folder = Path(data_dir) if data_dir is not None else Path(recorded.get("location") or "")
+    preparation = recorded.get("preparation") or {}
+    try:
+        return load_image_folder(folder, fit=preparation.get("fit", "crop"),
+                                 skip_bad=bool(preparation.get("skip_bad_images", False)), progress=progress)  # fmt: skip
+    except DgmError as error:
+        raise DgmError(f"cannot find the images of {run} (the folder {recorded.get('location')}): {error}; "
+                       "pass --data-dir with the folder's new place") from None

@@ -261,7 +261,8 @@ def classification(model, images: torch.Tensor, labels: torch.Tensor) -> dict:
     overall = validate(model, prepared, labels, prefix="")
     model.eval()
     predictions = torch.cat([model(batch.float() / 255).argmax(1) for batch in prepared.split(VALIDATION_BATCH)])
-    return {"images": len(images), **overall, "per_class_accuracy": per_class_accuracy(predictions, labels)}
+    classes = model.head.out_features
+    return {"images": len(images), **overall, "per_class_accuracy": per_class_accuracy(predictions, labels, classes)}
 
 
 def per_class_accuracy(predictions: torch.Tensor, labels: torch.Tensor, classes: int = 10) -> list[float | None]:

@@ -132,16 +132,19 @@ def class_coverage(probabilities: torch.Tensor) -> dict:
 
 
 def quality(features: torch.Tensor, probabilities: torch.Tensor, reference: torch.Tensor) -> dict:
-    """All the metrics of one image set against the reference (test) features."""
-    kid, kid_std = kernel_distance(reference, features)
-    precision, recall = precision_recall(reference, features)
+    """All the metrics of one image set against the reference (test) features.
+
+    The distances need more than k = 3 images on each side (the k-th neighbour, a covariance); with fewer, as
+    in one class of a small image folder, they are None rather than an error or a number from noise."""
+    distances = {"fid": None, "kid": None, "kid_std": None, "precision": None, "recall": None}
+    if min(len(features), len(reference)) > NEIGHBOURS:
+        kid, kid_std = kernel_distance(reference, features)
+        precision, recall = precision_recall(reference, features)
+        distances = {"fid": frechet_distance(reference, features), "kid": kid, "kid_std": kid_std,
+                     "precision": precision, "recall": recall}  # fmt: skip
     return {
         "images": len(features),
-        "fid": frechet_distance(reference, features),
-        "kid": kid,
-        "kid_std": kid_std,
-        "precision": precision,
-        "recall": recall,
+        **distances,
         "inception_score": inception_score(probabilities),
         **class_coverage(probabilities),
     }

@@ -1,6 +1,8 @@
 """Human-readable evaluation reports: rich tables (on stdout; on stderr beside --json), from the dicts
 `dgm eval --json` prints."""
 
+import math
+
 from rich.table import Table
 
 # A VAE's three estimators and a flow's two; the table lists them in the order the report holds them.
@@ -77,19 +79,20 @@ def print_sample_quality(console, report: dict) -> None:
     table.add_column("model", justify="right")
     table.add_column(f"real floor ({floor['images']:,} {section['floor_split']} images)", justify="right")
     table.add_column("better")
+    classes = len(model["histogram"])  # the feature network's classes
     rows = [
         ("FID", "fid", "{:.3f}", "lower"),
         ("KID", "kid", "{:.5f}", "lower"),
         ("precision (k=3)", "precision", "{:.3f}", "higher"),
         ("recall (k=3)", "recall", "{:.3f}", "higher"),
-        ("Inception Score (max 10)", "inception_score", "{:.3f}", "higher"),
-        ("class entropy, bits (max 3.32)", "entropy_bits", "{:.3f}", "higher"),
-        ("classes with >= 5% of images", "classes_at_5_percent", "{}", "10"),
+        (f"Inception Score (max {classes})", "inception_score", "{:.3f}", "higher"),
+        (f"class entropy, bits (max {math.log2(classes):.2f})", "entropy_bits", "{:.3f}", "higher"),
+        ("classes with >= 5% of images", "classes_at_5_percent", "{}", str(classes)),
     ]
     for label, key, style, better in rows:
-        cells = [style.format(images[key]) for images in (model, floor)]
+        cells = [number(images[key], style) for images in (model, floor)]
         if key == "kid":  # the spread over KID's random subsets, as the JSON has it
-            cells = [f"{cell} ± {images['kid_std']:.5f}" for cell, images in zip(cells, (model, floor))]
+            cells = [f"{cell} ± {number(images['kid_std'], '{:.5f}')}" for cell, images in zip(cells, (model, floor))]
         table.add_row(label, *cells, better)
     console.print(table)
     histogram = "  ".join(f"{digit}:{count}" for digit, count in enumerate(model["histogram"]))
@@ -122,6 +125,11 @@ def print_class_mixture(console, report: dict) -> None:
                   f"{per_class_line(generative['per_class_accuracy'])}", markup=False, soft_wrap=True)  # fmt: skip
 
 
+def number(value, style: str) -> str:
+    """A metric as `style` formats it; "-" where it could not be computed (too few images)."""
+    return "-" if value is None else style.format(value)
+
+
 def per_class_line(values: list[float | None]) -> str:
     return "  ".join(f"{digit}:{'-' if value is None else f'{value:.3f}'}" for digit, value in enumerate(values))
 
@@ -137,7 +145,7 @@ def print_conditional_quality(console, report: dict) -> None:
     for row, accuracy, real in zip(section["per_class_quality"], section["per_class_accuracy"],
                                    section["real_per_class_accuracy"]):  # fmt: skip
         model, floor = row["model"], row["real_floor"]
-        cells = [f"{model[key]:{style}} ({floor[key]:{style}})" for key, style in
-                 (("fid", ".2f"), ("kid", ".4f"), ("precision", ".3f"), ("recall", ".3f"))]  # fmt: skip
+        cells = [f"{number(model[key], style)} ({number(floor[key], style)})" for key, style in
+                 (("fid", "{:.2f}"), ("kid", "{:.4f}"), ("precision", "{:.3f}"), ("recall", "{:.3f}"))]  # fmt: skip
         table.add_row(str(row["label"]), f"{accuracy:.3f}", "-" if real is None else f"{real:.3f}", *cells)
     console.print(table)

@@ -22,7 +22,7 @@ continues bit-identically (on the CPU) where the interrupted one stopped.
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -72,7 +72,9 @@ def train(
     parallel = settings.parallel
     speed.check_precision(settings.precision, settings.device, get_spec(model_name).module_class)
     check_parallel_settings(model_name, config, settings)
-    check_labelled(config, dataset)
+    if resume is None:
+        config = classes_from_data(config, dataset)
+    check_labelled(config, dataset, needs_labels=get_spec(model_name).module_class.needs_labels)
     if settings.tensorboard:
         from dgm_cli.tensorboard_log import require_tensorboard
 
@@ -97,17 +99,28 @@ def train(
             training.close()
 
 
-def check_labelled(config, dataset: Dataset) -> None:
-    """A conditional model needs every training and validation image's class, within its classes."""
-    if not getattr(config, "conditional", False):
+def classes_from_data(config, dataset: Dataset):
+    """The config with the data's number of classes (an image folder's class folders; 10 for MNIST), for a
+    model whose config has that field; unlabelled data leave it as it is."""
+    if dataset.classes and "classes" in config_tools.data_fields(type(config)):
+        return replace(config, classes=dataset.classes)
+    return config
+
+
+def check_labelled(config, dataset: Dataset, *, needs_labels: bool = False) -> None:
+    """A conditional model (and a classifier: `needs_labels`) needs every training and validation image's class,
+    within the config's classes."""
+    if not (getattr(config, "conditional", False) or needs_labels):
         return
+    what = "--conditional" if getattr(config, "conditional", False) else "a classifier"
+    classes = getattr(config, "classes", CLASSES)
     for name in ("train", "val"):
         split = dataset.split(name)
-        if split.labels is None or len(split.labels) != len(split.images):
-            raise DgmError(f"--conditional needs class labels, and the {name} split of {dataset.name} has none; "
-                           "leave out --conditional")  # fmt: skip
-        if len(split.labels) and not (0 <= int(split.labels.min()) and int(split.labels.max()) < CLASSES):
-            raise DgmError(f"--conditional models take {CLASSES} classes (0..{CLASSES - 1}), but the {name} split of "
+        if dataset.classes == 0 or split.labels is None or len(split.labels) != len(split.images):
+            raise DgmError(f"{what} needs class labels, and the {name} split of {dataset.name} has none "
+                           "(an image folder gets them from one subfolder per class)")  # fmt: skip
+        if len(split.labels) and not (0 <= int(split.labels.min()) and int(split.labels.max()) < classes):
+            raise DgmError(f"this model takes {classes} classes (0..{classes - 1}), but the {name} split of "
                            f"{dataset.name} has labels {int(split.labels.min())}..{int(split.labels.max())}")  # fmt: skip
 
 

@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -96,6 +97,31 @@ def test_shipped_accuracy_is_what_the_eval_command_reports(mnist_root):
 
     recorded = read_header(SHIPPED_CLASSIFIER).train["metrics"]["test_accuracy"]
     result = runner.invoke(app, ["eval", "classifier", str(SHIPPED_CLASSIFIER), "--data-dir", str(mnist_root), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["classification"]["accuracy"] == recorded
+
+
+def test_shipped_fashion_classifier_is_small_and_records_its_data():
+    from dgm_cli.checkpoint import read_header
+    from dgm_cli.feature_network import SHIPPED
+
+    path = SHIPPED["fashion-mnist"]
+    assert path.stat().st_size < 1_000_000
+    info = read_header(path, expected_model="classifier")
+    assert info.data["name"] == "fashion-mnist" and info.data["train"] == 50_000 and not info.data["fallback"]
+    assert info.train["metrics"]["test_accuracy"] >= 0.915
+
+
+def test_shipped_fashion_accuracy_is_what_the_eval_command_reports():
+    from dgm_cli.checkpoint import read_header
+    from dgm_cli.data import SOURCES, find_files
+    from dgm_cli.feature_network import SHIPPED
+
+    if find_files(SOURCES["fashion-mnist"], Path("no-data")) is None:
+        pytest.skip("Fashion-MNIST is not installed (Debian's dataset-fashion-mnist)")
+    path = SHIPPED["fashion-mnist"]
+    recorded = read_header(path).train["metrics"]["test_accuracy"]
+    result = runner.invoke(app, ["eval", "classifier", str(path), "--dataset", "fashion-mnist", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["classification"]["accuracy"] == recorded
 

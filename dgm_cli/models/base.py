@@ -62,6 +62,8 @@ class GenerativeModel(nn.Module):
     reference_lines: dict[str, tuple[float, str]] = {}
     # How many samples the trainer draws into each samples/epoch_XXX.png.
     training_samples: int = 64
+    # True: training needs every image's class (the classifier), whatever the config says.
+    needs_labels: bool = False
     # False: --precision bf16 is refused (the flow's log-determinants need fp32).
     reduced_precision: bool = True
     # Under torchrun, which rows of the global batch this process holds; set by the trainer before
@@ -75,7 +77,7 @@ class GenerativeModel(nn.Module):
     @property
     def classes(self) -> int:
         """How many classes a conditional model (config field `conditional`) takes as labels; 0 when unconditional."""
-        return CLASSES if getattr(self.config, "conditional", False) else 0
+        return getattr(self.config, "classes", CLASSES) if getattr(self.config, "conditional", False) else 0
 
     def given_labels(self, labels: torch.Tensor | None) -> torch.Tensor | None:
         """A training or validation batch's labels for a conditional model, None for an unconditional one

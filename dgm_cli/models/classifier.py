@@ -1,9 +1,11 @@
-"""The MNIST classifier whose feature space the sample-quality metrics live in.
+"""The classifier whose feature space the sample-quality metrics live in.
 
 Inception features suit digits badly and cannot be downloaded offline, so the
 metrics use this small convolutional network instead, trained by
-`dgm train classifier` and shipped inside the package, so every user measures
-with the same network.
+`dgm train classifier` and shipped inside the package for MNIST and for
+Fashion-MNIST, so every user measures with the same network
+(feature_network.py picks the one that fits the data). On an image folder it
+trains with as many classes as the folder has class folders.
 
 Three 3x3 convolution blocks (32, 64, 96 channels, BatchNorm, ReLU; the first
 two followed by 2x2 max-pooling), average pooling of the 7x7 maps to 3x3 (a
@@ -22,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dgm_cli.config import check, option
+from dgm_cli.config import check, classes_option, option
 from dgm_cli.data import ASSETS
 from dgm_cli.errors import DgmError
 from dgm_cli.models.base import GenerativeModel, adam
@@ -30,7 +32,6 @@ from dgm_cli.registry import ModelSpec, register
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 FEATURES = 128
-CLASSES = 10
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class ClassifierConfig:
     batch_size: int = option(128, "Images per optimizer step.", min=1, max=65_536)
     lr: float = option(1e-3, "Adam learning rate at the start; it decays to 0 along a cosine.", min=1e-8, max=10.0)
     sample_epochs: tuple[int, ...] = option((), "Unused: a classifier draws no samples.", min=0)
+    classes: int = classes_option()
 
     def __post_init__(self):
         check(self)
@@ -67,6 +69,7 @@ def random_shift(images: torch.Tensor, shift: int, draw=None) -> torch.Tensor:
 
 class Classifier(GenerativeModel):
     capabilities = frozenset({"classifier"})
+    needs_labels = True
     monitor = ("accuracy", "max")
     headline_metrics = ("loss", "accuracy")
     training_samples = 0
@@ -80,7 +83,7 @@ class Classifier(GenerativeModel):
             nn.AdaptiveAvgPool2d(3), nn.Flatten(),
             nn.Linear(96 * 3 * 3, FEATURES), nn.ReLU(),
         )  # fmt: skip
-        self.head = nn.Linear(FEATURES, CLASSES)
+        self.head = nn.Linear(FEATURES, config.classes)
         self.schedule = None
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
@@ -120,5 +123,5 @@ class Classifier(GenerativeModel):
 SHIPPED_CHECKPOINT = ASSETS / "classifier" / "classifier.safetensors"  # the trained weights the metrics use
 
 register(ModelSpec(name="classifier", config_class=ClassifierConfig, module_class=Classifier,
-                   description="MNIST classifier whose features the sample-quality metrics use",
+                   description="classifier whose features the sample-quality metrics use (shipped for MNIST and Fashion-MNIST)",
                    shipped_checkpoint=SHIPPED_CHECKPOINT))

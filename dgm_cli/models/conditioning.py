@@ -1,6 +1,6 @@
 """Class labels as a model input: what the VAE, the GAN and the flows share when trained with --conditional.
 
-A conditional model learns p(x | y) for the dataset's classes y = 0..9:
+A conditional model learns p(x | y) for the dataset's classes y = 0..C-1 (10 for MNIST):
   VAE   q(z | x, y) and p(x | z, y): the label's one-hot vector joins the
         encoder's pixels and the decoder's latent (Kingma et al. 2014, M2's
         generative half; Sohn et al. 2015);
@@ -22,7 +22,7 @@ from torch import nn
 
 from dgm_cli.errors import DgmError
 
-CLASSES = 10  # every dataset dgm reads has ten classes (digits, or Fashion-MNIST's garments)
+CLASSES = 10  # the named datasets' classes (digits, or Fashion-MNIST's garments); an image folder's are in config.classes
 
 
 def one_hot(labels: torch.Tensor, classes: int, like: torch.Tensor) -> torch.Tensor:

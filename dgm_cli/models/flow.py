@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dgm_cli.config import check, option
+from dgm_cli.config import check, classes_option, option
 from dgm_cli.data import IMAGE_SHAPE, PIXELS
 from dgm_cli.models.base import GenerativeModel, adam
 from dgm_cli.models.conditioning import ClassConditionalGaussian
@@ -173,6 +173,7 @@ class FlowConfig:
     conditional: bool = option(
         False, "Learn p(x|y) for the class labels: a per-class mean and scale of every latent dimension."
     )
+    classes: int = classes_option()
     sample_epochs: tuple[int, ...] = option(
         (0, 1, 10, 20, 40),
         "Epochs after which a sample grid is saved; 0 = before training, later ones are clipped to the run's "

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dgm_cli.config import check, option
+from dgm_cli.config import check, classes_option, option
 from dgm_cli.data import IMAGE_SHAPE, PIXELS
 from dgm_cli.models.base import GenerativeModel, adam
 from dgm_cli.models.conditioning import with_label
@@ -45,6 +45,7 @@ class GANConfig:
     conditional: bool = option(
         False, "Learn to draw a given class: G(z, y), and a projection discriminator D(x, y)."
     )
+    classes: int = classes_option()
     sample_epochs: tuple[int, ...] = option(
         (0, 2, 8, 100, 200),
         "Epochs after which a 5x5 sample grid is saved; 0 = before training, later ones are clipped to the "

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dgm_cli.config import check, option
+from dgm_cli.config import check, classes_option, option
 from dgm_cli.data import IMAGE_SHAPE, PIXELS
 from dgm_cli.errors import DgmError
 from dgm_cli.models.base import GenerativeModel, adam
@@ -113,6 +113,7 @@ class VAEConfig:
     conditional: bool = option(
         False, "Learn p(x|y) for the class labels: q(z|x,y) and p(x|z,y) (one stochastic layer)."
     )
+    classes: int = classes_option()
     sample_epochs: tuple[int, ...] = option(
         (0, 10, 20, 30, 40),
         "Epochs after which sample grids (and the 2-D manifold) are saved; 0 = before training, "
