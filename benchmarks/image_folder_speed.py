@@ -26,6 +26,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+
+import torch
 import time
 from pathlib import Path
 
@@ -114,7 +116,7 @@ def main() -> None:
         rows["dgm first read, 1 process"].append(measure("dgm-serial", args.folder, cache, fresh_cache=True))
     images = rows["dgm cached read"][0]["images"]
     final = images * 28 * 28
-    print(f"{images:,} PNGs of {args.folder}; {describe_device('cpu')}; {os.cpu_count()} logical CPUs; "
+    print(f"{images:,} PNGs of {args.folder}; {describe_device(torch.device('cpu'))}; {os.cpu_count()} logical CPUs; "
           f"final uint8 tensor {final / 2**20:.1f} MiB; medians of {args.repeats}")
     print(f"{'read':<32} {'seconds':>8} {'images/s':>10} {'peak RSS above start':>22}")
     for name, runs in rows.items():

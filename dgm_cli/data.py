@@ -325,11 +325,12 @@ def load_image_folder(root: Path, *, fit: str = "crop", skip_bad: bool = False, 
     from dgm_cli.image_folder import read_folder
 
     folder = read_folder(root, fit=fit, skip_bad=skip_bad, progress=progress)
-    splits = {name: Split(folder.images[index], folder.labels[index]) for name, index in folder.splits.items()}
+    # Each split is a slice, a view of the folder's one tensor: the images are held once.
+    splits = {name: Split(folder.images[rows], folder.labels[rows]) for name, rows in folder.splits.items()}
     content_md5 = {}
-    for name, split in splits.items():
-        content_md5[f"{name}_images"] = hashlib.md5(split.images.contiguous().numpy().tobytes()).hexdigest()
-        content_md5[f"{name}_labels"] = hashlib.md5(split.labels.numpy().tobytes()).hexdigest()
+    for name, split in splits.items():  # hashed in place: a bytes copy would double the memory for a moment
+        content_md5[f"{name}_images"] = hashlib.md5(split.images.numpy()).hexdigest()
+        content_md5[f"{name}_labels"] = hashlib.md5(split.labels.numpy()).hexdigest()
     resolved = folder.root.resolve()
     return Dataset(
         name=resolved.name or str(resolved),

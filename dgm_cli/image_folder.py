@@ -45,7 +45,7 @@ SPLIT_FOLDERS = ("train", "val", "test")
 FITS = ("crop", "pad")
 SIZE = 28
 SPLIT_SEED = 0  # the seeded split's generator; recorded with the data
-CACHE_FORMAT = "1"  # bump when decoding changes, so old cache entries are not read
+CACHE_FORMAT = "2"  # bump when decoding changes, so old cache entries are not read
 PARALLEL_FROM = 4000  # below this many files a process pool costs more than it saves
 CHUNK = 500  # files per task of a decoding process
 # Bytes a decoded image costs while training: its uint8 copy and a 32-bit float copy of a prepared split.
@@ -65,6 +65,11 @@ class Listing:
     ignored: int = 0  # files that are not images (by their suffix)
     split_folders: tuple[str, ...] = ()  # which of val/ and test/ the folder has
 
+    def reordered(self, order: list[int]) -> "Listing":
+        pick = lambda values: [values[i] for i in order]  # noqa: E731
+        return Listing(self.root, pick(self.files), pick(self.stats), pick(self.splits), pick(self.labels),
+                       self.class_names, self.ignored, self.split_folders)  # fmt: skip
+
     def key(self, fit: str) -> str:
         """The cache key: the listing (paths, sizes, times) and how the images are brought to 28x28."""
         digest = hashlib.sha256(f"{CACHE_FORMAT}\0{fit}\0{self.root.resolve()}\0".encode())
@@ -80,8 +85,9 @@ def is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_SUFFIXES)
 
 
-def _walk(folder: Path) -> tuple[list[Path], int]:
-    """Every image below folder (sorted), and how many other files there are; hidden entries are skipped."""
+def _walk(folder: str) -> tuple[list[str], int]:
+    """Every image below folder (sorted paths), and how many other files there are; hidden entries are skipped.
+    Paths stay strings: a Path object per file costs half a kilobyte, 35 MB for 70,000 files."""
     images, others = [], 0
     for current, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -89,25 +95,25 @@ def _walk(folder: Path) -> tuple[list[Path], int]:
             if name.startswith("."):
                 continue
             if is_image(name):
-                images.append(Path(current) / name)
+                images.append(os.path.join(current, name))
             else:
                 others += 1
     return images, others
 
 
-def _split_contents(folder: Path, skip: set[str]) -> tuple[list[Path], dict[str, list[Path]], int]:
+def _split_contents(folder: Path, skip: set[str]) -> tuple[list[str], dict[str, list[str]], int]:
     """One split's images: those directly in `folder` (unlabelled) and those of each class subfolder."""
     direct, classes, others = [], {}, 0
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         if entry.name.startswith(".") or entry.name in skip:
             continue
         if entry.is_dir():
-            images, other = _walk(Path(entry.path))
+            images, other = _walk(entry.path)
             others += other
             if images:  # an empty subfolder is no class
                 classes[entry.name] = images
         elif is_image(entry.name):
-            direct.append(Path(entry.path))
+            direct.append(entry.path)
         else:
             others += 1
     if direct and classes:
@@ -148,9 +154,10 @@ def scan(root: Path) -> Listing:
             raise DgmError(f"{root / split} has class folder(s) {', '.join(unknown[:5])} that the training images lack; "
                            "every class needs training images")  # fmt: skip
         items = [(path, -1) for path in direct] + [(path, names.index(c)) for c in sorted(classes) for path in classes[c]]
+        prefix = len(os.path.join(str(root), ""))
         for path, label in items:
-            stat = path.stat()
-            listing.files.append(path.relative_to(root).as_posix())
+            stat = os.stat(path)
+            listing.files.append(path[prefix:].replace(os.sep, "/"))
             listing.stats.append((stat.st_size, stat.st_mtime_ns))
             listing.splits.append(split)
             listing.labels.append(label)
@@ -332,17 +339,30 @@ def read_cache(path: Path, files: int) -> Decoded | None:
 
 
 def write_cache(path: Path, decoded: Decoded) -> bool:
-    """Keep a decode for the next run; a cache that cannot be written only costs the next run its time."""
-    from safetensors.torch import save_file
+    """Keep a decode for the next run; a cache that cannot be written only costs the next run its time.
 
+    The safetensors file is written by hand (an 8-byte header length, the JSON header, the raw bytes) straight
+    from the tensors' memory: safetensors' own save_file first copies every tensor into a bytes object, which
+    would double the memory a large folder needs."""
     from dgm_cli.atomic import atomic_path
 
+    images, keep = decoded.images.contiguous(), decoded.keep.contiguous()
     facts = {"converted": decoded.converted, "resized": decoded.resized, "failed": decoded.failed}
+    sizes = [images.numel(), keep.numel()]
+    header = {
+        "__metadata__": {"dgm.facts": json.dumps(facts)},
+        "images": {"dtype": "U8", "shape": list(images.shape), "data_offsets": [0, sizes[0]]},
+        "keep": {"dtype": "BOOL", "shape": list(keep.shape), "data_offsets": [sizes[0], sizes[0] + sizes[1]]},
+    }
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)  # the format aligns the data to 8 bytes
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as temporary:
-            save_file({"images": decoded.images.contiguous(), "keep": decoded.keep}, str(temporary),
-                      metadata={"dgm.facts": json.dumps(facts)})  # fmt: skip
+        with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+            handle.write(len(encoded).to_bytes(8, "little"))
+            handle.write(encoded)
+            handle.write(memoryview(images.numpy()).cast("B"))
+            handle.write(memoryview(keep.numpy()).cast("B"))
     except (OSError, DgmError):
         return False
     return True
@@ -358,39 +378,44 @@ class FolderImages:
     root: Path
     images: torch.Tensor  # uint8 (N, 28, 28)
     labels: torch.Tensor  # int64 (N,), -1 where unlabelled
-    splits: dict[str, torch.Tensor]
+    splits: dict[str, slice]  # each split's rows of images and labels
     class_names: tuple[str, ...]
     preparation: dict  # how the files became these images and splits: recorded with the data
     notes: list[str]  # one line each: what was converted, resized, ignored, skipped, read from the cache
 
 
-def seeded_splits(assigned: list[str], given: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """Indices of each split: the folders' own, and for a split without a folder a seeded draw from the
-    training images (a seventh for test, then a sixth of the rest for validation), each in listing order."""
+def seeded_splits(assigned: list[str], given: tuple[str, ...]) -> list[str]:
+    """Each file's split: its folder's, and for a split without a folder a seeded draw from the training
+    files (a seventh for test, then a sixth of the rest for validation). Drawn from the listing, before
+    decoding, so the images can be decoded in split order and each split is a slice of one tensor."""
     codes = list(assigned)
-    pool = torch.tensor([i for i, split in enumerate(codes) if split == "train"], dtype=torch.long)
     generator = torch.Generator().manual_seed(SPLIT_SEED)
     for split, share in (("test", 7), ("val", 6)):
         if split in given:
             continue
-        if len(pool) < 2:
+        pool = torch.tensor([i for i, code in enumerate(codes) if code == "train"], dtype=torch.long)
+        if len(pool) < 3:
             raise DgmError(f"too few training images ({len(pool)}) to hold some out for the {split} split; "
-                           "add images, or give a test/ folder")  # fmt: skip
-        chosen = pool[torch.randperm(len(pool), generator=generator)][: max(1, len(pool) // share)]
-        for index in chosen.tolist():
+                           "add images, or give a test/ and a val/ folder")  # fmt: skip
+        for index in pool[torch.randperm(len(pool), generator=generator)][: max(1, len(pool) // share)].tolist():
             codes[index] = split
-        pool = torch.tensor([i for i in pool.tolist() if codes[i] == "train"], dtype=torch.long)
-    return {split: torch.tensor([i for i, code in enumerate(codes) if code == split], dtype=torch.long)
-            for split in SPLIT_FOLDERS}  # fmt: skip
+    return codes
 
 
 def read_folder(root: Path, *, fit: str = "crop", skip_bad: bool = False,
                 progress: Callable[[int], Callable[[int], None]] | None = None) -> FolderImages:  # fmt: skip
     """The images of `root`, decoded (or read from the cache) and split. `progress(total)` returns the
-    callback that decoding advances by each chunk's file count; it is called only when decoding is needed."""
+    callback that decoding advances by each chunk's file count; it is called only when decoding is needed.
+
+    The files are decoded in split order (train, val, test; each in listing order), so the three splits are
+    slices of one uint8 tensor: memory holds the images once, and once more only while the cache is written."""
     if fit not in FITS:
         raise DgmError(f"unknown fit {fit!r}; choose one of {', '.join(FITS)}")
     listing = scan(Path(root))
+    codes = seeded_splits(listing.splits, listing.split_folders)
+    order = sorted(range(len(codes)), key=lambda i: (SPLIT_FOLDERS.index(codes[i]), i))
+    listing = listing.reordered(order)
+    codes = [codes[i] for i in order]
     cache = cache_dir() / f"{listing.key(fit)}.safetensors"
     decoded = read_cache(cache, len(listing.files))
     from_cache = decoded is not None
@@ -404,11 +429,16 @@ def read_folder(root: Path, *, fit: str = "crop", skip_bad: bool = False,
                        "--skip-bad-images to leave such files out")  # fmt: skip
     if not from_cache:
         write_cache(cache, decoded)
-    kept = decoded.keep.nonzero().squeeze(1).tolist()
-    if not kept:
+    kept = decoded.keep.tolist()
+    if not any(kept):
         raise DgmError(f"none of the {len(listing.files)} images of {listing.root} can be read")
-    labels = torch.tensor([listing.labels[i] for i in kept], dtype=torch.long)
-    splits = seeded_splits([listing.splits[i] for i in kept], listing.split_folders)
+    labels = torch.tensor([label for label, keep in zip(listing.labels, kept) if keep], dtype=torch.long)
+    sizes = [sum(1 for code, keep in zip(codes, kept) if keep and code == split) for split in SPLIT_FOLDERS]
+    if min(sizes) == 0:
+        empty = SPLIT_FOLDERS[sizes.index(0)]
+        raise DgmError(f"no readable image is left for the {empty} split of {listing.root}; add images")
+    bounds = torch.tensor([0, *sizes]).cumsum(0).tolist()
+    splits = {split: slice(bounds[i], bounds[i + 1]) for i, split in enumerate(SPLIT_FOLDERS)}
     notes = [_decode_note(listing, decoded, fit, cache if from_cache else None)]
     if listing.ignored:
         notes.append(f"ignored {listing.ignored:,} file(s) that are not images ({', '.join(IMAGE_SUFFIXES)})")
