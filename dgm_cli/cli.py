@@ -8,6 +8,7 @@ one-line message and exit status 1 (in `user_errors`, the one place that does
 this); usage errors exit 2; tracebacks appear only with --debug.
 """
 
+import contextlib
 import functools
 import inspect
 import json
@@ -150,8 +151,68 @@ DataDirOpt = Annotated[
 
 LabelOpt = Annotated[
     Optional[int],
-    typer.Option("--label", min=0, help="Conditional models: the class to draw (0..9).", show_default=False),
+    typer.Option("--label", min=0, help="Conditional models: the class to draw (0..9 for MNIST; an image folder's class index).", show_default=False),
 ]
+def _sampler_enum():
+    from dgm_cli.models.diffusion import SAMPLERS
+
+    return Enum("SamplerName", {name: name for name in SAMPLERS}, type=str)
+
+
+SamplerName = _sampler_enum()
+SamplerOpt = Annotated[
+    Optional[SamplerName],
+    typer.Option("--sampler", help="Diffusion models: ddim (deterministic, --steps of them) or ancestral (all T "
+                 "steps); default ddim.", show_default=False),
+]
+StepsOpt = Annotated[
+    Optional[int],
+    typer.Option("--steps", "--denoising-steps", min=1, max=10_000, help="Diffusion models: DDIM denoising steps "
+                 "(default: the model's --sample-steps).", show_default=False),
+]
+GuidanceOpt = Annotated[
+    Optional[float],
+    typer.Option("--guidance", min=0.0, max=100.0, help="Conditional diffusion models: classifier-free guidance "
+                 "weight w, eps = (1 + w) eps(x, y) - w eps(x) (default 0: none).", show_default=False),
+]
+
+
+def _configure_sampler(net, sampler: Optional[Enum], steps: Optional[int], guidance: Optional[float]) -> dict | None:
+    """Set an iterative sampler's method, step count and guidance from the options; refuse them for a model that
+    draws in one pass. Returns the sampler as the report records it (None for such a model)."""
+    given = [flag for flag, value in (("--sampler", sampler), ("--steps", steps), ("--guidance", guidance)) if value is not None]
+    if "iterative_sampler" not in net.capabilities:
+        if given:
+            raise DgmError(f"{', '.join(given)} choose(s) a diffusion model's sampler; this model draws in one pass")
+        return None
+    if sampler is not None:
+        net.sampler.method = sampler.value
+    if steps is not None:
+        if steps > net.timesteps:
+            raise DgmError(f"--steps {steps} is more than the model's {net.timesteps} diffusion steps")
+        net.sampler.steps = steps
+    if guidance:
+        if not net.classes:
+            raise DgmError("--guidance needs a conditional model (trained with --conditional); leave it out")
+        net.sampler.guidance = guidance
+    return net.sampler.describe()
+
+
+@contextlib.contextmanager
+def _denoising_progress(net, n: int):
+    """A progress bar over an iterative sampler's denoising steps while `n` images are drawn."""
+    if "iterative_sampler" not in net.capabilities:
+        yield
+        return
+    with make_progress(stderr_console()) as bar:
+        task = bar.add_task(f"{net.sampler.method} sampler, {n:,} images", total=net.denoising_steps(n))
+        net.on_denoising_step = lambda count: bar.advance(task, count)
+        try:
+            yield
+        finally:
+            net.on_denoising_step = None
+
+
 RawOpt = Annotated[
     bool, typer.Option(
         "--raw", help="Sample from the live weights, not their moving average (models trained with --ema).", metavar=""
@@ -556,9 +617,12 @@ def sample(
     ] = 1.0,
     label: Annotated[
         Optional[int],
-        typer.Option("--label", min=0, help="Conditional models: draw only this class (0..9); left out, one row per "
+        typer.Option("--label", min=0, help="Conditional models: draw only this class (0..9 for MNIST); left out, one row per "
                      "class with ceil(n / 10) images each.", show_default=False),
     ] = None,
+    sampler: SamplerOpt = None,
+    steps: StepsOpt = None,
+    guidance: GuidanceOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -567,13 +631,18 @@ def sample(
     from dgm_cli.sampling import class_grid, sample_images
 
     net, info = _load(model, checkpoint, device)
+    chosen_sampler = _configure_sampler(net, sampler, steps, guidance)
     labels, described = (torch.full((n,), label), f" of class {label}") if label is not None else (None, "")
     if labels is None and net.classes:  # a conditional model: one row per class
         labels, per_class = class_grid(net, n)
         n, nrow, described = len(labels), nrow or per_class, f", one row per class ({per_class} each)"
-    images = sample_images(net, n, seed=seed, binary=binary, raw=raw, temperature=temperature, labels=labels)
+    with _denoising_progress(net, n):
+        images = sample_images(net, n, seed=seed, binary=binary, raw=raw, temperature=temperature, labels=labels)
     save_image_grid(images, out, nrow=nrow)
-    stderr_console().print(f"wrote {n} samples{described} (temperature {temperature:g}) from {info.path} to {out}",
+    how = "" if chosen_sampler is None else (f", {chosen_sampler['sampler']}" + (
+        f" {chosen_sampler['steps']} steps" if chosen_sampler["sampler"] == "ddim" else "") + (
+        f", guidance {chosen_sampler['guidance']:g}" if chosen_sampler["guidance"] else ""))  # fmt: skip
+    stderr_console().print(f"wrote {n} samples{described} (temperature {temperature:g}{how}) from {info.path} to {out}",
                            markup=False)  # fmt: skip
 
 
@@ -655,7 +724,7 @@ def interpolate(
     split: Annotated[SplitName, typer.Option("--split", help="With --from-images: which split.")] = SplitName.test,
     label: Annotated[
         Optional[int],
-        typer.Option("--label", min=0, help="Conditional models: the class held along every walk (0..9); left out, "
+        typer.Option("--label", min=0, help="Conditional models: the class held along every walk (0..9 for MNIST); left out, "
                      "row r walks as class r mod 10 (with --from-images: as its first image's class).",
                      show_default=False),
     ] = None,
@@ -667,6 +736,12 @@ def interpolate(
     dataset: CheckpointDatasetOpt = None,
     data_dir: DataDirOpt = None,
     out: Annotated[Path, typer.Option("--out", help="Output image (PNG).")] = Path("interpolation.png"),
+    denoising_steps: Annotated[
+        Optional[int],
+        typer.Option("--denoising-steps", min=1, max=10_000, help="Diffusion models: DDIM steps that decode (and with "
+                     "--from-images encode) each latent (default: the model's --sample-steps).", show_default=False),
+    ] = None,
+    guidance: GuidanceOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -690,6 +765,7 @@ def interpolate(
     net, info = _load(model, checkpoint, device)
     if "latent" not in net.capabilities:
         raise DgmError(f"the {model.value} has no latent space to interpolate in")
+    _configure_sampler(net, None, denoising_steps, guidance)
     if label is not None:
         check_labels(torch.tensor([label]), net.classes)
     if net.classes and digits is not None:
@@ -719,7 +795,9 @@ def interpolate(
         described = "prior draws"
     console = stderr_console()
     if across_classes:
-        save_image_grid(class_sweep_images(net, starts), out, nrow=net.classes)
+        with _denoising_progress(net, rows * net.classes):
+            sweep = class_sweep_images(net, starts)
+        save_image_grid(sweep, out, nrow=net.classes)
         held = f"of {split.value} images " + ", ".join(str(a) for a, _ in pairs) if from_images else "a prior draw"
         console.print(f"wrote {rows} row(s), each one latent ({held}) drawn as each of {net.classes} classes, to {out}",
                       markup=False)  # fmt: skip
@@ -730,7 +808,8 @@ def interpolate(
         elif row_labels is None:
             row_labels = torch.arange(rows) % net.classes
         described += ", as class " + ",".join(map(str, row_labels.tolist()))
-    grid = interpolation_images(net, starts, ends, steps=steps, method=method.value, row_labels=row_labels)
+    with _denoising_progress(net, rows * (steps + 2)):
+        grid = interpolation_images(net, starts, ends, steps=steps, method=method.value, row_labels=row_labels)
     save_image_grid(grid, out, nrow=steps + 2)
     console.print(
         f"wrote {rows} {method.value} interpolation(s) of {steps + 2} images between {described} to {out}",
@@ -788,6 +867,14 @@ def evaluate(
         Optional[Path],
         typer.Option("--result", help="Also write the JSON report to this file (dgm presets reads CKPT.eval.json)."),
     ] = None,
+    bound_timesteps: Annotated[
+        int,
+        typer.Option("--bound-timesteps", min=0, max=100_000, help="Diffusion models: timesteps drawn per image for "
+                     "the variational bound (unbiased); the model's T or more evaluates all T terms; 0 skips it."),
+    ] = 50,
+    sampler: SamplerOpt = None,
+    steps: StepsOpt = None,
+    guidance: GuidanceOpt = None,
     classifier: Annotated[
         Optional[Path],
         typer.Option("--classifier", help="The classifier whose features measure the samples (dgm train classifier on "
@@ -800,12 +887,13 @@ def evaluate(
     sample quality (FID, KID, precision/recall, Inception Score, class coverage) beside the real-data floor,
     and a classifier's accuracy."""
     from dgm_cli import reports
-    from dgm_cli.evaluate import classification, dequantized_log_likelihood, evaluate_images
+    from dgm_cli.evaluate import classification, dequantized_log_likelihood, evaluate_images, timestep_bound
     from dgm_cli.feature_network import feature_network, missing_note
     from dgm_cli.metrics import sample_quality
     from dgm_cli.sampling import sample_images
 
     net, info = _load(model, checkpoint, device)
+    chosen_sampler = _configure_sampler(net, sampler, steps, guidance)
     data = _checkpoint_dataset(info, dataset, data_dir)
     chosen = data.split(split.value)
     images, labels = chosen.images[:limit], chosen.labels[:limit]
@@ -824,6 +912,8 @@ def evaluate(
             dequantization_draws = preset.protocol["samples"] if preset is not None else 1
         if dequantization_draws > 0:
             estimator = functools.partial(dequantized_log_likelihood, draws=dequantization_draws)
+    elif "variational_bound" in net.capabilities and bound_timesteps > 0:
+        estimator = functools.partial(timestep_bound, timesteps=bound_timesteps)
     # A conditional model is scored at the images' own labels: log p(x|y).
     given = {"labels": labels} if net.classes else {}
     if estimator is not None:
@@ -870,10 +960,12 @@ def evaluate(
         console.print(f"sample quality: drawing {samples:,} images and embedding them with {features.words()}",
                       markup=False, soft_wrap=True)  # fmt: skip
         held_out = data.split(floor_split)
-        drawn = sample_images(net, samples, seed=seed, raw=raw, labels=sample_labels, temperature=temperature)
+        with _denoising_progress(net, samples):
+            drawn = sample_images(net, samples, seed=seed, raw=raw, labels=sample_labels, temperature=temperature)
         report["sample_quality"] = {
             "floor_split": floor_split,
             "temperature": temperature,
+            **({} if chosen_sampler is None else {"sampler": chosen_sampler}),
             "weights": "live" if raw or not net.keeps_average else "moving average",
             **sample_quality(features.classifier, drawn, reference=chosen.images.float() / 255,
                              held_out=held_out.images.float() / 255),

@@ -34,7 +34,10 @@ def label_log_prior(train_labels: torch.Tensor, classes: int) -> torch.Tensor:
 def scored_estimate(estimates: dict[str, Estimate]) -> str:
     """The per-image estimate whose exponential is unbiased for p(x|y): the importance-weighted one when there
     is one (several draws), else the flow's one-draw dequantized value (a single importance weight)."""
-    return "importance_weighted" if "importance_weighted" in estimates else "dequantized"
+    for name in ("importance_weighted", "dequantized"):
+        if name in estimates:
+            return name
+    return "variational_bound"  # a diffusion model's: exp of a lower bound, so the mixture stays a lower bound
 
 
 @torch.no_grad()

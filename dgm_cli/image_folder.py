@@ -447,6 +447,7 @@ def read_folder(root: Path, *, fit: str = "crop", skip_bad: bool = False,
                      f"(first: {decoded.failed[0][0]}: {decoded.failed[0][1]})")  # fmt: skip
     drawn = [split for split in ("test", "val") if split not in listing.split_folders]
     preparation = {
+        "listing": cache.stem,  # the hash of paths, sizes and times that names the cache entry (not compared)
         "fit": fit,
         "resize": "lanczos",
         "skip_bad_images": skip_bad,

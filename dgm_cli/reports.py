@@ -5,8 +5,8 @@ import math
 
 from rich.table import Table
 
-# A VAE's three estimators and a flow's two; the table lists them in the order the report holds them.
-LIKELIHOODS = ("elbo", "importance_weighted", "prior_monte_carlo", "dequantized")
+# A VAE's three estimators, a flow's two, a diffusion model's bound; the table lists them in the order the report holds them.
+LIKELIHOODS = ("elbo", "importance_weighted", "prior_monte_carlo", "dequantized", "variational_bound")
 
 
 def title(report: dict, what: str, count: int) -> str:
