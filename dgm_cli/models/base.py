@@ -9,6 +9,10 @@ hasattr, so `dgm models` can list them and a command can refuse early:
   "exact_likelihood"   log_density(w) of dequantised pixels, and log_weights(x, k, proposal="dequantization")
   "encoder"            encode_images(x) -> latents of real images, for interpolating between them
   "classifier"         forward(x) -> class logits and features(x) -> the penultimate layer
+  "variational_bound"  timesteps, prior_term(x) and timestep_term(x, t, eps) of a diffusion model's bound
+                       (evaluate.timestep_bound sums them over all steps or a sample of them)
+  "iterative_sampler"  a `sampler` (method, steps, guidance) that the CLI sets, denoising_steps(n) and an
+                       on_denoising_step callback for a progress bar
 """
 
 from collections.abc import Callable
