@@ -25,6 +25,7 @@ from dgm_cli.data import Dataset
 from dgm_cli.device import describe_device
 from dgm_cli.errors import DgmError, Interrupted
 from dgm_cli.evaluate import dequantized_log_likelihood, evaluate_images
+from dgm_cli.feature_network import feature_network, missing_note
 from dgm_cli.interpolate import class_endpoints, interpolation_images, prior_endpoints
 from dgm_cli.metrics import load_classifier, sample_quality
 from dgm_cli.plots import save_image_grid
@@ -115,7 +116,10 @@ def evaluate_run(experiment: Experiment, budget: Budget, dataset: Dataset, run: 
         estimates = dequantized_log_likelihood(model, test, seed=0, draws=1)
         result["likelihood"] = {name: estimate.summary() for name, estimate in estimates.items()}
     samples = sample_images(model, budget.samples, seed=0)
-    quality = sample_quality(load_classifier(device), samples, test.float() / 255, dataset.val.images.float() / 255)
+    features = feature_network(dataset.describe(), device)
+    if features is None:
+        raise DgmError(missing_note(dataset.describe(), "the report's sample quality"))
+    quality = sample_quality(features.classifier, samples, test.float() / 255, dataset.val.images.float() / 255)
     result["sample_quality"] = quality
     write_text(target, json.dumps(result, indent=2))
     return result
