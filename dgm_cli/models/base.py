@@ -50,6 +50,29 @@ def adam(parameters, **settings) -> torch.optim.Adam:
     return torch.optim.Adam(parameters, fused=True, **settings)
 
 
+def ema_decay(ema: float, updates_before: int) -> float:
+    """A weight average's decay at its (updates_before + 1)-th update: min(ema, (1 + t) / (10 + t)).
+
+    A warm-up: with the configured decay from the first step, the average of a short run would still
+    be mostly its random start (0.999^500 = 0.61 of it after 500 steps) and sample noise; this way it
+    follows the live weights closely at first and settles to the configured decay after about
+    10 / (1 - ema) steps.
+    """
+    return min(ema, (1 + updates_before) / (10 + updates_before))
+
+
+@torch.no_grad()
+def update_average(averaged: nn.Module, live: nn.Module, optimizer: torch.optim.Optimizer, ema: float) -> None:
+    """Move `averaged`'s parameters a step towards `live`'s, after an optimizer step of `live`, and copy the
+    buffers (BatchNorm statistics). The optimizer counts its steps, and a resumed run restores the count,
+    so the warm-up continues where it was."""
+    averaged_parameters, live_parameters = list(averaged.parameters()), list(live.parameters())
+    steps = int(optimizer.state[live_parameters[0]]["step"])
+    torch._foreach_lerp_(averaged_parameters, live_parameters, 1 - ema_decay(ema, steps - 1))
+    for averaged_buffer, live_buffer in zip(averaged.buffers(), live.buffers()):
+        averaged_buffer.copy_(live_buffer)
+
+
 class GenerativeModel(nn.Module):
     capabilities: frozenset[str] = frozenset()
     # "bernoulli" when sample() returns pixel probabilities from which binary images can be drawn.

@@ -47,7 +47,7 @@ from torch import nn
 from dgm_cli.config import check, classes_option, option
 from dgm_cli.data import IMAGE_SHAPE, PIXELS
 from dgm_cli.errors import DgmError
-from dgm_cli.models.base import GenerativeModel, adam
+from dgm_cli.models.base import GenerativeModel, adam, update_average
 from dgm_cli.registry import ModelSpec, register
 
 SCHEDULES = ("linear", "cosine")
@@ -293,17 +293,10 @@ class Diffusion(GenerativeModel):
         loss = self.denoising_loss(batch, labels, self.net)
         return {"loss": loss, "noise_mse": loss}
 
-    def ema_decay(self, updates_before: int) -> float:
-        """min(ema, (1 + t) / (10 + t)): the GAN's warm-up, so a short run's average is not its random start."""
-        return min(self.config.ema, (1 + updates_before) / (10 + updates_before))
-
-    @torch.no_grad()
     def update_ema(self) -> None:
-        if self.net_ema is None:
-            return
-        averaged, live = list(self.net_ema.parameters()), list(self.net.parameters())
-        steps = int(self.optimizer.state[live[0]]["step"])
-        torch._foreach_lerp_(averaged, live, 1 - self.ema_decay(steps - 1))
+        """Move the averaged network a step towards the live one (with the GAN's warm-up, base.ema_decay)."""
+        if self.net_ema is not None:
+            update_average(self.net_ema, self.net, self.optimizer, self.config.ema)
 
     # ------------------------------------------------------------ the reverse process
 

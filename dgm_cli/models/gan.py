@@ -22,7 +22,7 @@ from torch import nn
 
 from dgm_cli.config import check, classes_option, option
 from dgm_cli.data import IMAGE_SHAPE, PIXELS
-from dgm_cli.models.base import GenerativeModel, adam
+from dgm_cli.models.base import GenerativeModel, adam, ema_decay, update_average
 from dgm_cli.models.conditioning import with_label
 from dgm_cli.registry import ModelSpec, register
 
@@ -210,27 +210,13 @@ class GAN(GenerativeModel):
         }
 
     def ema_decay(self, updates_before: int) -> float:
-        """The average's decay at its (updates_before + 1)-th update: min(ema, (1 + t) / (10 + t)).
+        """The average's decay at its (updates_before + 1)-th update (base.ema_decay's warm-up)."""
+        return ema_decay(self.config.ema, updates_before)
 
-        A warm-up: with the configured decay from the first step, the average of a short run would still
-        be mostly its random start (0.999^500 = 0.61 of it after 500 steps) and sample noise; this way it
-        follows the live weights closely at first and settles to the configured decay after about
-        10 / (1 - ema) steps.
-        """
-        return min(self.config.ema, (1 + updates_before) / (10 + updates_before))
-
-    @torch.no_grad()
     def update_ema(self) -> None:
         """Move the averaged generator a step towards the live one; BatchNorm statistics are copied."""
-        if self.generator_ema is None:
-            return
-        averaged, live = list(self.generator_ema.parameters()), list(self.generator.parameters())
-        # The generator's optimizer counts its steps (and a resumed run restores the count): this update
-        # follows its step number `steps`, so `steps - 1` updates came before it.
-        steps = int(self.g_optimizer.state[live[0]]["step"])
-        torch._foreach_lerp_(averaged, live, 1 - self.ema_decay(steps - 1))
-        for averaged_buffer, live_buffer in zip(self.generator_ema.buffers(), self.generator.buffers()):
-            averaged_buffer.copy_(live_buffer)
+        if self.generator_ema is not None:
+            update_average(self.generator_ema, self.generator, self.g_optimizer, self.config.ema)
 
     def validation_step(self, batch, labels=None):
         real, labels = self.scale(batch), self.given_labels(labels)
