@@ -145,7 +145,8 @@ SeedOpt = Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1, help="Rand
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.", metavar="")]
 DataDirOpt = Annotated[
     Optional[Path],
-    typer.Option("--data-dir", help="Folder holding MNIST/raw/*.gz (default $DGM_DATA_DIR, else ~/.cache/dgm/data)."),
+    typer.Option("--data-dir", help="Folder holding MNIST/raw/*.gz (default $DGM_DATA_DIR, else ~/.cache/dgm/data); "
+                 "for a model trained on an image folder that has moved, the folder's new place."),
 ]
 
 
