@@ -223,7 +223,9 @@ class Diffusion(GenerativeModel):
         super().__init__(config)
         self.net = UNet(config.width, config.blocks, self.classes).to(memory_format=torch.channels_last)
         self.net_ema = copy.deepcopy(self.net).requires_grad_(False) if config.ema > 0 else None
-        self.parallel_net = None  # under torchrun: the DistributedDataParallel wrapper of net
+        # Under torchrun: the DistributedDataParallel wrapper of net, in a plain dict so that it is not registered
+        # as a submodule (its parameters are net's, and the checkpoint would hold them twice).
+        self.parallel_parts = {}
         betas = make_betas(config.schedule, config.timesteps)
         alphas_bar = torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(1 - betas, 0)])
         # Index t = 0..T (abar_0 = 1, beta_0 unused); float64 so the bound's small differences stay exact.
@@ -255,7 +257,7 @@ class Diffusion(GenerativeModel):
         return [self.optimizer]
 
     def distribute(self, wrap):
-        self.parallel_net = wrap(self.net)
+        self.parallel_parts = {"net": wrap(self.net)}
         return self.training_step
 
     def null_labels(self, labels: torch.Tensor | None, rows: int, device) -> torch.Tensor | None:
@@ -280,7 +282,7 @@ class Diffusion(GenerativeModel):
         return F.mse_loss(network(self.noisy(x0, t, eps), t, labels), eps)
 
     def training_step(self, batch, labels=None):
-        loss = self.denoising_loss(batch, labels, self.net if self.parallel_net is None else self.parallel_net)
+        loss = self.denoising_loss(batch, labels, self.parallel_parts.get("net", self.net))
         self.optimizer.zero_grad(set_to_none=True)
         self.shard_loss(loss).backward()
         if self.config.max_grad_norm > 0:
