@@ -870,8 +870,9 @@ def evaluate(
     ] = None,
     bound_timesteps: Annotated[
         int,
-        typer.Option("--bound-timesteps", min=0, max=100_000, help="Diffusion models: timesteps drawn per image for "
-                     "the variational bound (unbiased); the model's T or more evaluates all T terms; 0 skips it."),
+        typer.Option("--bound-timesteps", min=0, max=100_000, help="Diffusion models: terms of the variational bound "
+                     "evaluated per image: t = 1 and one drawn t in each of K - 1 equal strata of the rest (unbiased); "
+                     "the model's T or more evaluates all T terms; 0 skips the bound."),
     ] = 50,
     sampler: SamplerOpt = None,
     steps: StepsOpt = None,
