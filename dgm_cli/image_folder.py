@@ -148,12 +148,13 @@ def scan(root: Path) -> Listing:
         if split not in labelled:
             raise DgmError(f"{root / split} holds no images; put the {split} images in it, or remove the folder")
     names = sorted(contents["train"][1])
+    index = {name: number for number, name in enumerate(names)}
     for split, (direct, classes) in contents.items():
         unknown = sorted(set(classes) - set(names))
         if unknown:
             raise DgmError(f"{root / split} has class folder(s) {', '.join(unknown[:5])} that the training images lack; "
                            "every class needs training images")  # fmt: skip
-        items = [(path, -1) for path in direct] + [(path, names.index(c)) for c in sorted(classes) for path in classes[c]]
+        items = [(path, -1) for path in direct] + [(path, index[c]) for c in sorted(classes) for path in classes[c]]
         prefix = len(os.path.join(str(root), ""))
         for path, label in items:
             stat = os.stat(path)
