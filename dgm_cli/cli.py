@@ -199,6 +199,14 @@ def _configure_sampler(net, sampler: Optional[Enum], steps: Optional[int], guida
     return net.sampler.describe()
 
 
+def _sampler_words(chosen: dict | None) -> str:
+    """', ddim 50 steps, guidance 2' for a status line; '' for a model that draws in one pass."""
+    if chosen is None:
+        return ""
+    words = f", {chosen['sampler']}" + (f" {chosen['steps']} steps" if chosen["sampler"] == "ddim" else "")
+    return words + (f", guidance {chosen['guidance']:g}" if chosen["guidance"] else "")
+
+
 @contextlib.contextmanager
 def _denoising_progress(net, n: int):
     """A progress bar over an iterative sampler's denoising steps while `n` images are drawn."""
@@ -619,7 +627,7 @@ def sample(
     label: Annotated[
         Optional[int],
         typer.Option("--label", min=0, help="Conditional models: draw only this class (0..9 for MNIST); left out, one row per "
-                     "class with ceil(n / 10) images each.", show_default=False),
+                     "class with ceil(n / classes) images each.", show_default=False),
     ] = None,
     sampler: SamplerOpt = None,
     steps: StepsOpt = None,
@@ -640,9 +648,7 @@ def sample(
     with _denoising_progress(net, n):
         images = sample_images(net, n, seed=seed, binary=binary, raw=raw, temperature=temperature, labels=labels)
     save_image_grid(images, out, nrow=nrow)
-    how = "" if chosen_sampler is None else (f", {chosen_sampler['sampler']}" + (
-        f" {chosen_sampler['steps']} steps" if chosen_sampler["sampler"] == "ddim" else "") + (
-        f", guidance {chosen_sampler['guidance']:g}" if chosen_sampler["guidance"] else ""))  # fmt: skip
+    how = _sampler_words(chosen_sampler)
     stderr_console().print(f"wrote {n} samples{described} (temperature {temperature:g}{how}) from {info.path} to {out}",
                            markup=False)  # fmt: skip
 
