@@ -298,8 +298,9 @@ def timestep_bound(
         raise DgmError(f"{type(model).__name__} has no timestep-wise variational bound")
     model.eval()
     T = model.timesteps
-    every = timesteps >= T or timesteps < 2
-    edges = torch.linspace(2, T + 1, timesteps).round().long().tolist() if not every else []  # strata of 2..T
+    every = timesteps >= T
+    # Strata of 2..T: at least one, so that even K = 1 stays unbiased (t = 1 plus one t drawn from the rest).
+    edges = torch.linspace(2, T + 1, max(timesteps, 2)).round().long().tolist() if not every else []
     generator = torch.Generator().manual_seed(seed)
     labels = None if labels is None else labels.to(model.device)
     bounds = []

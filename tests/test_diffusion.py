@@ -118,6 +118,8 @@ def test_the_sampled_timestep_bound_is_unbiased_for_the_sum_of_all_terms():
     error = (sampled.var(0) / 20 + every.var(0) / 20).sqrt()
     assert (difference.abs() < 4 * error).all(), (difference, error)
     assert (sampled.std(0) > every.std(0)).all()  # drawing t adds its own variance, which the s.e. then carries
+    fewest = timestep_bound(model, batch, seed=0, timesteps=1)["variational_bound"]
+    assert "t = 1 and 1 stratified" in fewest.label  # K = 1: still one draw from 2..T, not the decoder alone
 
 
 def test_ddim_encoding_inverts_decoding_for_a_model_that_predicts_no_noise():
