@@ -1,6 +1,7 @@
 """Training speed of conditional models against the same models unconditional, side by side in one process.
 
-    python benchmarks/conditional_speed.py [--models vae,gan,flow,flow-ms] [--rounds 7] [--steps 20]
+    python benchmarks/conditional_speed.py [--models vae,gan,flow,flow-prior,flow-ms,flow-ms-prior]
+        [--rounds 7] [--steps 20]
         [--data-dir ../shared/data/mnist] [--json results.json]
 
 For each model it builds the default configuration twice, with and without --conditional, and times
@@ -26,7 +27,10 @@ from dgm_cli.data import load_dataset  # noqa: E402
 from dgm_cli.device import describe_device  # noqa: E402
 from dgm_cli.registry import create_model  # noqa: E402
 
-MODELS = {"vae": ("vae", {}), "gan": ("gan", {}), "flow": ("flow", {}), "flow-ms": ("flow", {"arch": "realnvp-ms"})}
+# The flows twice: conditioned in their couplings too (the default) and by the class prior alone.
+MODELS = {"vae": ("vae", {}), "gan": ("gan", {}), "flow": ("flow", {}), "flow-prior": ("flow", {"conditioning": "prior"}),
+          "flow-ms": ("flow", {"arch": "realnvp-ms"}),
+          "flow-ms-prior": ("flow", {"arch": "realnvp-ms", "conditioning": "prior"})}  # fmt: skip
 
 
 def stepper(model):

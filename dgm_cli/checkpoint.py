@@ -120,7 +120,7 @@ def read_header(path: Path, *, expected_model: str | None = None) -> CheckpointI
         raise DgmError(f"{path} holds an unknown model {model_name!r}; known models: {', '.join(list_models())}")
     if expected_model is not None and model_name != expected_model:
         raise DgmError(f"{path} holds a {model_name} model, not a {expected_model}")
-    config = config_tools.from_dict(get_spec(model_name).config_class, _json_field(metadata, "dgm.config", path))
+    config = config_tools.from_stored(get_spec(model_name).config_class, _json_field(metadata, "dgm.config", path))
     data = _json_field(metadata, "dgm.data", path)
     train = _json_field(metadata, "dgm.train", path)
     return CheckpointInfo(path, model_name, config, data, train, metadata.get("dgm.version", "?"), shapes)

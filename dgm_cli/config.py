@@ -13,12 +13,16 @@ from typing import get_type_hints
 from dgm_cli.errors import DgmError
 
 
-def option(default, help: str, *, min=None, max=None, choices=None, from_data=False):
+def option(default, help: str, *, min=None, max=None, choices=None, from_data=False, earlier=MISSING):
     """A config field with what the CLI and the checks need to know about it.
 
     from_data: set by training from the dataset (the number of classes), so `dgm train` has no option for it.
+    earlier: what a checkpoint stored before the field existed was built as, when that differs from the default
+    new runs get; loading such a checkpoint fills the field with it.
     """
     metadata = {"help": help, "min": min, "max": max, "choices": choices, "from_data": from_data}
+    if earlier is not MISSING:
+        metadata["earlier"] = earlier
     return field(default=default, metadata=metadata)
 
 
@@ -76,7 +80,7 @@ def to_json(config) -> str:
 
 
 def from_dict(config_class, values: dict):
-    """Build a config from stored values: unknown fields are an error, missing ones take defaults."""
+    """Build a config from values: unknown fields are an error, missing ones take defaults."""
     if not isinstance(values, dict):
         raise DgmError(f"a {config_class.__name__} must be a JSON object, got {type(values).__name__}")
     known = {spec.name for spec in fields(config_class)}
@@ -89,6 +93,15 @@ def from_dict(config_class, values: dict):
         for key, value in values.items()
     }
     return config_class(**converted)
+
+
+def from_stored(config_class, values: dict):
+    """A config a checkpoint stored: as from_dict, except that a field the checkpoint predates takes what the
+    model was built as then (its `earlier` value) instead of today's default."""
+    if isinstance(values, dict):
+        earlier = {spec.name: spec.metadata["earlier"] for spec in fields(config_class) if "earlier" in spec.metadata}
+        values = {**{key: value for key, value in earlier.items() if key not in values}, **values}
+    return from_dict(config_class, values)
 
 
 def defaults(config_class) -> dict:

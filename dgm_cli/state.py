@@ -165,7 +165,7 @@ def _read_metadata(path: Path):
         if metadata.get("dgm.state") != STATE_FORMAT:
             raise DgmError(f"{path} is not a dgm training state (format {metadata.get('dgm.state')!r})")
         spec = get_spec(metadata.get("dgm.model", ""))
-        config = config_tools.from_dict(spec.config_class, json.loads(metadata["dgm.config"]))
+        config = config_tools.from_stored(spec.config_class, json.loads(metadata["dgm.config"]))
         progress = json.loads(metadata["dgm.progress"])
         _check_progress(progress)
         return spec, config, progress

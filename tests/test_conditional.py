@@ -46,6 +46,8 @@ def give_labels_weight(model) -> None:
         for name, parameter in model.named_parameters():
             if name.startswith(("decoder.", "class_prior.")):
                 parameter.normal_(0, 0.3)
+            elif name.startswith("body."):  # a flow's couplings, which may take the label: nudged, not replaced
+                parameter.add_(0.02 * torch.randn_like(parameter))
 
 
 def dgm(*args):
@@ -88,6 +90,23 @@ def test_an_unconditional_checkpoint_from_before_conditioning_still_loads_and_sa
     assert model.eval().sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, 1, 28, 28)
     with pytest.raises(DgmError, match="unconditional"):
         model.sample(2, labels=torch.tensor([1, 2]))
+
+
+def test_a_conditional_flow_from_before_the_conditioning_option_loads_as_what_it_was_a_class_prior_alone(tmp_path):
+    """Written by the code before --conditioning existed (a 2-coupling conditional MLP flow): its coupling
+    networks take no label, and loading it must not build them with one (today's default)."""
+    model, info = load_checkpoint(FIXTURES / "flow-conditional-prior-only.safetensors", expected_model="flow",
+                                  device="cpu")  # fmt: skip
+    assert info.config.conditioning == "prior" and model.classes == 10
+    assert create_config("flow", conditional=True).conditioning == "couplings"  # what a new run gets
+    threes = model.eval().sample(2, generator=torch.Generator().manual_seed(0), labels=torch.tensor([3, 3]))
+    assert threes.shape == (2, 1, 28, 28)
+
+
+def test_conditioning_without_conditional_is_refused():
+    result = dgm("train", "flow", "--conditioning", "prior", "--epochs", "0")
+    assert result.exit_code == 1 and "--conditioning would change nothing" in result.output
+    assert "--conditional" in result.output
 
 
 def test_the_class_prior_is_the_gaussian_torch_distributions_gives():

@@ -168,6 +168,29 @@ def test_whole_flow_logdet_equals_the_brute_force_jacobian(arch):
     torch.testing.assert_close(logdet, brute_force_logdet(latent, w), rtol=1e-9, atol=1e-6)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_a_flow_with_the_label_in_its_couplings_keeps_an_exact_inverse_and_log_determinant(arch):
+    torch.manual_seed(0)
+    model = perturbed(create_model("flow", **SMALL[arch], conditional=True, conditioning="couplings"))
+    for layer in model.modules():
+        if isinstance(layer, ActNorm):
+            layer.initialized.fill_(1)
+    model = model.eval().double()
+    with torch.no_grad():  # the class prior alone would make labels matter: take it away
+        model.class_prior.mean.zero_()
+        model.class_prior.log_scale.zero_()
+    w = model.dequantize(images(1, seed=4))[0].double()
+    three = torch.tensor([3])
+    latent = lambda v: model.forward_with_logdet(v[None], three)[0][0]  # noqa: E731
+    z, logdet = model.forward_with_logdet(w, three)
+    torch.testing.assert_close(logdet[0], brute_force_logdet(latent, w[0]), rtol=1e-9, atol=1e-6)
+    code = model.label_code(three, w)
+    torch.testing.assert_close(model.body.inverse(model.body(w, code)[0], code), w, atol=1e-8, rtol=0)
+    # the label reaches the map itself: another class, another latent and density for the same image
+    other = model.forward_with_logdet(w, torch.tensor([7]))
+    assert not torch.allclose(other[0], z, atol=1e-6) and not torch.allclose(other[1], logdet)
+
+
 # ---------------------------------------------------------------- the untrained model in closed form
 
 

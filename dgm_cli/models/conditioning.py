@@ -10,7 +10,11 @@ A conditional model learns p(x | y) for the dataset's classes y = 0..C-1 (10 for
   flow  a class-dependent base distribution: the latent of class y is
         N(mean_y, diag(exp(log_scale_y))^2), learned per class for every latent
         dimension (for the multi-scale flow this covers the factored-out half
-        as well: its split prior's residual is part of the latent).
+        as well: its split prior's residual is part of the latent); with
+        --conditioning couplings (the default) the one-hot label is also an
+        input of every coupling network and of the split prior, as constant
+        channels beside a convolutional network's input, so the whole map
+        from image to latent depends on the class, not only where the latent lies.
 With the training label frequencies p(y), the unconditional density is the
 mixture p(x) = sum_y p(x | y) p(y), and argmax_y p(x | y) p(y) is a generative
 classifier (dgm eval reports both).
@@ -40,6 +44,14 @@ def with_label(h: torch.Tensor, labels: torch.Tensor | None, classes: int) -> to
     code = one_hot(labels, classes, h)
     code = code.view(len(h), *([1] * (h.dim() - 2)), classes).expand(*h.shape[:-1], classes)
     return torch.cat([h, code], dim=-1)
+
+
+def label_maps(code: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    """One-hot codes (B, C) -> constant channels (B, C, H, W) the size of `like`, for a convolutional network's
+    input (None stays None: an unconditional network). Expanded, not copied: the network's concatenation copies."""
+    if code is None:
+        return None
+    return code[:, :, None, None].expand(-1, -1, *like.shape[2:])
 
 
 def balanced_labels(n: int, classes: int) -> torch.Tensor:

@@ -43,7 +43,7 @@ from torch import nn
 from dgm_cli.config import check, classes_option, option
 from dgm_cli.data import IMAGE_SHAPE, PIXELS
 from dgm_cli.models.base import GenerativeModel, adam
-from dgm_cli.models.conditioning import ClassConditionalGaussian
+from dgm_cli.models.conditioning import ClassConditionalGaussian, label_maps, one_hot
 from dgm_cli.models.coupling_nets import COUPLING_NETS
 from dgm_cli.models.dequantization import DEQUANTIZATIONS, make_dequantization
 from dgm_cli.models.flow_layers import (
@@ -60,6 +60,7 @@ from dgm_cli.registry import ModelSpec, Preset, register
 
 ARCHITECTURES = ("realnvp-mlp", "realnvp-conv", "realnvp-ms")
 FLOW_SCHEDULES = ("constant", "cosine", "exponential")
+CONDITIONINGS = ("prior", "couplings")
 LEVELS = 256  # 8-bit pixels
 LOG_2PI = math.log(2 * math.pi)
 
@@ -171,7 +172,16 @@ class FlowConfig:
         max=1e6,
     )
     conditional: bool = option(
-        False, "Learn p(x|y) for the class labels: a per-class mean and scale of every latent dimension."
+        False, "Learn p(x|y) for the class labels: a per-class mean and scale of every latent dimension (and, "
+        "with --conditioning couplings, the label as an input of every coupling network)."
+    )
+    conditioning: str = option(
+        "couplings",
+        "--conditional: where the label acts. prior: only the per-class mean and scale of the latent; couplings: "
+        "also the one-hot label as an input of every coupling network and of the split prior, so the whole map "
+        "depends on the class.",
+        choices=CONDITIONINGS,
+        earlier="prior",
     )
     classes: int = classes_option()
     sample_epochs: tuple[int, ...] = option(
@@ -205,6 +215,8 @@ class FlowConfig:
             unused["gated_blocks"] = "--coupling-net gated or --dequantization variational"
         if self.lr_schedule != "exponential":
             unused["lr_decay"] = "--lr-schedule exponential"
+        if not self.conditional:
+            unused["conditioning"] = "--conditional"
         return unused
 
 
@@ -247,12 +259,15 @@ def checkerboard_order(height: int, width: int) -> torch.Tensor:
 
 
 class MLPCoupling(nn.Module):
-    """y_b = x_b * exp(s(x_a)) + t(x_a), y_a = x_a, with s = tanh(.) so no step scales by more than e."""
+    """y_b = x_b * exp(s(x_a)) + t(x_a), y_a = x_a, with s = tanh(.) so no step scales by more than e.
 
-    def __init__(self, conditioner: int, transformed: int, hidden: int):
+    `context` extra inputs (a one-hot label) join x_a as the network's input; they are not transformed.
+    """
+
+    def __init__(self, conditioner: int, transformed: int, hidden: int, context: int = 0):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(conditioner, hidden), nn.ReLU(),
+            nn.Linear(conditioner + context, hidden), nn.ReLU(),
             nn.Linear(hidden, hidden), nn.ReLU(),
             nn.Linear(hidden, 2 * transformed),
         )  # fmt: skip
@@ -261,21 +276,29 @@ class MLPCoupling(nn.Module):
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
-    def scale_shift(self, x_a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raw_scale, shift = self.net(x_a).chunk(2, dim=1)
+    def scale_shift(self, x_a: torch.Tensor, code: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        raw_scale, shift = self.net(x_a if code is None else torch.cat([x_a, code], 1)).chunk(2, dim=1)
         return torch.tanh(raw_scale), shift
 
-    def forward(self, x_a, x_b):
-        log_scale, shift = self.scale_shift(x_a)
+    def forward(self, x_a, x_b, code=None):
+        log_scale, shift = self.scale_shift(x_a, code)
         return x_b * torch.exp(log_scale) + shift, log_scale.sum(1)
 
-    def inverse(self, x_a, y_b):
-        log_scale, shift = self.scale_shift(x_a)
+    def inverse(self, x_a, y_b, code=None):
+        log_scale, shift = self.scale_shift(x_a, code)
         return (y_b - shift) * torch.exp(-log_scale)
 
 
+def label_inputs(config: FlowConfig) -> int:
+    """How many label inputs each coupling network gets: the classes' one-hot code, or none."""
+    return config.classes if config.conditional and config.conditioning == "couplings" else 0
+
+
 class MLPFlow(nn.Module):
-    """The seed's flow on (B, 784) logit-space vectors; couplings alternate which checkerboard half they change."""
+    """The seed's flow on (B, 784) logit-space vectors; couplings alternate which checkerboard half they change.
+
+    Its forward and inverse take the one-hot label code (B, C) of a flow conditioned in its couplings, else None.
+    """
 
     def __init__(self, config: FlowConfig):
         super().__init__()
@@ -283,33 +306,34 @@ class MLPFlow(nn.Module):
         self.register_buffer("order", order, persistent=False)
         self.register_buffer("inverse_order", torch.argsort(order), persistent=False)
         self.half = PIXELS // 2
+        labels = label_inputs(config)
         self.couplings = nn.ModuleList(
-            MLPCoupling(self.half, PIXELS - self.half, config.hidden)
+            MLPCoupling(self.half, PIXELS - self.half, config.hidden, labels)
             if index % 2 == 0
-            else MLPCoupling(PIXELS - self.half, self.half, config.hidden)
+            else MLPCoupling(PIXELS - self.half, self.half, config.hidden, labels)
             for index in range(config.couplings)
         )
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, code: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         x = x[:, self.order]  # a permutation: log-determinant 0
         a, b = x[:, : self.half], x[:, self.half :]
         logdet = x.new_zeros(len(x))
         for index, coupling in enumerate(self.couplings):
             if index % 2 == 0:
-                b, step = coupling(a, b)
+                b, step = coupling(a, b, code)
             else:
-                a, step = coupling(b, a)
+                a, step = coupling(b, a, code)
             logdet = logdet + step
         return torch.cat([a, b], 1)[:, self.inverse_order], logdet
 
-    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+    def inverse(self, z: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
         z = z[:, self.order]
         a, b = z[:, : self.half], z[:, self.half :]
         for index in reversed(range(len(self.couplings))):
             if index % 2 == 0:
-                b = self.couplings[index].inverse(a, b)
+                b = self.couplings[index].inverse(a, b, code)
             else:
-                a = self.couplings[index].inverse(b, a)
+                a = self.couplings[index].inverse(b, a, code)
         return torch.cat([a, b], 1)[:, self.inverse_order]
 
 
@@ -320,18 +344,20 @@ class CheckerboardFlow(nn.Module):
         super().__init__()
         self.couplings = checkerboard_couplings(config.couplings, config)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h, logdet = run_forward(self.couplings, x.view(-1, *IMAGE_SHAPE))
+    def forward(self, x: torch.Tensor, code: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.view(-1, *IMAGE_SHAPE)
+        h, logdet = run_forward(self.couplings, x, label_maps(code, x))
         return h.flatten(1), logdet
 
-    def inverse(self, z: torch.Tensor) -> torch.Tensor:
-        return run_inverse(self.couplings, z.view(-1, *IMAGE_SHAPE)).flatten(1)
+    def inverse(self, z: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
+        z = z.view(-1, *IMAGE_SHAPE)
+        return run_inverse(self.couplings, z, label_maps(code, z)).flatten(1)
 
 
 def checkerboard_couplings(count: int, config: FlowConfig) -> nn.ModuleList:
     return nn.ModuleList(
         CheckerboardCoupling(1, config.checkerboard_channels, parity=index % 2, net=config.coupling_net,
-                             blocks=config.gated_blocks)
+                             blocks=config.gated_blocks, context=label_inputs(config))
         for index in range(count)
     )  # fmt: skip
 
@@ -342,28 +368,34 @@ class MultiScaleFlow(nn.Module):
 
     def __init__(self, config: FlowConfig):
         super().__init__()
-        net = {"net": config.coupling_net, "blocks": config.gated_blocks}
+        net = {"net": config.coupling_net, "blocks": config.gated_blocks, "context": label_inputs(config)}
         final_channels = config.final_channels or config.channels
         self.full_resolution = checkerboard_couplings(config.checkerboard_steps, config)
         self.scale1 = nn.ModuleList(FlowStep(4, config.channels, **net) for _ in range(config.steps))
-        self.split = SplitPrior(4, config.channels)
+        self.split = SplitPrior(4, config.channels, context=label_inputs(config))
         self.scale2 = nn.ModuleList(FlowStep(8, final_channels, **net) for _ in range(config.final_steps or config.steps))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h, logdet = run_forward(self.full_resolution, x.view(-1, *IMAGE_SHAPE))
-        h, change = run_forward(self.scale1, squeeze(h))
+    def forward(self, x: torch.Tensor, code: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        h = x.view(-1, *IMAGE_SHAPE)
+        h, logdet = run_forward(self.full_resolution, h, label_maps(code, h))
+        h = squeeze(h)
+        scale1 = label_maps(code, h)
+        h, change = run_forward(self.scale1, h, scale1)
         logdet = logdet + change
-        h, eps1, change = self.split(h)
+        h, eps1, change = self.split(h, scale1)
         logdet = logdet + change
-        h, change = run_forward(self.scale2, squeeze(h))
+        h = squeeze(h)
+        h, change = run_forward(self.scale2, h, label_maps(code, h))
         return torch.cat([eps1.flatten(1), h.flatten(1)], 1), logdet + change
 
-    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+    def inverse(self, z: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
         factored = PIXELS // 2
         eps1 = z[:, :factored].reshape(-1, 2, 14, 14)
-        h = run_inverse(self.scale2, z[:, factored:].reshape(-1, 8, 7, 7))
-        h = run_inverse(self.scale1, self.split.inverse(unsqueeze(h), eps1))
-        return run_inverse(self.full_resolution, unsqueeze(h)).flatten(1)
+        h = z[:, factored:].reshape(-1, 8, 7, 7)
+        h = unsqueeze(run_inverse(self.scale2, h, label_maps(code, h)))
+        scale1 = label_maps(code, eps1)
+        h = unsqueeze(run_inverse(self.scale1, self.split.inverse(h, eps1, scale1), scale1))
+        return run_inverse(self.full_resolution, h, label_maps(code, h)).flatten(1)
 
 
 BODIES = {"realnvp-mlp": MLPFlow, "realnvp-conv": CheckerboardFlow, "realnvp-ms": MultiScaleFlow}
@@ -394,6 +426,10 @@ class Flow(GenerativeModel):
     def latent_dim(self) -> int:
         return PIXELS
 
+    def label_code(self, labels: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+        """The one-hot labels (B, C) the coupling networks take, or None when they take no label."""
+        return one_hot(labels, self.classes, like) if label_inputs(self.config) else None
+
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return [adam(self.parameters(), lr=self.config.lr)]
 
@@ -413,7 +449,7 @@ class Flow(GenerativeModel):
         """Dequantised pixels w in [0, 256), (B, 784) -> (standard-normal latents (B, 784), log|det dz/dw| per image);
         a conditional flow standardizes with the labels' class prior."""
         z0, preprocessing = to_logit_space(w, self.config.alpha)
-        z, learned = self.body(z0)
+        z, learned = self.body(z0, self.label_code(labels, z0))
         logdet = preprocessing + learned
         if self.class_prior is not None:
             z, change = self.class_prior.standardize(z, labels)
@@ -474,7 +510,9 @@ class Flow(GenerativeModel):
         labels = self.sample_labels(len(z), labels)  # checked: an unconditional flow refuses labels
         if self.class_prior is not None:
             z = self.class_prior.draw(z, labels)
-        return from_logit_space(self.body.inverse(z), self.config.alpha).view(-1, *IMAGE_SHAPE)
+        return from_logit_space(self.body.inverse(z, self.label_code(labels, z)), self.config.alpha).view(
+            -1, *IMAGE_SHAPE
+        )
 
     def sample(self, n, *, generator=None, averaged=True, temperature=1.0, labels=None):
         z = temperature * torch.randn(n, PIXELS, generator=generator)

@@ -110,27 +110,33 @@ class LogScaleBound(nn.Module):
         return bound * torch.tanh(raw / bound)
 
 
-class ConvCoupling(nn.Module):
-    """Affine coupling on channels: the second half is scaled and shifted by a conv net of the first."""
+def with_context(h: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+    """A network's input: h with the context channels (an image, a label's maps) beside it, if any."""
+    return h if context is None else torch.cat([h, context], 1)
 
-    def __init__(self, channels: int, hidden: int, *, net: str = "simple", blocks: int = 2):
+
+class ConvCoupling(nn.Module):
+    """Affine coupling on channels: the second half is scaled and shifted by a conv net of the first
+    (and of `context` extra channels, e.g. a label's maps, which are not transformed)."""
+
+    def __init__(self, channels: int, hidden: int, *, net: str = "simple", blocks: int = 2, context: int = 0):
         super().__init__()
         self.split = channels // 2
-        self.net = coupling_net(net, self.split, hidden, 2 * (channels - self.split), blocks=blocks)
+        self.net = coupling_net(net, self.split + context, hidden, 2 * (channels - self.split), blocks=blocks)
         self.bound = LogScaleBound(channels - self.split, learned=net != "simple")
 
-    def scale_shift(self, x_a):
-        raw_scale, shift = self.net(x_a).chunk(2, dim=1)
+    def scale_shift(self, x_a, context):
+        raw_scale, shift = self.net(with_context(x_a, context)).chunk(2, dim=1)
         return self.bound(raw_scale), shift
 
-    def forward(self, x):
+    def forward(self, x, context=None):
         x_a, x_b = x[:, : self.split], x[:, self.split :]
-        log_scale, shift = self.scale_shift(x_a)
+        log_scale, shift = self.scale_shift(x_a, context)
         return torch.cat([x_a, x_b * torch.exp(log_scale) + shift], 1), log_scale.flatten(1).sum(1)
 
-    def inverse(self, y):
+    def inverse(self, y, context=None):
         y_a, y_b = y[:, : self.split], y[:, self.split :]
-        log_scale, shift = self.scale_shift(y_a)
+        log_scale, shift = self.scale_shift(y_a, context)
         return torch.cat([y_a, (y_b - shift) * torch.exp(-log_scale)], 1)
 
 
@@ -158,8 +164,7 @@ class CheckerboardCoupling(nn.Module):
         self.bound = LogScaleBound(channels, learned=net != "simple")
 
     def scale_shift(self, conditioning: torch.Tensor, context: torch.Tensor | None):
-        inputs = conditioning if context is None else torch.cat([conditioning, context], 1)
-        raw_scale, shift = self.net(inputs).chunk(2, dim=1)
+        raw_scale, shift = self.net(with_context(conditioning, context)).chunk(2, dim=1)
         changed = 1 - self.mask
         return self.bound(raw_scale) * changed, shift * changed
 
@@ -172,35 +177,42 @@ class CheckerboardCoupling(nn.Module):
         return (y - shift) * torch.exp(-log_scale)
 
 
-def run_forward(layers, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Layers that return (output, log-determinant), one after another: (output, summed log-determinant)."""
+def run_forward(layers, h: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Couplings or flow steps, one after another, each given the same context:
+    (output, summed log-determinant)."""
     logdet = h.new_zeros(len(h))
     for layer in layers:
-        h, change = layer(h)
+        h, change = layer(h, context)
         logdet = logdet + change
     return h, logdet
 
 
-def run_inverse(layers, h: torch.Tensor) -> torch.Tensor:
+def run_inverse(layers, h: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
     for layer in reversed(layers):
-        h = layer.inverse(h)
+        h = layer.inverse(h, context)
     return h
 
 
 class FlowStep(nn.Module):
-    """Glow's step: actnorm, an invertible 1x1 convolution, an affine channel coupling."""
+    """Glow's step: actnorm, an invertible 1x1 convolution, an affine channel coupling (which alone sees the context)."""
 
-    def __init__(self, channels: int, hidden: int, *, net: str = "simple", blocks: int = 2):
+    def __init__(self, channels: int, hidden: int, *, net: str = "simple", blocks: int = 2, context: int = 0):
         super().__init__()
         self.layers = nn.ModuleList([
-            ActNorm(channels), InvertibleConv1x1(channels), ConvCoupling(channels, hidden, net=net, blocks=blocks),
+            ActNorm(channels), InvertibleConv1x1(channels),
+            ConvCoupling(channels, hidden, net=net, blocks=blocks, context=context),
         ])  # fmt: skip
 
-    def forward(self, x):
-        return run_forward(self.layers, x)
+    def forward(self, x, context=None):
+        actnorm, mixing, coupling = self.layers
+        h, first = actnorm(x)
+        h, second = mixing(h)
+        h, third = coupling(h, context)
+        return h, first + second + third
 
-    def inverse(self, y):
-        return run_inverse(self.layers, y)
+    def inverse(self, y, context=None):
+        actnorm, mixing, coupling = self.layers
+        return actnorm.inverse(mixing.inverse(coupling.inverse(y, context)))
 
 
 class SplitPrior(nn.Module):
@@ -208,20 +220,21 @@ class SplitPrior(nn.Module):
 
     Written as one more invertible layer onto a standard normal, so the whole
     flow is a single bijection (B, 784) -> (B, 784) with one log-determinant.
+    With `context` channels (a label's maps) the mean and scale depend on them too.
     """
 
-    def __init__(self, channels: int, hidden: int):
+    def __init__(self, channels: int, hidden: int, *, context: int = 0):
         super().__init__()
         self.kept = channels // 2
-        self.net = simple_conv_net(self.kept, hidden, 2 * (channels - self.kept))
+        self.net = simple_conv_net(self.kept + context, hidden, 2 * (channels - self.kept))
 
-    def forward(self, x):
+    def forward(self, x, context=None):
         kept, out = x[:, : self.kept], x[:, self.kept :]
-        mean, log_scale = self.net(kept).chunk(2, dim=1)
+        mean, log_scale = self.net(with_context(kept, context)).chunk(2, dim=1)
         return kept, (out - mean) * torch.exp(-log_scale), -log_scale.flatten(1).sum(1)
 
-    def inverse(self, kept, eps):
-        mean, log_scale = self.net(kept).chunk(2, dim=1)
+    def inverse(self, kept, eps, context=None):
+        mean, log_scale = self.net(with_context(kept, context)).chunk(2, dim=1)
         return torch.cat([kept, mean + eps * torch.exp(log_scale)], 1)
 
 
