@@ -2,8 +2,10 @@
 # Conditional models beside unconditional ones trained the same way (docs/conditional.md):
 # each pair is trained on full MNIST with one thread, one after the other, then evaluated.
 #   scripts/conditional_runs.sh RUNS_DIR MNIST_ROOT
-# RUNS_DIR gets one run folder per model (runs/<model>-<conditional|unconditional>) and the eval
-# reports (<model>-<kind>.eval.json, and the printed tables in .txt); MNIST_ROOT holds MNIST/raw.
+# RUNS_DIR gets one run folder per model (runs/<name>-<kind>, kind unconditional, conditional, or
+# conditional-prior for a flow conditioned by its class prior alone) and the eval reports
+# (<name>-<kind>.eval.json, and the printed tables in .txt); MNIST_ROOT holds MNIST/raw.
+# The unconditional flow-ms run is the shipped checkpoints/flow-ms-epoch3.safetensors (trained the same way).
 set -euo pipefail
 runs=${1:?give a folder for the runs}
 data=${2:?give the MNIST root (the folder holding MNIST/raw)}
@@ -11,15 +13,18 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 mkdir -p "$runs"
 common=(--dataset mnist --data-dir "$data" --checkpoint-dir "$runs/checkpoints")
 
+run() {  # name, kind, model, then its training options (eval_options say how it is evaluated)
+    local name=$1 kind=$2 model=$3; shift 3
+    [[ -f $runs/$name-$kind/last.safetensors ]] ||
+        dgm train "$model" "$@" "${common[@]}" --out "$runs/$name-$kind" 2> "$runs/$name-$kind.train.log"
+    dgm eval "$model" "$runs/$name-$kind/last.safetensors" "${eval_options[@]}" --data-dir "$data" \
+        --result "$runs/$name-$kind.eval.json" > "$runs/$name-$kind.txt" 2> "$runs/$name-$kind.eval.log"
+}
+
 train_pair() {  # model, then its options
     local model=$1; shift
-    for kind in unconditional conditional; do
-        local extra=(); [[ $kind == conditional ]] && extra=(--conditional)
-        [[ -f $runs/$model-$kind/last.safetensors ]] ||
-            dgm train "$model" "$@" "${extra[@]}" "${common[@]}" --out "$runs/$model-$kind" 2> "$runs/$model-$kind.train.log"
-        dgm eval "$model" "$runs/$model-$kind/last.safetensors" "${eval_options[@]}" --data-dir "$data" \
-            --result "$runs/$model-$kind.eval.json" > "$runs/$model-$kind.txt" 2> "$runs/$model-$kind.eval.log"
-    done
+    run "$model" unconditional "$model" "$@"
+    run "$model" conditional "$model" "$@" --conditional
 }
 
 eval_options=(--samples 10000)
@@ -28,3 +33,7 @@ eval_options=(--iw-samples 1000 --mc-samples 0 --samples 10000)
 train_pair vae --epochs 20 --sample-epochs 0,20
 eval_options=(--dequantization-draws 1 --samples 10000)
 train_pair flow --epochs 5 --sample-epochs 0,5
+run flow conditional-prior flow --epochs 5 --sample-epochs 0,5 --conditional --conditioning prior
+run flow-ms conditional flow --arch realnvp-ms --epochs 3 --max-grad-norm 100 --sample-epochs 0,3 --conditional
+dgm eval flow "$(dirname "$0")/../checkpoints/flow-ms-epoch3.safetensors" "${eval_options[@]}" --data-dir "$data" \
+    --result "$runs/flow-ms-unconditional.eval.json" > "$runs/flow-ms-unconditional.txt"

@@ -1,8 +1,11 @@
 """The table of docs/conditional.md from the eval reports that scripts/conditional_runs.sh writes.
 
-    python scripts/conditional_table.py RUNS_DIR [--models gan,vae,flow]
+    python scripts/conditional_table.py RUNS_DIR [--models gan,vae,flow,flow-ms]
 
-For each model, the unconditional and the conditional run side by side: FID (and the real-data floor),
+RUNS_DIR holds MODEL-KIND.eval.json and the run's metrics, MODEL-KIND/metrics.jsonl (a runs folder) or
+MODEL-KIND.metrics.jsonl (docs/conditional, where the reports are kept); KIND is unconditional,
+conditional-prior (a flow conditioned by its class prior alone) or conditional.
+For each model, the unconditional and the conditional runs side by side: FID (and the real-data floor),
 conditional accuracy beside the classifier's accuracy on real test images, log p(x|y), log p(x) (for the
 conditional model the class mixture), the generative classifier's accuracy, and the median seconds per
 training epoch (from the runs' metrics.jsonl).
@@ -16,7 +19,10 @@ from pathlib import Path
 
 def load(runs: Path, model: str, kind: str) -> tuple[dict, list[dict]]:
     report = json.loads((runs / f"{model}-{kind}.eval.json").read_text())
-    metrics = [json.loads(line) for line in (runs / f"{model}-{kind}" / "metrics.jsonl").read_text().splitlines()]
+    path = runs / f"{model}-{kind}" / "metrics.jsonl"
+    if not path.is_file():
+        path = runs / f"{model}-{kind}.metrics.jsonl"
+    metrics = [json.loads(line) for line in path.read_text().splitlines()]
     return report, metrics
 
 
@@ -43,14 +49,14 @@ def row(model: str, kind: str, report: dict, metrics: list[dict]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path)
-    parser.add_argument("--models", default="gan,vae,flow")
+    parser.add_argument("--models", default="gan,vae,flow,flow-ms")
     args = parser.parse_args()
     header = ["model", "kind", "epochs", "FID (real floor)", "conditional accuracy (classifier on real)",
               "log p(x\\|y), nats", "log p(x), nats", "generative classifier", "s/epoch"]  # fmt: skip
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for model in args.models.split(","):
-        for kind in ("unconditional", "conditional"):
+        for kind in ("unconditional", "conditional-prior", "conditional"):
             if (args.runs / f"{model}-{kind}.eval.json").is_file():
                 print("| " + " | ".join(row(model, kind, *load(args.runs, model, kind))) + " |")
 
