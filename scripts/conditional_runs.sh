@@ -35,5 +35,13 @@ eval_options=(--dequantization-draws 1 --samples 10000)
 train_pair flow --epochs 5 --sample-epochs 0,5
 run flow conditional-prior flow --epochs 5 --sample-epochs 0,5 --conditional --conditioning prior
 run flow-ms conditional flow --arch realnvp-ms --epochs 3 --max-grad-norm 100 --sample-epochs 0,3 --conditional
+# the same run trained on to 10 epochs (checkpoints/flow-ms-conditional-epoch10.safetensors); after this the
+# run folder holds the 10-epoch model, so a second pass of this script evaluates that one as flow-ms-conditional
+dgm train flow --resume "$runs/flow-ms-conditional" --epochs 10 --data-dir "$data" 2> "$runs/flow-ms-conditional-epoch10.train.log"
+for temperature in 1 0.7; do
+    dgm eval flow "$runs/flow-ms-conditional/last.safetensors" --dequantization-draws "$([[ $temperature == 1 ]] && echo 1 || echo 0)" \
+        --samples 10000 --temperature "$temperature" --data-dir "$data" \
+        --result "$runs/flow-ms-conditional-epoch10.t$temperature.eval.json" > "$runs/flow-ms-conditional-epoch10.t$temperature.txt"
+done
 dgm eval flow "$(dirname "$0")/../checkpoints/flow-ms-epoch3.safetensors" "${eval_options[@]}" --data-dir "$data" \
     --result "$runs/flow-ms-unconditional.eval.json" > "$runs/flow-ms-unconditional.txt"
