@@ -54,6 +54,7 @@ from dgm_cli.models.flow_layers import (
     run_inverse,
     squeeze,
     unsqueeze,
+    with_context,
 )
 from dgm_cli.models.schedules import learning_rate_factor
 from dgm_cli.registry import ModelSpec, Preset, register
@@ -278,7 +279,7 @@ class MLPCoupling(nn.Module):
         nn.init.zeros_(self.net[-1].bias)
 
     def scale_shift(self, x_a: torch.Tensor, code: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        raw_scale, shift = self.net(x_a if code is None else torch.cat([x_a, code], 1)).chunk(2, dim=1)
+        raw_scale, shift = self.net(with_context(x_a, code)).chunk(2, dim=1)
         return torch.tanh(raw_scale), shift
 
     def forward(self, x_a, x_b, code=None):

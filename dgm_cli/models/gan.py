@@ -22,7 +22,7 @@ from torch import nn
 
 from dgm_cli.config import check, classes_option, option
 from dgm_cli.data import IMAGE_SHAPE, PIXELS
-from dgm_cli.models.base import GenerativeModel, adam, ema_decay, update_average
+from dgm_cli.models.base import GenerativeModel, adam, update_average
 from dgm_cli.models.conditioning import with_label
 from dgm_cli.registry import ModelSpec, register
 
@@ -208,10 +208,6 @@ class GAN(GenerativeModel):
             "d_real": torch.sigmoid(real_logits).mean().detach(),
             "d_fake": torch.sigmoid(fake_logits).mean().detach(),
         }
-
-    def ema_decay(self, updates_before: int) -> float:
-        """The average's decay at its (updates_before + 1)-th update (base.ema_decay's warm-up)."""
-        return ema_decay(self.config.ema, updates_before)
 
     def update_ema(self) -> None:
         """Move the averaged generator a step towards the live one; BatchNorm statistics are copied."""
