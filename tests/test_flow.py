@@ -11,6 +11,8 @@ from dgm_cli.checkpoint import load_checkpoint, save_checkpoint
 from dgm_cli.data import PIXELS, load_dataset
 from dgm_cli.evaluate import dequantized_log_likelihood
 from dgm_cli.models.dequantization import MARGIN, VariationalDequantization
+from dgm_cli.models.conditioning import label_maps, one_hot
+from dgm_cli.models.coupling_nets import coupling_net
 from dgm_cli.models.flow import MLPCoupling, checkerboard_order, to_logit_space
 from dgm_cli.models.flow_layers import (
     ActNorm,
@@ -19,6 +21,7 @@ from dgm_cli.models.flow_layers import (
     InvertibleConv1x1,
     SplitPrior,
     checkerboard_mask,
+    run_network,
     squeeze,
     unsqueeze,
 )
@@ -189,6 +192,24 @@ def test_a_flow_with_the_label_in_its_couplings_keeps_an_exact_inverse_and_log_d
     # the label reaches the map itself: another class, another latent and density for the same image
     other = model.forward_with_logdet(w, torch.tensor([7]))
     assert not torch.allclose(other[0], z, atol=1e-6) and not torch.allclose(other[1], logdet)
+
+
+@pytest.mark.parametrize("kind", ["simple", "gated"])
+@pytest.mark.parametrize("size", [(2, 14, 14), (4, 7, 7), (1, 28, 28)])
+def test_label_maps_enter_the_first_convolution_per_class_as_if_they_were_concatenated_channels(kind, size):
+    torch.manual_seed(0)
+    channels, height, width = size
+    net = perturbed(coupling_net(kind, channels + 10, 8, 4, blocks=1)).double()
+    h = torch.randn(6, channels, height, width, dtype=torch.float64)
+    code = one_hot(torch.tensor([0, 3, 3, 9, 5, 1]), 10, h)
+    maps = label_maps(code, h)
+    concatenated = net(torch.cat([h, code[:, :, None, None].expand(-1, -1, height, width)], 1))
+    weights = torch.randn_like(concatenated)
+    reference = torch.autograd.grad((concatenated * weights).sum(), [net[0].weight, net[0].bias])
+    per_class = run_network(net, h, maps)
+    torch.testing.assert_close(per_class, concatenated, rtol=1e-10, atol=1e-10)
+    for got, want in zip(torch.autograd.grad((per_class * weights).sum(), [net[0].weight, net[0].bias]), reference):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
 # ---------------------------------------------------------------- the untrained model in closed form

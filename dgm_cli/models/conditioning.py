@@ -46,12 +46,47 @@ def with_label(h: torch.Tensor, labels: torch.Tensor | None, classes: int) -> to
     return torch.cat([h, code], dim=-1)
 
 
-def label_maps(code: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
-    """One-hot codes (B, C) -> constant channels (B, C, H, W) the size of `like`, for a convolutional network's
-    input (None stays None: an unconditional network). Expanded, not copied: the network's concatenation copies."""
+class LabelMaps:
+    """A one-hot label as constant channels (B, C, H, W) beside a convolutional network's input, kept as the codes.
+
+    Concatenated, the C channels make the network's first 3x3 convolution (C + inputs) channels wide
+    for every image: for the multi-scale flow's 2- and 4-channel coupling inputs that multiplied the
+    first layer's work by 3 to 6. But that convolution is linear in its input, so the label channels'
+    part of its output is, for class k, one fixed (hidden, H, W) map: the response of the weights'
+    label slice to a constant one in channel k (not a constant: the zero padding makes the border
+    differ). `first_layer` computes the C maps once per call, from one all-ones image, and adds
+    each image's class map (the codes times the maps): the same function as the concatenation. `materialize` is the concatenated form, for networks that are not a convolution first.
+    """
+
+    def __init__(self, code: torch.Tensor, height: int, width: int):
+        self.code, self.height, self.width = code, height, width
+
+    def materialize(self) -> torch.Tensor:
+        """(B, C, H, W), expanded rather than copied (a concatenation copies)."""
+        return self.code[:, :, None, None].expand(-1, -1, self.height, self.width)
+
+    def first_layer(self, conv: nn.Conv2d, h: torch.Tensor) -> torch.Tensor:
+        """conv(cat([h, maps])) for a convolution whose input channels are h's and then the C label channels."""
+        inputs = h.shape[1]
+        out = F.conv2d(h, conv.weight[:, :inputs], conv.bias, conv.stride, conv.padding)
+        # Every label channel's response to a constant one, in one convolution of a single all-ones image:
+        # the label slice of the weights as (hidden * C) one-channel filters.
+        label_weights = conv.weight[:, inputs:]
+        hidden, classes = label_weights.shape[:2]
+        ones = h.new_ones(1, 1, self.height, self.width)
+        per_class = F.conv2d(ones, label_weights.reshape(hidden * classes, 1, *label_weights.shape[2:]),
+                             stride=conv.stride, padding=conv.padding)  # fmt: skip
+        per_class = per_class.view(hidden, classes, -1).transpose(0, 1).reshape(classes, -1)  # (C, hidden*H'*W')
+        # out + codes @ maps in one pass
+        return torch.addmm(out.flatten(1), self.code.to(h.dtype), per_class).view_as(out)
+
+
+def label_maps(code: torch.Tensor | None, like: torch.Tensor) -> LabelMaps | None:
+    """One-hot codes (B, C) -> the constant channels of a convolutional network the size of `like`
+    (None stays None: an unconditional network)."""
     if code is None:
         return None
-    return code[:, :, None, None].expand(-1, -1, *like.shape[2:])
+    return LabelMaps(code, *like.shape[2:])
 
 
 def balanced_labels(n: int, classes: int) -> torch.Tensor:

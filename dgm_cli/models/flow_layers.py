@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import distributed, nn
 
+from dgm_cli.models.conditioning import LabelMaps
 from dgm_cli.models.coupling_nets import coupling_net, simple_conv_net
 
 
@@ -111,8 +112,22 @@ class LogScaleBound(nn.Module):
 
 
 def with_context(h: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-    """A network's input: h with the context channels (an image, a label's maps) beside it, if any."""
+    """A network's input: h with the context (an image's channels, a label's one-hot code) beside it, if any."""
     return h if context is None else torch.cat([h, context], 1)
+
+
+def run_network(net: nn.Sequential, h: torch.Tensor, context: torch.Tensor | LabelMaps | None) -> torch.Tensor:
+    """net applied to h with the context channels beside it: an image's (concatenated), or a label's
+    constant maps, which enter the first convolution per class rather than as channels (LabelMaps)."""
+    if not isinstance(context, LabelMaps):
+        return net(with_context(h, context))
+    first, *rest = net
+    if not isinstance(first, nn.Conv2d):
+        return net(with_context(h, context.materialize()))
+    out = context.first_layer(first, h)
+    for layer in rest:
+        out = layer(out)
+    return out
 
 
 class ConvCoupling(nn.Module):
@@ -126,7 +141,7 @@ class ConvCoupling(nn.Module):
         self.bound = LogScaleBound(channels - self.split, learned=net != "simple")
 
     def scale_shift(self, x_a, context):
-        raw_scale, shift = self.net(with_context(x_a, context)).chunk(2, dim=1)
+        raw_scale, shift = run_network(self.net, x_a, context).chunk(2, dim=1)
         return self.bound(raw_scale), shift
 
     def forward(self, x, context=None):
@@ -164,7 +179,7 @@ class CheckerboardCoupling(nn.Module):
         self.bound = LogScaleBound(channels, learned=net != "simple")
 
     def scale_shift(self, conditioning: torch.Tensor, context: torch.Tensor | None):
-        raw_scale, shift = self.net(with_context(conditioning, context)).chunk(2, dim=1)
+        raw_scale, shift = run_network(self.net, conditioning, context).chunk(2, dim=1)
         changed = 1 - self.mask
         return self.bound(raw_scale) * changed, shift * changed
 
@@ -230,11 +245,11 @@ class SplitPrior(nn.Module):
 
     def forward(self, x, context=None):
         kept, out = x[:, : self.kept], x[:, self.kept :]
-        mean, log_scale = self.net(with_context(kept, context)).chunk(2, dim=1)
+        mean, log_scale = run_network(self.net, kept, context).chunk(2, dim=1)
         return kept, (out - mean) * torch.exp(-log_scale), -log_scale.flatten(1).sum(1)
 
     def inverse(self, kept, eps, context=None):
-        mean, log_scale = self.net(with_context(kept, context)).chunk(2, dim=1)
+        mean, log_scale = run_network(self.net, kept, context).chunk(2, dim=1)
         return torch.cat([kept, mean + eps * torch.exp(log_scale)], 1)
 
 
