@@ -55,7 +55,8 @@ class LabelMaps:
     part of its output is, for class k, one fixed (hidden, H, W) map: the response of the weights'
     label slice to a constant one in channel k (not a constant: the zero padding makes the border
     differ). `first_layer` computes the C maps once per call, from one all-ones image, and adds
-    each image's class map (the codes times the maps): the same function as the concatenation. `materialize` is the concatenated form, for networks that are not a convolution first.
+    each image's class map (the codes times the maps): the same function as the concatenation.
+    `materialize` is the concatenated form, for networks that are not a convolution first.
     """
 
     def __init__(self, code: torch.Tensor, height: int, width: int):
