@@ -1,6 +1,6 @@
 """The table of docs/conditional.md from the eval reports that scripts/conditional_runs.sh writes.
 
-    python scripts/conditional_table.py RUNS_DIR [--models gan,vae,flow,flow-ms]
+    python scripts/conditional_table.py RUNS_DIR [--models gan,vae,flow,flow-ms,flow-ms-epoch20]
 
 RUNS_DIR holds MODEL-KIND.eval.json and the run's metrics, MODEL-KIND/metrics.jsonl (a runs folder) or
 MODEL-KIND.metrics.jsonl (docs/conditional, where the reports are kept); KIND is unconditional,
@@ -49,7 +49,7 @@ def row(model: str, kind: str, report: dict, metrics: list[dict]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path)
-    parser.add_argument("--models", default="gan,vae,flow,flow-ms")
+    parser.add_argument("--models", default="gan,vae,flow,flow-ms,flow-ms-epoch20")
     args = parser.parse_args()
     header = ["model", "kind", "epochs", "FID (real floor)", "conditional accuracy (classifier on real)",
               "log p(x\\|y), nats", "log p(x), nats", "generative classifier", "s/epoch"]  # fmt: skip
