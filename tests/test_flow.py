@@ -82,10 +82,13 @@ def test_image_to_latent_to_image_round_trip_in_float32(arch):
     z0, _ = to_logit_space(model.dequantize(images(8))[0], ALPHA)
     z, _ = model.body(z0)
     assert z.shape == (8, PIXELS)
-    torch.testing.assert_close(model.body.inverse(z), z0, atol=1e-4, rtol=0)
+    # float32 round-off through every layer (each affine scale exp(s) amplifies it) grows with the value, which
+    # in logit space reaches |11|: the relative part of the tolerance. It differs between CPUs (1.25e-4 at a
+    # value of 4 on an AMD EPYC, under 1e-4 on an Intel Xeon); exactness itself is checked in float64 below.
+    torch.testing.assert_close(model.body.inverse(z), z0, atol=1e-4, rtol=1e-4)
     # and the other way: a latent through the inverse and back
     latent = torch.randn(8, PIXELS, generator=torch.Generator().manual_seed(1))
-    torch.testing.assert_close(model.body(model.body.inverse(latent))[0], latent, atol=1e-4, rtol=0)
+    torch.testing.assert_close(model.body(model.body.inverse(latent))[0], latent, atol=1e-4, rtol=1e-4)
 
 
 def test_pixels_come_back_from_the_logit_space():
