@@ -4,7 +4,7 @@
 # RUNS_DIR gets the run folders (diffusion/, and gan/ for the comparison at an equal sample count) and
 # the reports: diffusion.bound.json (the bound on the 10,000 test digits, 25 timesteps each),
 # diffusion.samplers.txt (benchmarks/diffusion_samplers.py: DDIM 10/20/50 steps on 1,000 samples, ancestral
-# 1,000 steps on 100), diffusion.samplers-10000.txt (DDIM 50 steps on 10,000 samples),
+# 1,000 steps on 100; diffusion.samplers-ancestral-1000.txt: ancestral on 1,000), diffusion.samplers-10000.txt (DDIM 50 steps on 10,000 samples),
 # gan.eval.json (the GAN's sample quality on 1,000 samples).
 set -euo pipefail
 runs=${1:?give a folder for the runs}
@@ -18,6 +18,8 @@ dgm eval diffusion "$runs/diffusion/last.safetensors" --bound-timesteps 25 --sam
     --data-dir "$data" --result "$runs/diffusion.bound.json" > "$runs/diffusion.bound.txt"
 python "$(dirname "$0")/../benchmarks/diffusion_samplers.py" "$runs/diffusion/last.safetensors" --data-dir "$data" \
     --samples 1000 --ancestral-samples 100 --json > "$runs/diffusion.samplers.txt"
+python "$(dirname "$0")/../benchmarks/diffusion_samplers.py" "$runs/diffusion/last.safetensors" --data-dir "$data" \
+    --samples 1000 --ancestral-samples 1000 --configs ancestral:1000 --json > "$runs/diffusion.samplers-ancestral-1000.txt"
 python "$(dirname "$0")/../benchmarks/diffusion_samplers.py" "$runs/diffusion/last.safetensors" --data-dir "$data" \
     --samples 10000 --configs ddim:50 --json > "$runs/diffusion.samplers-10000.txt"
 [[ -f $runs/gan/last.safetensors ]] ||
