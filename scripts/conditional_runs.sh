@@ -44,7 +44,7 @@ for temperature in 1 0.7; do
         --result "$runs/flow-ms-conditional-epoch10.t$temperature.eval.json" > "$runs/flow-ms-conditional-epoch10.t$temperature.txt"
 done
 # the shipped conditional multi-scale flow (checkpoints/flow-ms-conditional-epoch20.safetensors): one run of
-# 20 epochs (the learning rate is constant, so it is the 3-then-10 run above trained on), at temperature 1 and 0.7
+# 20 epochs (the same options and constant learning rate as the 3-then-10 run above), at temperature 1 and 0.7
 eval_options=(--dequantization-draws 1 --samples 10000)
 run flow-ms-epoch20 conditional flow --arch realnvp-ms --epochs 20 --max-grad-norm 100 --sample-epochs 0,20 --conditional
 dgm eval flow "$runs/flow-ms-epoch20-conditional/last.safetensors" --dequantization-draws 0 --samples 10000 --temperature 0.7 \
