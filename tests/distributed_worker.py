@@ -1,11 +1,13 @@
 """Started by tests/test_distributed.py under torchrun (2 processes, gloo on the CPU).
 
-Trains a small model data-parallel through the ordinary trainer, then every
-rank saves the parameters it ended with to OUT/rank<R>.safetensors, so the
-test can compare the ranks with each other and with a one-process run.
+Trains small models data-parallel through the ordinary trainer, one after another in one launch (each
+torchrun launch costs seconds of process start-up, more than these trainings), then every rank saves
+the parameters each model ended with to OUT/CASE/rank<R>.safetensors, so the test can compare the ranks
+with each other and with a one-process run.
 Not collected by pytest (its name does not start with test_).
 
-usage: distributed_worker.py MODEL OUT_DIR CONFIG_JSON TRAIN_IMAGES
+usage: distributed_worker.py OUT_DIR CASES_JSON TRAIN_IMAGES
+CASES_JSON: {"case name": ["model", {config fields}], ...}; each case trains into OUT/CASE/run.
 """
 
 import json
@@ -25,9 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from distributed_data import small_dataset  # noqa: E402
 
 
-def main() -> None:
-    model_name, out, config_json, train_images = sys.argv[1:]
-    parallel, device = distributed.start("cpu")
+def train_case(model_name: str, fields: dict, out: Path, dataset, parallel, device: str) -> None:
     models = []
     module_class = get_spec(model_name).module_class
     original = module_class.distribute
@@ -37,14 +37,23 @@ def main() -> None:
         return original(self, wrap)
 
     module_class.distribute = recording
-    config = create_config(model_name, **json.loads(config_json))
-    settings = RunSettings(
-        out_dir=Path(out) / "run", seed=3, device=torch.device(device), checkpoint_dir=None, parallel=parallel
-    )
-    train(model_name, config, small_dataset(int(train_images)), settings, quiet_console())
+    try:
+        settings = RunSettings(out_dir=out / "run", seed=3, device=torch.device(device), checkpoint_dir=None,
+                               parallel=parallel)  # fmt: skip
+        train(model_name, create_config(model_name, **fields), dataset, settings, quiet_console())
+    finally:
+        module_class.distribute = original
     (model,) = models
     tensors = {name: value.detach().contiguous() for name, value in model.state_dict().items()}
-    save_file(tensors, str(Path(out) / f"rank{os.environ['RANK']}.safetensors"))
+    save_file(tensors, str(out / f"rank{os.environ['RANK']}.safetensors"))
+
+
+def main() -> None:
+    out, cases_json, train_images = sys.argv[1:]
+    parallel, device = distributed.start("cpu")
+    dataset = small_dataset(int(train_images))
+    for case, (model_name, fields) in json.loads(cases_json).items():
+        train_case(model_name, fields, Path(out) / case, dataset, parallel, device)
     distributed.stop(finished=True)
 
 
