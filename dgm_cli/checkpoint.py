@@ -15,6 +15,7 @@ config limits, tensor names and shapes against a model built on the "meta"
 device, which allocates nothing) before a single weight is read.
 """
 
+import hashlib
 import json
 import shutil
 import time
@@ -126,11 +127,12 @@ def read_header(path: Path, *, expected_model: str | None = None) -> CheckpointI
     return CheckpointInfo(path, model_name, config, data, train, metadata.get("dgm.version", "?"), shapes)
 
 
-def _check_shapes(info: CheckpointInfo, model: torch.nn.Module) -> None:
+def shape_problems(shapes: dict[str, tuple[int, ...]], model: torch.nn.Module) -> list[str]:
+    """What keeps tensors of these names and shapes from loading into `model` (empty: nothing)."""
     wanted = {key: tuple(value.shape) for key, value in model.state_dict().items()}
-    missing = sorted(set(wanted) - set(info.shapes))
-    unexpected = sorted(set(info.shapes) - set(wanted))
-    wrong = sorted(k for k in set(wanted) & set(info.shapes) if wanted[k] != info.shapes[k])
+    missing = sorted(set(wanted) - set(shapes))
+    unexpected = sorted(set(shapes) - set(wanted))
+    wrong = sorted(k for k in set(wanted) & set(shapes) if wanted[k] != shapes[k])
     problems = []
     if missing:
         problems.append(f"missing tensors {', '.join(missing[:5])}")
@@ -138,7 +140,12 @@ def _check_shapes(info: CheckpointInfo, model: torch.nn.Module) -> None:
         problems.append(f"unexpected tensors {', '.join(unexpected[:5])}")
     if wrong:
         k = wrong[0]
-        problems.append(f"wrong shapes for {', '.join(wrong[:5])} (e.g. {k}: {info.shapes[k]} in the file, {wanted[k]} for its config)")
+        problems.append(f"wrong shapes for {', '.join(wrong[:5])} (e.g. {k}: {shapes[k]} in the file, {wanted[k]} wanted)")
+    return problems
+
+
+def _check_shapes(info: CheckpointInfo, model: torch.nn.Module) -> None:
+    problems = shape_problems(info.shapes, model)
     if problems:
         raise DgmError(f"{info.path} does not match its own {info.model_name} config: {'; '.join(problems)}")
 
@@ -162,6 +169,45 @@ def load_checkpoint(path: Path, *, expected_model: str | None = None, device: to
         raise DgmError(f"{info.path}: the weights cannot be read ({reason})") from None
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), info
+
+
+def check_initial_weights(info: CheckpointInfo, config) -> None:
+    """Refuse a checkpoint whose weights do not fit the network `config` builds (`dgm train --init-from`),
+    with a model built on the meta device: before the run folder or the data are touched."""
+    with torch.device("meta"):
+        model = get_spec(info.model_name).module_class(config)
+    _refuse_misfit(info, model)
+
+
+def _refuse_misfit(info: CheckpointInfo, model: torch.nn.Module) -> None:
+    problems = shape_problems(info.shapes, model)
+    if problems:
+        raise DgmError(f"--init-from {info.path}: its weights do not fit the network these options build "
+                       f"({'; '.join(problems)}); leave out the options that change the network, so that the "
+                       "checkpoint's own are used")  # fmt: skip
+
+
+def load_weights_into(model: torch.nn.Module, path: Path, *, model_name: str) -> CheckpointInfo:
+    """Give `model`, built from a new run's config, the weights of a checkpoint (`dgm train --init-from`): every
+    tensor, its weight average included, by name and shape; a network of another shape is refused."""
+    info = read_header(path, expected_model=model_name)
+    _refuse_misfit(info, model)
+    try:
+        state = load_file(str(info.path), device="cpu")
+    except Exception as error:
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        raise DgmError(f"{info.path}: the weights cannot be read ({reason})") from None
+    model.load_state_dict(state, strict=True)
+    return info
+
+
+def file_sha256(path: Path) -> str:
+    """The file's SHA-256, read in 1 MiB blocks: names the exact weights a run started from, wherever they move."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _trained_when(path: Path) -> str:

@@ -299,7 +299,7 @@ def _load(model: Enum, checkpoint: Optional[Path], device: str):
 # ---------------------------------------------------------------- dgm train MODEL
 
 COMMON_TRAIN_OPTIONS = (
-    "seed", "device", "out", "dataset", "image_fit", "skip_bad_images", "data_dir", "checkpoint_dir", "resume", "save_every", "compile", "precision",
+    "seed", "device", "out", "dataset", "image_fit", "skip_bad_images", "data_dir", "checkpoint_dir", "resume", "init_from", "save_every", "compile", "precision",
     "sync_batchnorm", "tensorboard", "json_output", "ctx",
 )  # fmt: skip
 # What a resumed run may change: where and how it runs and what it logs, not what it computes (and --epochs,
@@ -398,6 +398,19 @@ def _common_train_parameters() -> list[inspect.Parameter]:
             ],
             None,
         ),
+        "init_from": (
+            Annotated[
+                Optional[Path],
+                typer.Option(
+                    "--init-from",
+                    help="Start a new run from this checkpoint's weights (and weight average) instead of random ones: "
+                    "fine-tuning, or more epochs for a model whose run folder is gone. Options left out are the "
+                    "checkpoint's own; the optimizer and the learning-rate schedule start afresh.",
+                    show_default=False,
+                ),
+            ],
+            None,
+        ),
         "save_every": (
             Annotated[
                 int,
@@ -475,12 +488,16 @@ def _resumed_run(model_name: str, values: dict, common: dict):
     return resumed
 
 
-def _config_from_options(spec, values: dict, ctx):
-    """The config of a new run: the defaults, then the fields of a --preset, then the options given explicitly."""
+def _config_from_options(spec, values: dict, ctx, start=None):
+    """The config of a new run: the defaults, then the config of the --init-from checkpoint `start` (its
+    CheckpointInfo), then the fields of a --preset, then the options given explicitly."""
     from dgm_cli.registry import preset_overrides
 
     given = {name for name in values if ctx.get_parameter_source(name).name != "DEFAULT"}
-    from_preset = preset_overrides(spec, values.get("preset"))
+    if start is not None:  # its fields that are options (not those the data set, such as the classes)
+        values = {**values, **{k: v for k, v in config_tools.to_dict(start.config).items() if k in values and k not in given}}
+    # A checkpoint's recorded preset is already in its fields; a preset named now applies over them.
+    from_preset = preset_overrides(spec, values.get("preset")) if start is None or "preset" in given else {}
     config = config_tools.from_dict(spec.config_class, {**values, **{k: v for k, v in from_preset.items() if k not in given}})
     inapplicable = getattr(config, "inapplicable_fields", dict)()
     refused = sorted(given & set(inapplicable))
@@ -523,7 +540,16 @@ def _train_in_process(model_name: str, values: dict, common: dict, parallel, dev
         resumed = _resumed_run(model_name, values, common)
         out, state, config, seed, dataset = resumed.folder, resumed.state, resumed.config, resumed.seed, resumed.dataset
     else:
-        config = _config_from_options(spec, values, common["ctx"])
+        start = None
+        if common["init_from"] is not None:
+            from dgm_cli.checkpoint import read_header
+
+            start = read_header(common["init_from"], expected_model=model_name)
+        config = _config_from_options(spec, values, common["ctx"], start)
+        if start is not None:
+            from dgm_cli.checkpoint import check_initial_weights
+
+            check_initial_weights(start, config)
         out = common["out"] or default_run_path(model_name)
         RunFolder(out, writes=parallel.is_main).refuse_existing()  # before the data are read
         dataset = _read_data(lambda progress: load_dataset(
@@ -541,6 +567,8 @@ def _train_in_process(model_name: str, values: dict, common: dict, parallel, dev
             style="yellow",
         )
     resumed_at = f"; resuming after epoch {state.epoch}" if state is not None else ""
+    if common["init_from"] is not None and state is None:
+        resumed_at = f"; starting from the weights of {common['init_from']}"
     if state is not None and state.position is not None:
         resumed_at = f"; resuming epoch {state.epoch + 1} at batch {state.position.next_batch}"
     processes = f" x {parallel.world_size} processes (torchrun)" if parallel.enabled else ""
@@ -560,6 +588,7 @@ def _train_in_process(model_name: str, values: dict, common: dict, parallel, dev
         parallel=parallel,
         sync_batchnorm=common["sync_batchnorm"],
         tensorboard=common["tensorboard"],
+        init_from=common["init_from"],
     )
     try:
         history = train(model_name, config, dataset, settings, console, resume=state)

@@ -30,7 +30,7 @@ import torch
 from dgm_cli import __version__, speed
 from dgm_cli import config as config_tools
 from dgm_cli.atomic import ensure_writable_dir
-from dgm_cli.checkpoint import default_checkpoint, publish_checkpoint
+from dgm_cli.checkpoint import default_checkpoint, file_sha256, load_weights_into, publish_checkpoint
 from dgm_cli.data import Dataset
 from dgm_cli.distributed import Parallel
 from dgm_cli.errors import DgmError, Interrupted
@@ -59,6 +59,7 @@ class RunSettings:
     parallel: Parallel = field(default_factory=Parallel)  # this process's place under torchrun
     sync_batchnorm: bool = False  # under torchrun: BatchNorm over the global batch (PyTorch's SyncBatchNorm)
     tensorboard: bool = False  # also log the records, sample grids and configuration as TensorBoard events
+    init_from: Path | None = None  # a new run starts from this checkpoint's weights instead of random ones
 
 
 def train(
@@ -177,6 +178,8 @@ class Training:
         torch.manual_seed(self.seed)
         self.data_generator = torch.Generator().manual_seed(self.seed)  # static binarization and the like, on the CPU
         model = get_spec(model_name).module_class(config)
+        # After the random initialisation, so the run's random streams are those of a run from scratch.
+        started_from = self._initial_weights(model, resume)
         if settings.sync_batchnorm:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(device)
@@ -192,6 +195,8 @@ class Training:
                           "torch": torch.__version__, "dgm": __version__}  # fmt: skip
         if self.parallel.enabled:
             self.run_facts["processes"] = self.parallel.world_size
+        if started_from is not None:
+            self.run_facts["init_from"] = started_from
         preset = preset_of(get_spec(model_name), config)
         if preset is not None:  # the published number travels with every checkpoint of the run
             self.run_facts["preset"] = {"name": preset.name, "published": preset.published, "metric": preset.metric,
@@ -227,6 +232,17 @@ class Training:
         else:
             self.step_function = speed.step_function(self.model, settings.compile)
         self.tensorboard = self._open_tensorboard(resume) if settings.tensorboard and run.writes else None
+
+    def _initial_weights(self, model, resume: TrainingState | None) -> dict | None:
+        """With --init-from, load the checkpoint's weights into the new `model`; returns where they came from
+        (a resumed run's record of it, read back from its config.json), or None for a run from scratch."""
+        if resume is not None:
+            return self.run.read_config().get("init_from")
+        if self.settings.init_from is None:
+            return None
+        info = load_weights_into(model, self.settings.init_from, model_name=self.model_name)
+        return {"path": str(Path(self.settings.init_from).resolve()), "sha256": file_sha256(self.settings.init_from),
+                "epoch": info.train.get("epoch"), "step": info.train.get("step"), "data": info.data.get("name")}  # fmt: skip
 
     def _restore(self, resume: TrainingState) -> None:
         try:
