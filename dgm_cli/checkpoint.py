@@ -158,15 +158,19 @@ def check_checkpoint(path: Path, *, expected_model: str | None = None) -> Checkp
     return info
 
 
+def _read_weights(info: CheckpointInfo) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(info.path), device="cpu")
+    except Exception as error:
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        raise DgmError(f"{info.path}: the weights cannot be read ({reason})") from None
+
+
 def load_checkpoint(path: Path, *, expected_model: str | None = None, device: torch.device | str = "cpu"):
     """Return (model in eval mode on `device`, CheckpointInfo)."""
     info = check_checkpoint(path, expected_model=expected_model)
     model = get_spec(info.model_name).module_class(info.config)
-    try:
-        state = load_file(str(info.path), device="cpu")
-    except Exception as error:
-        reason = " ".join(str(error).split())[:200] or type(error).__name__
-        raise DgmError(f"{info.path}: the weights cannot be read ({reason})") from None
+    state = _read_weights(info)
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), info
 
@@ -192,11 +196,7 @@ def load_weights_into(model: torch.nn.Module, path: Path, *, model_name: str) ->
     tensor, its weight average included, by name and shape; a network of another shape is refused."""
     info = read_header(path, expected_model=model_name)
     _refuse_misfit(info, model)
-    try:
-        state = load_file(str(info.path), device="cpu")
-    except Exception as error:
-        reason = " ".join(str(error).split())[:200] or type(error).__name__
-        raise DgmError(f"{info.path}: the weights cannot be read ({reason})") from None
+    state = _read_weights(info)
     model.load_state_dict(state, strict=True)
     return info
 

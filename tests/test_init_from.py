@@ -6,36 +6,19 @@ started from, tensor by tensor, and against the file's own SHA-256.
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
-from dgm_cli.cli import app
+sys.path.insert(0, str(Path(__file__).parent))
+from cli_calls import fails, ok  # noqa: E402
 
 TINY_VAE = ["--hidden", "8", "--zdim", "2", "--sample-epochs", ""]
 # The GAN with --ema keeps a weight average beside its live weights (as the diffusion model does); both must come over.
 TINY_GAN = ["--latent-dim", "8", "--ema", "0.9", "--sample-epochs", ""]
 DATA = ["--dataset", "mnist-mini", "--device", "cpu"]
-
-
-def dgm(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def ok(*args):
-    result = dgm(*args)
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def fails(*args, message: str):
-    result = dgm(*args)
-    assert result.exit_code == 1, result.output
-    assert message in result.stderr, result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("error:") and "Traceback" not in result.output
-    return result
 
 
 def run_config(folder: Path) -> dict:

@@ -9,36 +9,18 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 
-from typer.testing import CliRunner
-
 from dgm_cli.checkpoint import publish_checkpoint, read_header
-from dgm_cli.cli import app
 from dgm_cli.data import FILES, load_dataset
 from dgm_cli.models.vae import VAE
 
+sys.path.insert(0, str(Path(__file__).parent))
+from cli_calls import dgm, fails, ok  # noqa: E402
+
 TINY = ["--hidden", "8", "--zdim", "2", "--sample-epochs", ""]
-
-
-def dgm(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def ok(*args):
-    result = dgm(*args)
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def fails(*args, message: str):
-    result = dgm(*args)
-    assert result.exit_code == 1, result.output
-    assert message in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith("error:") and "Traceback" not in result.output
-    return result
 
 
 def config_of(run: str) -> dict:
