@@ -16,8 +16,9 @@ same for `CHUNK_ELEMENTS` draws x pixels per chunk.
 The floor: the matrix-multiply FLOPs of one image's k draws (torch's
 FlopCounterMode over the estimator itself) at the machine's measured float32
 matmul rate, plus the softplus over k x 784 logits, which no arithmetic
-shortcut removes, at the measured rate of F.softplus(...).sum(-1) on a
-cache-sized block.
+shortcut removes, at the measured rate of dgm's softplus(...).sum(-1) on a
+cache-sized block (F.softplus before that function replaced it: see
+benchmarks/softplus_speed.py).
 """
 
 import argparse
@@ -35,23 +36,25 @@ sys.path.insert(0, str(HERE))
 
 def textbook_reconstruction(model):
     """The cross-entropy against an expanded x, as the estimator computed it before (and as tutorials do)."""
-    from dgm_cli.models.vae import bernoulli_log_likelihood
 
-    def reconstruction(z, x, projected_x=None):
-        return bernoulli_log_likelihood(model.decode(z), x[:, None].expand(-1, z.shape[1], -1))
+    def reconstruction(z, x, projected_x=None, labels=None):
+        logits, targets = model.decode(z, labels), x[:, None].expand(-1, z.shape[1], -1)
+        return -torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(-1)
 
     return reconstruction
 
 
 def softplus_rate(repeats: int = 20) -> float:
-    """Elements per second of F.softplus(l).sum(-1) on a block of logits that stays in cache."""
+    """Elements per second of dgm's softplus(l).sum(-1) (the estimator's) on a block of logits that stays in cache."""
+    from dgm_cli.models.vae import softplus
+
     logits = torch.randn(1000, 784)
     for _ in range(3):
-        torch.nn.functional.softplus(logits).sum(-1)
+        softplus(logits).sum(-1)
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        torch.nn.functional.softplus(logits).sum(-1)
+        softplus(logits).sum(-1)
         times.append(time.perf_counter() - started)
     return logits.numel() / statistics.median(times)
 

@@ -142,8 +142,49 @@ def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mean.square() + torch.expm1(logvar) - logvar).sum(-1)
 
 
+def softplus_values(logits: torch.Tensor) -> torch.Tensor:
+    """softplus(l) = log(1 + e^l) = max(l, 0) + log(1 + e^-|l|), computed without log1p, and without a gradient.
+
+    Why not F.softplus: on this project's AMD EPYC, PyTorch 2.14's AVX-512 CPU kernels of log1p,
+    softplus and log-sigmoid (and so the cross-entropy with logits) take 9-10 ns an element, ten times
+    exp or log; the same kernels compiled for AVX2 take 2-3 ns (benchmarks/softplus_speed.py,
+    docs/performance.md). Here e^-|l| is in (0, 1], so 1 + e^-|l| loses at most half an ulp of 1
+    (6e-8) to rounding, and the float32 result stays within 1.2e-7 of the exact value (relative to it
+    above 1; F.softplus: 8e-8), about an ulp (tests/test_vae.py).
+    """
+    return logits.abs().neg_().exp_().add_(1).log_().add_(logits.clamp(min=0))
+
+
+class _Softplus(torch.autograd.Function):
+    """softplus_values with the gradient sigmoid(l), written out rather than taken through max and |l|,
+    whose derivatives at l = 0 would give 0 or 1 instead of 1/2."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(logits)
+        return softplus_values(logits)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (logits,) = ctx.saved_tensors
+        return grad * torch.sigmoid(logits)
+
+
+def softplus(logits: torch.Tensor) -> torch.Tensor:
+    """log(1 + e^l) elementwise, differentiable: softplus_values on the CPU, PyTorch's own kernel on a GPU,
+    where one pass over memory beats the six of softplus_values."""
+    if logits.device.type != "cpu":
+        return F.softplus(logits)
+    return _Softplus.apply(logits)
+
+
 def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """log p(x | logits) summed over the last dimension; stable for logits of any size."""
+    """log p(x | logits) summed over the last dimension; stable for logits of any size.
+
+    PyTorch's cross-entropy, slow kernel and all (softplus_values): for the one-draw ELBO of a training
+    step at batch 20, mostly fixed costs, our own softplus did not make the step consistently faster
+    (benchmarks/vae_step.py, docs/performance.md); the k-draw bounds use it (reconstruction).
+    """
     return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
 
 
@@ -311,7 +352,7 @@ class VAE(GenerativeModel):
         hidden = torch.cat([hidden, torch.ones_like(hidden[..., :1])], dim=-1)
         projected_x = x @ weight if projected_x is None else projected_x
         shared = (hidden * projected_x[:, None]).sum(-1)
-        return shared - F.softplus(hidden @ weight.T).sum(-1)
+        return shared - softplus(hidden @ weight.T).sum(-1)
 
     def output_weight(self) -> torch.Tensor:
         """The decoder's last layer as one matrix [W, b] (784, hidden + 1)."""
