@@ -159,10 +159,15 @@ class _Softplus(torch.autograd.Function):
     """softplus_values with the gradient sigmoid(l), written out rather than taken through max and |l|,
     whose derivatives at l = 0 would give 0 or 1 instead of 1/2."""
 
+    generate_vmap_rule = True  # torch.func's transforms see through it
+
     @staticmethod
-    def forward(ctx, logits: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(logits)
+    def forward(logits: torch.Tensor) -> torch.Tensor:
         return softplus_values(logits)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(inputs[0])
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
