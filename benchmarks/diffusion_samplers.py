@@ -3,6 +3,8 @@
     python benchmarks/diffusion_samplers.py CKPT --data-dir ../shared/data/mnist \
         [--samples 2000] [--configs ddim:10,ddim:20,ddim:50,ancestral:1000] [--ancestral-samples 500] [--threads 1]
 
+A configuration is METHOD:STEPS or ddim:STEPS:ETA (DDIM with the noise eta,
+`dgm sample --eta`; eta 1 is the ancestral sampler respaced to STEPS steps).
 For each sampler configuration: draws --samples images (--ancestral-samples
 for the ancestral sampler, whose 1,000 steps cost 20 times DDIM's 50) with
 the checkpoint's averaged weights and seed 0, timing the sampling alone
@@ -48,25 +50,25 @@ def main() -> None:
     features = feature_network(data.describe(), model.device)
     rows = []
     for config in args.configs.split(","):
-        method, steps = config.split(":")
-        model.sampler.method, model.sampler.steps = method, int(steps)
+        method, steps, *eta = config.split(":")
+        model.sampler.method, model.sampler.steps, model.sampler.eta = method, int(steps), float(eta[0]) if eta else 0.0
         count = args.ancestral_samples if method == "ancestral" else args.samples
         started = time.perf_counter()
         images = sample_images(model, count, seed=0)
         seconds = time.perf_counter() - started
         quality = sample_quality(features.classifier, images, data.test.images.float() / 255, data.val.images.float() / 255)
-        rows.append({"sampler": method, "steps": int(steps), "samples": count, "seconds": seconds,
+        rows.append({"sampler": method, "steps": int(steps), "eta": model.sampler.eta, "samples": count, "seconds": seconds,
                      "images_per_second": count / seconds, "model": quality["model"],
                      "real_floor": quality["real_floor"]})  # fmt: skip
-        print(f"{method} {steps}: {count / seconds:.1f} images/s, FID {quality['model']['fid']:.2f} "
+        print(f"{config}: {count / seconds:.1f} images/s, FID {quality['model']['fid']:.2f} "
               f"(floor {quality['real_floor']['fid']:.2f})", file=sys.stderr)
     print(f"{args.checkpoint}, epoch {info.train.get('epoch')}; {describe_device(model.device)}, "
           f"{torch.get_num_threads()} thread(s); feature network: {features.path.name}")
-    print("| sampler | steps | samples | images/s | FID (real floor) | KID | precision | recall | Inception Score |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| sampler | steps | eta | samples | images/s | FID (real floor) | KID | precision | recall | Inception Score |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         m, f = row["model"], row["real_floor"]
-        print(f"| {row['sampler']} | {row['steps']} | {row['samples']:,} | {row['images_per_second']:.1f} | "
+        print(f"| {row['sampler']} | {row['steps']} | {row['eta']:g} | {row['samples']:,} | {row['images_per_second']:.1f} | "
               f"{m['fid']:.2f} ({f['fid']:.2f}) | {m['kid']:.4f} | {m['precision']:.3f} | {m['recall']:.3f} | "
               f"{m['inception_score']:.2f} |")
     if args.json:

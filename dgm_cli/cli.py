@@ -163,13 +163,19 @@ def _sampler_enum():
 SamplerName = _sampler_enum()
 SamplerOpt = Annotated[
     Optional[SamplerName],
-    typer.Option("--sampler", help="Diffusion models: ddim (deterministic, --steps of them) or ancestral (all T "
-                 "steps); default ddim.", show_default=False),
+    typer.Option("--sampler", help="Diffusion models: ddim (--steps of them; deterministic unless --eta) or "
+                 "ancestral (all T steps); default ddim.", show_default=False),
 ]
 StepsOpt = Annotated[
     Optional[int],
     typer.Option("--steps", "--denoising-steps", min=1, max=10_000, help="Diffusion models: DDIM denoising steps "
                  "(default: the model's --sample-steps).", show_default=False),
+]
+EtaOpt = Annotated[
+    Optional[float],
+    typer.Option("--eta", min=0.0, max=1.0, help="Diffusion models, DDIM: the noise each step adds, from 0 "
+                 "(deterministic, the default) to 1 (the ancestral sampler's own posterior noise, on the --steps "
+                 "steps: the ancestral sampler respaced).", show_default=False),
 ]
 GuidanceOpt = Annotated[
     Optional[float],
@@ -178,10 +184,12 @@ GuidanceOpt = Annotated[
 ]
 
 
-def _configure_sampler(net, sampler: Optional[Enum], steps: Optional[int], guidance: Optional[float]) -> dict | None:
-    """Set an iterative sampler's method, step count and guidance from the options; refuse them for a model that
-    draws in one pass. Returns the sampler as the report records it (None for such a model)."""
-    given = [flag for flag, value in (("--sampler", sampler), ("--steps", steps), ("--guidance", guidance)) if value is not None]
+def _configure_sampler(net, sampler: Optional[Enum], steps: Optional[int], guidance: Optional[float],
+                       eta: Optional[float] = None) -> dict | None:  # fmt: skip
+    """Set an iterative sampler's method, step count, noise and guidance from the options; refuse them for a model
+    that draws in one pass. Returns the sampler as the report records it (None for such a model)."""
+    options = (("--sampler", sampler), ("--steps", steps), ("--eta", eta), ("--guidance", guidance))
+    given = [flag for flag, value in options if value is not None]
     if "iterative_sampler" not in net.capabilities:
         if given:
             raise DgmError(f"{', '.join(given)} choose(s) a diffusion model's sampler; this model draws in one pass")
@@ -192,6 +200,10 @@ def _configure_sampler(net, sampler: Optional[Enum], steps: Optional[int], guida
         if steps > net.timesteps:
             raise DgmError(f"--steps {steps} is more than the model's {net.timesteps} diffusion steps")
         net.sampler.steps = steps
+    if eta is not None:
+        if net.sampler.method != "ddim":
+            raise DgmError("--eta sets DDIM's noise; the ancestral sampler draws its own at every one of the T steps")
+        net.sampler.eta = eta
     if guidance:
         if not net.classes:
             raise DgmError("--guidance needs a conditional model (trained with --conditional); leave it out")
@@ -204,6 +216,7 @@ def _sampler_words(chosen: dict | None) -> str:
     if chosen is None:
         return ""
     words = f", {chosen['sampler']}" + (f" {chosen['steps']} steps" if chosen["sampler"] == "ddim" else "")
+    words += f", eta {chosen['eta']:g}" if chosen["eta"] else ""
     return words + (f", guidance {chosen['guidance']:g}" if chosen["guidance"] else "")
 
 
@@ -660,6 +673,7 @@ def sample(
     ] = None,
     sampler: SamplerOpt = None,
     steps: StepsOpt = None,
+    eta: EtaOpt = None,
     guidance: GuidanceOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -669,7 +683,7 @@ def sample(
     from dgm_cli.sampling import class_grid, sample_images
 
     net, info = _load(model, checkpoint, device)
-    chosen_sampler = _configure_sampler(net, sampler, steps, guidance)
+    chosen_sampler = _configure_sampler(net, sampler, steps, guidance, eta)
     labels, described = (torch.full((n,), label), f" of class {label}") if label is not None else (None, "")
     if labels is None and net.classes:  # a conditional model: one row per class
         labels, per_class = class_grid(net, n)
@@ -911,6 +925,7 @@ def evaluate(
     ] = 50,
     sampler: SamplerOpt = None,
     steps: StepsOpt = None,
+    eta: EtaOpt = None,
     guidance: GuidanceOpt = None,
     classifier: Annotated[
         Optional[Path],
@@ -930,7 +945,7 @@ def evaluate(
     from dgm_cli.sampling import sample_images
 
     net, info = _load(model, checkpoint, device)
-    chosen_sampler = _configure_sampler(net, sampler, steps, guidance)
+    chosen_sampler = _configure_sampler(net, sampler, steps, guidance, eta)
     data = _checkpoint_dataset(info, dataset, data_dir)
     chosen = data.split(split.value)
     images, labels = chosen.images[:limit], chosen.labels[:limit]

@@ -85,9 +85,9 @@ def test_the_bound_terms_against_torch_distributions():
             assert torch.allclose(term, expected, rtol=1e-4)
 
 
-def test_ddim_with_one_step_of_the_schedule_and_eta_1_is_the_posterior_mean():
+def test_ddim_with_one_step_of_the_schedule_and_eta_1_is_the_posterior_mean_and_variance():
     """With consecutive steps and eta = 1, DDIM's step is the ancestral one: given the true noise, its mean is
-    the forward posterior's mean mu~(x_t, x0)."""
+    the forward posterior's mean mu~(x_t, x0) and its noise the posterior's standard deviation."""
     model = tiny()
     x0 = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 2 - 1
     eps = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
@@ -98,8 +98,28 @@ def test_ddim_with_one_step_of_the_schedule_and_eta_1_is_the_posterior_mean():
         abar = model.alphas_bar[step].item()
         xt = abar**0.5 * x0 + (1 - abar) ** 0.5 * eps
         mean = model.ddim_step(xt, step, step - 1, eps, eta=1.0, clip=False)
-        posterior_mean, _ = model.posterior(x0, xt, t)
+        posterior_mean, posterior_variance = model.posterior(x0, xt, t)
         torch.testing.assert_close(mean, posterior_mean, atol=1e-10, rtol=0)
+        unit_noise = model.ddim_step(xt, step, step - 1, eps, eta=1.0, noise=torch.ones_like(xt), clip=False)
+        torch.testing.assert_close(unit_noise - mean, posterior_variance.sqrt().expand_as(mean), atol=1e-10, rtol=0)
+
+
+def test_ddim_with_eta_1_between_distant_steps_is_the_forward_process_posterior_between_them():
+    """The respaced ancestral sampler (--eta 1 on fewer steps): from x_t to x_s, s < t, given the true noise,
+    its mean and noise are those of q(x_s | x_t, x0) in closed form, with abar_t|s = abar_t / abar_s."""
+    model = tiny()
+    x0 = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(4), dtype=torch.float64) * 2 - 1
+    eps = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    for t, s in ((4, 1), (4, 2), (3, 1)):  # where abar_t is not so small that x0 from x_t loses float64 digits
+        abar_t, abar_s = model.alphas_bar[t].item(), model.alphas_bar[s].item()
+        xt = abar_t**0.5 * x0 + (1 - abar_t) ** 0.5 * eps
+        beta_ts = 1 - abar_t / abar_s
+        mean = abar_s**0.5 * beta_ts / (1 - abar_t) * x0 + (abar_t / abar_s) ** 0.5 * (1 - abar_s) / (1 - abar_t) * xt
+        std = ((1 - abar_s) / (1 - abar_t) * beta_ts) ** 0.5
+        step_mean = model.ddim_step(xt, t, s, eps, eta=1.0, clip=False)
+        torch.testing.assert_close(step_mean, mean, atol=1e-10, rtol=0)
+        unit_noise = model.ddim_step(xt, t, s, eps, eta=1.0, noise=torch.ones_like(xt), clip=False)
+        torch.testing.assert_close(unit_noise - step_mean, torch.full_like(mean, std), atol=1e-10, rtol=0)
 
 
 def test_the_discretized_decoder_sums_to_one_over_the_256_values():
@@ -156,6 +176,10 @@ def test_train_sample_eval_interpolate_through_the_cli(tmp_path):
     assert result.exit_code == 0 and "ddim 3 steps" in result.stderr, result.output
     result = runner.invoke(app, ["sample", "diffusion", "runs/d", "-n", "2", "--sampler", "ancestral", "--out", "a.png"])
     assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["sample", "diffusion", "runs/d", "-n", "2", "--steps", "3", "--eta", "1", "--out", "e.png"])
+    assert result.exit_code == 0 and "ddim 3 steps, eta 1" in result.stderr, result.output
+    result = runner.invoke(app, ["sample", "diffusion", "runs/d", "--sampler", "ancestral", "--eta", "0.5"])
+    assert result.exit_code == 1 and "--eta sets DDIM's noise" in result.stderr
     result = runner.invoke(app, ["sample", "diffusion", "runs/d", "--steps", "21"])
     assert result.exit_code == 1 and "more than the model's 20 diffusion steps" in result.stderr
     result = runner.invoke(app, ["sample", "diffusion", "runs/d", "--guidance", "2"])

@@ -32,7 +32,9 @@ over all T steps or an unbiased sample of them.
 Samplers: `ancestral` (all T steps of p), and `ddim` with any number of
 steps S (eta = 0: deterministic, so x_T is a latent that decodes to one image
 and real images encode to latents by running it backwards; eta = 1 with S = T
-is the ancestral sampler). The weights' moving average (`--ema`) samples.
+is the ancestral sampler, and with S < T the ancestral sampler respaced: each
+step draws from q(x_s | x_t, x0-hat) between the visited steps, as Nichol &
+Dhariwal 2021 strided DDPM sampling). The weights' moving average (`--ema`) samples.
 """
 
 import copy
