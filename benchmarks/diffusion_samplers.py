@@ -11,7 +11,8 @@ the checkpoint's averaged weights and seed 0, timing the sampling alone
 (images/s), then measures them with the feature network that fits the data
 (FID, KID, precision/recall, IS against the test split) beside the real floor
 of as many held-out images: FID depends on the count, so compare rows only at
-equal counts. Prints a markdown table and, with --json, one JSON object.
+equal counts. Prints a markdown table, a row as each configuration is
+measured, and, with --json, one JSON object at the end.
 """
 
 import argparse
@@ -48,8 +49,12 @@ def main() -> None:
     model, info = load_checkpoint(args.checkpoint)
     data = trained_dataset(info.data, args.data_dir, what=str(args.checkpoint))
     features = feature_network(data.describe(), model.device)
+    print(f"{args.checkpoint}, epoch {info.train.get('epoch')}; {describe_device(model.device)}, "
+          f"{torch.get_num_threads()} thread(s); feature network: {features.path.name}")
+    print("| sampler | steps | eta | samples | images/s | FID (real floor) | KID | precision | recall | Inception Score |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
     rows = []
-    for config in args.configs.split(","):
+    for config in args.configs.split(","):  # each row printed as it is measured, so a long run can be cut short
         method, steps, *eta = config.split(":")
         model.sampler.method, model.sampler.steps, model.sampler.eta = method, int(steps), float(eta[0]) if eta else 0.0
         count = args.ancestral_samples if method == "ancestral" else args.samples
@@ -60,17 +65,10 @@ def main() -> None:
         rows.append({"sampler": method, "steps": int(steps), "eta": model.sampler.eta, "samples": count, "seconds": seconds,
                      "images_per_second": count / seconds, "model": quality["model"],
                      "real_floor": quality["real_floor"]})  # fmt: skip
-        print(f"{config}: {count / seconds:.1f} images/s, FID {quality['model']['fid']:.2f} "
-              f"(floor {quality['real_floor']['fid']:.2f})", file=sys.stderr)
-    print(f"{args.checkpoint}, epoch {info.train.get('epoch')}; {describe_device(model.device)}, "
-          f"{torch.get_num_threads()} thread(s); feature network: {features.path.name}")
-    print("| sampler | steps | eta | samples | images/s | FID (real floor) | KID | precision | recall | Inception Score |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for row in rows:
-        m, f = row["model"], row["real_floor"]
-        print(f"| {row['sampler']} | {row['steps']} | {row['eta']:g} | {row['samples']:,} | {row['images_per_second']:.1f} | "
+        m, f = quality["model"], quality["real_floor"]
+        print(f"| {method} | {steps} | {model.sampler.eta:g} | {count:,} | {count / seconds:.1f} | "
               f"{m['fid']:.2f} ({f['fid']:.2f}) | {m['kid']:.4f} | {m['precision']:.3f} | {m['recall']:.3f} | "
-              f"{m['inception_score']:.2f} |")
+              f"{m['inception_score']:.2f} |", flush=True)  # fmt: skip
     if args.json:
         print(json.dumps({"checkpoint": str(args.checkpoint), "rows": rows}))
 
