@@ -10,9 +10,10 @@ default, foreach and fused kernels; dynamic binarization by torch.bernoulli
 (the old way) or by comparing uniform uint8 draws (dgm's); the softplus of
 the k-draw bounds (`--objective iwae`, e.g. `--preset iwae-1l-k5`) by
 F.softplus (the old way) or by dgm's (benchmarks/softplus_speed.py); bf16
-autocast; torch.compile of the step (its compilation is timed apart). --preset and --batch-size choose the
-network and batch (the seed's VAE and 128 by default; the IWAE paper's row 1
-is `--preset iwae-1l-vae --batch-size 20`).
+autocast; torch.compile of the step (its compilation is timed apart).
+--preset and --batch-size choose the network and batch (the seed's VAE and
+128 by default; the IWAE paper's row 1 is `--preset iwae-1l-vae
+--batch-size 20`).
 
 --profile instead looks inside dgm's step: where torch.profiler puts its time
 over `--steps` steps, and the rate of each of its matrix products timed alone

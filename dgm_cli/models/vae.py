@@ -187,8 +187,8 @@ def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Ten
     """log p(x | logits) summed over the last dimension; stable for logits of any size.
 
     PyTorch's cross-entropy, slow kernel and all (softplus_values): for the one-draw ELBO of a training
-    step at batch 20, mostly fixed costs, our own softplus did not make the step consistently faster
-    (benchmarks/vae_step.py, docs/performance.md); the k-draw bounds use it (reconstruction).
+    step at batch 20, mostly fixed costs, our own softplus did not make the step faster in trials
+    (docs/performance.md); the k-draw bounds use it (reconstruction).
     """
     return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
 
