@@ -268,7 +268,10 @@ def _checkpoint_dataset(info, dataset: Optional[str], data_dir: Optional[Path]):
     from dgm_cli.data import load_dataset, trained_dataset
 
     if dataset is not None:
-        return _read_data(lambda progress: load_dataset(dataset, data_dir, progress=progress))
+        # The checkpoint's own dataset named again is split as it was trained (its validation size).
+        same = dataset == info.data.get("name") and info.data.get("kind") != "image-folder"
+        val_size = info.data.get("val") if same else None
+        return _read_data(lambda progress: load_dataset(dataset, data_dir, progress=progress, val_size=val_size))
     return _read_data(lambda progress: trained_dataset(info.data, data_dir, what=str(info.path), progress=progress))
 
 
@@ -312,8 +315,8 @@ def _load(model: Enum, checkpoint: Optional[Path], device: str):
 # ---------------------------------------------------------------- dgm train MODEL
 
 COMMON_TRAIN_OPTIONS = (
-    "seed", "device", "out", "dataset", "image_fit", "skip_bad_images", "data_dir", "checkpoint_dir", "resume", "init_from", "save_every", "compile", "precision",
-    "sync_batchnorm", "tensorboard", "json_output", "ctx",
+    "seed", "device", "out", "dataset", "val_size", "image_fit", "skip_bad_images", "data_dir", "checkpoint_dir", "resume", "init_from",
+    "save_every", "compile", "precision", "sync_batchnorm", "tensorboard", "json_output", "ctx",
 )  # fmt: skip
 # What a resumed run may change: where and how it runs and what it logs, not what it computes (and --epochs,
 # to extend it). --precision changes the arithmetic's rounding, like --device; both are recorded in the run.
@@ -372,6 +375,16 @@ def _common_train_parameters() -> list[inspect.Parameter]:
             Annotated[
                 Optional[str],
                 typer.Option("--dataset", help=f"{DATASET_HELP}; default mnist, falling back to the bundled mnist-mini.",
+                             show_default=False),
+            ],
+            None,
+        ),
+        "val_size": (
+            Annotated[
+                Optional[int],
+                typer.Option("--val-size", min=1, help="Images at the end of a named dataset's training file held out "
+                             "for validation (default: a sixth, 10,000 of MNIST's 60,000; the IWAE paper's protocol "
+                             "holds out 400). Recorded with the run: --resume and dgm eval split the same way.",
                              show_default=False),
             ],
             None,
@@ -567,7 +580,7 @@ def _train_in_process(model_name: str, values: dict, common: dict, parallel, dev
         RunFolder(out, writes=parallel.is_main).refuse_existing()  # before the data are read
         dataset = _read_data(lambda progress: load_dataset(
             common["dataset"], common["data_dir"], fit=common["image_fit"].value, skip_bad=common["skip_bad_images"],
-            progress=progress), console=stderr_console() if parallel.is_main else quiet_console())  # fmt: skip
+            progress=progress, val_size=common["val_size"]), console=stderr_console() if parallel.is_main else quiet_console())  # fmt: skip
     console = stderr_console() if parallel.is_main else quiet_console()
     if dataset.fallback_reason:
         # Messages and paths are printed without rich markup: "[Errno -2]" in a reason is not a style.

@@ -273,15 +273,23 @@ def read_source(source: Source, folder: Path) -> dict[str, torch.Tensor]:
 
 
 def make_splits(
-    name: str, arrays: dict[str, torch.Tensor], location: str, fallback_reason: str | None, content_md5: dict[str, str]
+    name: str, arrays: dict[str, torch.Tensor], location: str, fallback_reason: str | None, content_md5: dict[str, str],
+    val_size: int | None = None,
 ) -> Dataset:
-    """Validation is the last sixth of the official training file: 50,000 / 10,000 for MNIST."""
+    """Validation is the last `val_size` images of the official training file, by default its last sixth:
+    50,000 / 10,000 for MNIST. Published protocols differ (the IWAE paper trained on 59,600 and held out 400),
+    so the size is the user's; the split is recorded with every run and checkpoint and found again from it."""
     images, labels = arrays["train_images"], arrays["train_labels"]
     if len(images) != len(labels) or len(arrays["test_images"]) != len(arrays["test_labels"]):
         raise DgmError(f"{location}: image and label files disagree on the number of items")
     if tuple(images.shape[1:]) != IMAGE_SHAPE[1:] or tuple(arrays["test_images"].shape[1:]) != IMAGE_SHAPE[1:]:
         raise DgmError(f"{location}: images must be 28x28, found {tuple(images.shape[1:])}")
-    n_val = len(images) // 6
+    n_val = len(images) // 6 if val_size is None else val_size
+    if not 1 <= n_val < len(images):
+        raise DgmError(
+            f"--val-size {n_val} does not fit {name}'s training file of {len(images):,} images; "
+            f"give 1 to {len(images) - 1:,} (default {len(images) // 6:,})"
+        )
     n_train = len(images) - n_val
     return Dataset(
         name=name,
@@ -295,15 +303,21 @@ def make_splits(
 
 
 def load_dataset(name: str | None, data_dir: Path | None = None, *, fit: str = "crop", skip_bad: bool = False,
-                 progress=None) -> Dataset:  # fmt: skip
+                 progress=None, val_size: int | None = None) -> Dataset:  # fmt: skip
     """Load `name`, a folder of images (any `name` that is not a dataset's), or MNIST falling back to the
-    bundled mnist-mini when `name` is None. fit, skip_bad and progress are for a folder (image_folder.read_folder).
+    bundled mnist-mini when `name` is None. fit, skip_bad and progress are for a folder (image_folder.read_folder);
+    val_size for a named dataset (make_splits).
 
     A dataset the user named explicitly never falls back: training on 5,000
     digits when 50,000 were asked for would make every number misleading.
     """
     requested = name or "mnist"
     if requested not in SOURCES:
+        if val_size is not None:
+            raise DgmError(
+                "--val-size is for the named datasets; an image folder's validation images are its val/ folder, "
+                "or a sixth of its training images when it has none"
+            )
         return load_image_folder(Path(requested), fit=fit, skip_bad=skip_bad, progress=progress)
     source = SOURCES[requested]
     root = Path(data_dir).expanduser() if data_dir else default_data_root()
@@ -316,8 +330,8 @@ def load_dataset(name: str | None, data_dir: Path | None = None, *, fit: str = "
         message = missing_files_message(source, root, reason)
         if name is not None:
             raise DgmError(message)
-        return load_bundled(fallback_reason=message)
-    return make_splits(requested, read_source(source, folder), str(folder.resolve()), None, source.content_md5)
+        return load_bundled(fallback_reason=message, val_size=val_size)
+    return make_splits(requested, read_source(source, folder), str(folder.resolve()), None, source.content_md5, val_size)
 
 
 def load_image_folder(root: Path, *, fit: str = "crop", skip_bad: bool = False, progress=None) -> Dataset:
@@ -345,10 +359,11 @@ def load_image_folder(root: Path, *, fit: str = "crop", skip_bad: bool = False, 
     )
 
 
-def load_bundled(fallback_reason: str | None = None) -> Dataset:
+def load_bundled(fallback_reason: str | None = None, val_size: int | None = None) -> Dataset:
     """The mnist-mini subset inside the package, wherever the package is installed now."""
     mini = SOURCES["mnist-mini"]
-    return make_splits("mnist-mini", read_source(mini, mini.system_dirs[0]), "bundled", fallback_reason, mini.content_md5)
+    arrays = read_source(mini, mini.system_dirs[0])
+    return make_splits("mnist-mini", arrays, "bundled", fallback_reason, mini.content_md5, val_size)
 
 
 def reload_dataset(recorded: dict, data_dir: Path | None, *, run: str) -> Dataset:
@@ -364,14 +379,14 @@ def reload_dataset(recorded: dict, data_dir: Path | None, *, run: str) -> Datase
     elif name not in SOURCES:
         raise DgmError(f"{run} was trained on an unknown dataset {name!r}; this dgm knows {', '.join(DATASETS)}")
     elif name == "mnist-mini":
-        dataset = load_bundled(recorded.get("fallback_reason") if recorded.get("fallback") else None)
+        dataset = load_bundled(recorded.get("fallback_reason") if recorded.get("fallback") else None, recorded.get("val"))
     else:
         root = data_dir
         location = recorded.get("location")
         if root is None and location and location != "bundled" and find_files(SOURCES[name], Path(location)):
             root = Path(location)
         try:
-            dataset = load_dataset(name, root)
+            dataset = load_dataset(name, root, val_size=recorded.get("val"))
         except DgmError as error:  # gone, or damaged: the loader's message says where it looked and what it needs
             raise DgmError(f"cannot resume {run}, whose {name} data were read from {location}: {error}") from None
     refuse_changed(dataset, recorded, run)
@@ -389,12 +404,13 @@ def refuse_changed(dataset: Dataset, recorded: dict, what: str) -> None:
 
 def trained_dataset(recorded: dict, data_dir: Path | None, *, what: str, progress=None) -> Dataset:
     """The data a checkpoint was trained on (its recorded describe()), for sample, interpolate and eval: a named
-    dataset by its name (never replaced by a fallback); an image folder found again and checked by content."""
+    dataset by its name (never replaced by a fallback) and split as it was (its recorded validation size); an
+    image folder found again and checked by content."""
     if recorded.get("kind") == "image-folder":
         dataset = reload_image_folder(recorded, data_dir, run=what, progress=progress)
         refuse_changed(dataset, recorded, what)
         return dataset
-    return load_dataset(recorded.get("name", "mnist"), data_dir)
+    return load_dataset(recorded.get("name", "mnist"), data_dir, val_size=recorded.get("val"))
 
 
 def reload_image_folder(recorded: dict, data_dir: Path | None, *, run: str, progress=None) -> Dataset:

@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from dgm_cli.checkpoint import publish_checkpoint, read_header
 from dgm_cli.data import FILES, load_dataset
 from dgm_cli.models.vae import VAE
@@ -106,6 +108,33 @@ def test_a_run_resumes_after_the_package_moved():
     facts["data"]["location"] = "/an/old/venv/lib/python3.11/site-packages/dgm_cli/assets/mnist-mini"
     Path("run/config.json").write_text(json.dumps(facts))
     ok("train", "vae", "--resume", "run", "--epochs", "2")
+
+
+def test_a_validation_size_is_the_end_of_the_training_file_and_every_later_command_splits_the_same_way():
+    default, held_out = load_dataset("mnist-mini"), load_dataset("mnist-mini", val_size=100)
+    whole = torch.cat([default.train.images, default.val.images])  # the training file, in order
+    assert torch.equal(held_out.val.images, whole[-100:]) and torch.equal(held_out.train.images, whole[:-100])
+    assert torch.equal(held_out.test.images, default.test.images)
+    ok("train", "vae", "--epochs", "1", "--dataset", "mnist-mini", "--val-size", "100", "--out", "run", *TINY)
+    assert config_of("run")["data"]["val"] == 100 and read_header(Path("run/last.safetensors")).data["val"] == 100
+    ok("train", "vae", "--resume", "run", "--epochs", "2")  # the recorded split is found again, not the default
+    assert read_header(Path("run/last.safetensors")).data["train"] == len(whole) - 100
+    for named in ([], ["--dataset", "mnist-mini"]):  # eval splits as the checkpoint was trained, named or not
+        report = json.loads(ok("eval", "vae", "run/last.safetensors", "--split", "val", "--iw-samples", "2",
+                               "--mc-samples", "0", "--samples", "0", "--json", *named).stdout)  # fmt: skip
+        assert report["likelihood"]["images"] == 100
+    fails("train", "vae", "--resume", "run", "--epochs", "3", "--val-size", "50", message="leave out --val-size")
+
+
+def test_a_validation_size_that_does_not_fit_is_refused_before_anything_is_written(tmp_path):
+    count = len(load_dataset("mnist-mini").train) + len(load_dataset("mnist-mini").val)
+    fails("train", "vae", "--epochs", "0", "--dataset", "mnist-mini", "--val-size", str(count), "--out", "run", *TINY,
+          message=f"give 1 to {count - 1:,}")  # fmt: skip
+    assert not Path("run").exists()
+    folder = tmp_path / "images"
+    folder.mkdir()
+    fails("train", "vae", "--epochs", "0", "--dataset", folder, "--val-size", "10", "--out", "run2", *TINY,
+          message="--val-size is for the named datasets")  # fmt: skip
 
 
 def test_data_that_really_differ_are_refused_in_one_line():
