@@ -1055,6 +1055,17 @@ def evaluate(
         _print_json(report)
 
 
+def _as_option(field: tuple) -> str:
+    """A config field and its value as the option that sets it: --batch-size 20, --no-flag, --sample-epochs 0,10."""
+    name, value = field
+    flag = name.replace("_", "-")
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"--no-{flag}"
+    if isinstance(value, (tuple, list)):
+        value = ",".join(str(part) for part in value)
+    return f"--{flag} {value}"
+
+
 @app.command()
 @user_errors
 def presets(
@@ -1065,7 +1076,8 @@ def presets(
     json_output: JsonOpt = False,
 ) -> None:
     """List the published configurations `dgm train MODEL --preset NAME` trains, with the published number and,
-    where a checkpoint of the preset has been evaluated (dgm eval ... --result CKPT.eval.json), dgm's own."""
+    where a checkpoint of the preset has been evaluated (dgm eval ... --result CKPT.eval.json), dgm's own;
+    variants (MODEL-PRESET-WORD.safetensors, the preset with options changed) follow with their changes."""
     from dgm_cli.presets import preset_table
 
     rows = preset_table([model.value] if model else list_models(), checkpoint_dir)
@@ -1080,8 +1092,13 @@ def presets(
     def number(value, row):
         return "-" if value is None else f"{value:.{published_digits(row['metric'])}f}"
 
+    def configuration(row):
+        if row["variant"] is None:
+            return row["description"]
+        return f"variant {row['variant']}: " + (" ".join(map(_as_option, row["changes"].items())) or "the preset's configuration")
+
     table = [[row["model"], row["name"], number(row["published"], row), number(row["dgm"], row),
-              "-" if row["dgm"] is None else f"± {number(row['dgm_standard_error'], row)}", row["description"]]
+              "-" if row["dgm"] is None else f"± {number(row['dgm_standard_error'], row)}", configuration(row)]
              for row in rows]  # fmt: skip
     typer.echo(_format_table(["model", "preset", "published", "dgm", "s.e.", "configuration"], table))
     for source in sorted({f"published: {row['metric']}; {row['reference']}" for row in rows}):

@@ -3,13 +3,21 @@
 A preset (registry.Preset) names a published configuration and its number.
 dgm's own number for it comes from files, never from this code: the
 evaluation report `dgm eval MODEL CKPT --result CKPT.eval.json` wrote beside
-the preset's checkpoint, `checkpoints/MODEL-PRESET.safetensors`.
+the preset's checkpoint, `checkpoints/MODEL-PRESET.safetensors`. A variant,
+`checkpoints/MODEL-PRESET-WORD.safetensors` trained from the preset with some
+options changed (the paper's batch size, another activation), is listed
+under it with those changes, read from its own header.
 """
 
 import json
 from pathlib import Path
 
-from dgm_cli.registry import get_spec
+from dgm_cli import config as config_tools
+from dgm_cli.errors import DgmError
+from dgm_cli.registry import get_spec, preset_overrides
+
+# Fields that do not change what a run computes: left out of a variant's changes.
+UNCOMPUTED_FIELDS = {"preset", "sample_epochs"}
 
 
 def preset_checkpoint(model_name: str, preset_name: str, folder: Path) -> Path:
@@ -58,24 +66,63 @@ def comparison(spec, info, report: dict, *, split_size: int) -> dict | None:
     }
 
 
+def protocol_value(checkpoint: Path, protocol: dict) -> tuple[float, float] | None:
+    """dgm's number from the checkpoint's CKPT.eval.json when that report followed the published protocol."""
+    result = checkpoint.with_suffix(".eval.json")
+    if not result.is_file():
+        return None
+    try:
+        report = json.loads(result.read_text())
+        if not protocol_differences(report, protocol, report["likelihood"]["images"]):
+            return measured_value(report, protocol)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # a damaged or foreign file: no measured number rather than a wrong one
+    return None
+
+
+def variant_changes(spec, info) -> dict:
+    """The fields a checkpoint's config sets otherwise than its preset does (left out: UNCOMPUTED_FIELDS and the
+    fields the data set)."""
+    from dataclasses import fields
+
+    mine = config_tools.to_dict(info.config)
+    preset = config_tools.to_dict(config_tools.from_dict(spec.config_class, preset_overrides(spec, mine.get("preset"))))
+    from_data = {field.name for field in fields(spec.config_class) if field.metadata.get("from_data")}
+    return {name: value for name, value in mine.items()
+            if name not in UNCOMPUTED_FIELDS | from_data and preset.get(name) != value}  # fmt: skip
+
+
+def preset_variants(spec, preset_name: str, folder: Path) -> list[tuple[Path, dict]]:
+    """MODEL-PRESET-WORD.safetensors files in `folder` whose header names the preset, with their changes;
+    files that are not readable dgm checkpoints of it are passed over."""
+    from dgm_cli.checkpoint import read_header
+
+    variants = []
+    for path in sorted(Path(folder).glob(f"{spec.name}-{preset_name}-*.safetensors")):
+        try:
+            info = read_header(path, expected_model=spec.name)
+        except DgmError:
+            continue
+        if getattr(info.config, "preset", None) == preset_name:
+            variants.append((path, variant_changes(spec, info)))
+    return variants
+
+
 def preset_table(models: list[str], checkpoint_dir: Path) -> list[dict]:
+    """One row per preset (its checkpoint MODEL-PRESET.safetensors), then one per variant of it."""
     rows = []
     for model_name in models:
-        for preset in get_spec(model_name).presets.values():
+        spec = get_spec(model_name)
+        for preset in spec.presets.values():
             checkpoint = preset_checkpoint(model_name, preset.name, checkpoint_dir)
-            result = checkpoint.with_suffix(".eval.json")
-            value = None
-            if result.is_file():
-                try:
-                    report = json.loads(result.read_text())
-                    if not protocol_differences(report, preset.protocol, report["likelihood"]["images"]):
-                        value = measured_value(report, preset.protocol)
-                except (OSError, ValueError, KeyError, TypeError):
-                    value = None  # a damaged or foreign file: no measured number rather than a wrong one
-            rows.append({
-                "model": model_name, **preset.as_dict(),
-                "checkpoint": str(checkpoint) if checkpoint.is_file() else None,
-                "dgm": None if value is None else value[0],
-                "dgm_standard_error": None if value is None else value[1],
-            })  # fmt: skip
+            found = [(checkpoint, None, {})] + [(path, path.stem[len(f"{model_name}-{preset.name}-"):], changes)
+                                                for path, changes in preset_variants(spec, preset.name, checkpoint_dir)]  # fmt: skip
+            for path, variant, changes in found:
+                value = protocol_value(path, preset.protocol)
+                rows.append({
+                    "model": model_name, **preset.as_dict(), "variant": variant, "changes": changes,
+                    "checkpoint": str(path) if path.is_file() else None,
+                    "dgm": None if value is None else value[0],
+                    "dgm_standard_error": None if value is None else value[1],
+                })  # fmt: skip
     return rows
