@@ -88,8 +88,12 @@ def variant_changes(spec, info) -> dict:
     mine = config_tools.to_dict(info.config)
     preset = config_tools.to_dict(config_tools.from_dict(spec.config_class, preset_overrides(spec, mine.get("preset"))))
     from_data = {field.name for field in fields(spec.config_class) if field.metadata.get("from_data")}
-    return {name: value for name, value in mine.items()
-            if name not in UNCOMPUTED_FIELDS | from_data and preset.get(name) != value}  # fmt: skip
+    changes = {name: value for name, value in mine.items()
+               if name not in UNCOMPUTED_FIELDS | from_data and preset.get(name) != value}  # fmt: skip
+    held_out, trained = info.data.get("val"), info.data.get("train")
+    if info.data.get("kind") != "image-folder" and held_out and trained and held_out != (held_out + trained) // 6:
+        changes["val_size"] = held_out  # not dgm's split of the training file (dgm train --val-size)
+    return changes
 
 
 def preset_variants(spec, preset_name: str, folder: Path) -> list[tuple[Path, dict]]:

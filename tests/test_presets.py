@@ -79,7 +79,7 @@ def test_presets_lists_the_published_numbers_and_dgms_own_where_evaluated_by_the
 
 
 def test_presets_lists_a_variant_of_a_preset_with_the_options_it_changed():
-    ok("train", "vae", "--preset", "iwae-1l-vae", "--out", "run", *SMALL)
+    ok("train", "vae", "--preset", "iwae-1l-vae", "--out", "run", "--val-size", "400", *SMALL)
     Path("checkpoints").mkdir(exist_ok=True)
     Path("run/last.safetensors").replace("checkpoints/vae-iwae-1l-vae-small.safetensors")
     Path("checkpoints/vae-iwae-1l-vae-junk.safetensors").write_bytes(b"not a checkpoint")  # passed over
@@ -94,12 +94,13 @@ def test_presets_lists_a_variant_of_a_preset_with_the_options_it_changed():
 
     rows = [row for row in json.loads(ok("presets", "vae", "--json").stdout)["presets"] if row["name"] == "iwae-1l-vae"]
     assert [row["variant"] for row in rows] == [None, "small"]
-    assert rows[1]["changes"] == {"hidden": 16, "epochs": 1, "batch_size": 500}  # what SMALL set otherwise than the preset
+    # what SMALL set otherwise than the preset, and the training file's split
+    assert rows[1]["changes"] == {"hidden": 16, "epochs": 1, "batch_size": 500, "val_size": 400}
     assert rows[1]["checkpoint"] == "checkpoints/vae-iwae-1l-vae-small.safetensors"
     assert rows[1]["dgm"] == -report["likelihood"]["importance_weighted"]["nats"] and rows[0]["dgm"] is None
     line = next(line for line in ok("presets", "vae").stdout.splitlines() if "variant" in line)
     assert line.split()[:2] == ["vae", "iwae-1l-vae"]
-    assert line.endswith("variant small: --hidden 16 --epochs 1 --batch-size 500")
+    assert line.endswith("variant small: --hidden 16 --epochs 1 --batch-size 500 --val-size 400")
 
 
 def test_a_flow_presets_checkpoint_is_evaluated_by_its_published_protocol_unless_told_otherwise():
