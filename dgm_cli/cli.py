@@ -267,11 +267,9 @@ def _checkpoint_dataset(info, dataset: Optional[str], data_dir: Optional[Path]):
     image folder is checked to hold the images it was trained on."""
     from dgm_cli.data import load_dataset, trained_dataset
 
-    if dataset is not None:
-        # The checkpoint's own dataset named again is split as it was trained (its validation size).
-        same = dataset == info.data.get("name") and info.data.get("kind") != "image-folder"
-        val_size = info.data.get("val") if same else None
-        return _read_data(lambda progress: load_dataset(dataset, data_dir, progress=progress, val_size=val_size))
+    # The checkpoint's own named dataset, named again, is the trained one: split as it was (its validation size).
+    if dataset is not None and (dataset != info.data.get("name") or info.data.get("kind") == "image-folder"):
+        return _read_data(lambda progress: load_dataset(dataset, data_dir, progress=progress))
     return _read_data(lambda progress: trained_dataset(info.data, data_dir, what=str(info.path), progress=progress))
 
 

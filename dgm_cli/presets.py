@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from dgm_cli import config as config_tools
+from dgm_cli.data import default_val_size
 from dgm_cli.errors import DgmError
 from dgm_cli.registry import get_spec, preset_overrides
 
@@ -91,7 +92,7 @@ def variant_changes(spec, info) -> dict:
     changes = {name: value for name, value in mine.items()
                if name not in UNCOMPUTED_FIELDS | from_data and preset.get(name) != value}  # fmt: skip
     held_out, trained = info.data.get("val"), info.data.get("train")
-    if info.data.get("kind") != "image-folder" and held_out and trained and held_out != (held_out + trained) // 6:
+    if info.data.get("kind") != "image-folder" and held_out and trained and held_out != default_val_size(held_out + trained):
         changes["val_size"] = held_out  # not dgm's split of the training file (dgm train --val-size)
     return changes
 
