@@ -161,3 +161,23 @@ def test_an_unknown_preset_names_the_known_ones():
 
     with pytest.raises(DgmError, match="iwae-1l-vae"):
         create_config("gan", preset="iwae-1l-vae")
+
+
+def test_adam_beta1_is_the_decay_of_the_running_mean_of_gradients():
+    """Two Adam steps with constant gradients g1, g2 against the closed form of Adam's update with beta1 = 0.99."""
+    model = create_model("vae", zdim=2, hidden=4, adam_beta1=0.99, adam_eps=1e-4, lr=1e-3)
+    [optimizer] = model.configure_optimizers()
+    parameter = model.decoder[-1].bias
+    before = parameter.detach().clone()
+    beta1, beta2, lr, eps = 0.99, 0.999, 1e-3, 1e-4
+    m = v = 0.0
+    expected = before.clone()
+    for step, g in enumerate((0.5, -0.2), start=1):
+        for other in model.parameters():
+            other.grad = torch.zeros_like(other)
+        parameter.grad = torch.full_like(parameter, g)
+        optimizer.step()
+        m, v = beta1 * m + (1 - beta1) * g, beta2 * v + (1 - beta2) * g * g
+        expected -= lr * (m / (1 - beta1**step)) / (math.sqrt(v / (1 - beta2**step)) + eps)
+    assert torch.allclose(parameter.detach(), expected, rtol=0, atol=1e-7)
+    assert create_model("vae").config.adam_beta1 == 0.9  # the default, and what checkpoints from before it had

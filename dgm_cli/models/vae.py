@@ -110,6 +110,8 @@ class VAEConfig:
         choices=SCHEDULES,
     )
     adam_eps: float = option(1e-8, "Adam's epsilon (the IWAE paper used 1e-4).", min=1e-12, max=1.0)
+    adam_beta1: float = option(0.9, "Adam's beta1, the decay of its running mean of gradients (the IWAE paper's "
+                               "code used 0.99).", min=0.0, max=0.9999)  # fmt: skip
     conditional: bool = option(
         False, "Learn p(x|y) for the class labels: q(z|x,y) and p(x|z,y) (one stochastic layer)."
     )
@@ -249,7 +251,8 @@ class VAE(GenerativeModel):
         return self.config.zdim2 if self.hierarchical else self.config.zdim
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        return [adam(self.parameters(), lr=self.config.lr, eps=self.config.adam_eps)]
+        config = self.config
+        return [adam(self.parameters(), lr=config.lr, eps=config.adam_eps, betas=(config.adam_beta1, 0.999))]
 
     def learning_rate_factor(self, progress: float) -> float:
         return learning_rate_factor(self.config.lr_schedule, progress)
