@@ -1091,8 +1091,9 @@ def presets(
         return "-" if value is None else f"{value:.{published_digits(row['metric'])}f}"
 
     def configuration(row):
-        if row["variant"] is None:
-            return row["description"]
+        if row["variant"] is None:  # the preset's checkpoint, trained before the preset changed, says how
+            changed = " ".join(map(_as_option, row["changes"].items()))
+            return row["description"] + (f"; this checkpoint: {changed}" if changed else "")
         return f"variant {row['variant']}: " + (" ".join(map(_as_option, row["changes"].items())) or "the preset's configuration")
 
     table = [[row["model"], row["name"], number(row["published"], row), number(row["dgm"], row),

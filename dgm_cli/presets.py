@@ -82,35 +82,39 @@ def protocol_value(checkpoint: Path, protocol: dict) -> tuple[float, float] | No
 
 
 def variant_changes(spec, info) -> dict:
-    """The fields a checkpoint's config sets otherwise than its preset does (left out: UNCOMPUTED_FIELDS and the
-    fields the data set)."""
+    """The fields a checkpoint's config sets otherwise than its preset does (left out: UNCOMPUTED_FIELDS, the
+    fields the data set, and those the checkpoint's configuration does not use)."""
     from dataclasses import fields
 
     mine = config_tools.to_dict(info.config)
     preset = config_tools.to_dict(config_tools.from_dict(spec.config_class, preset_overrides(spec, mine.get("preset"))))
     from_data = {field.name for field in fields(spec.config_class) if field.metadata.get("from_data")}
+    unused = set(info.config.inapplicable_fields()) if hasattr(info.config, "inapplicable_fields") else set()
     changes = {name: value for name, value in mine.items()
-               if name not in UNCOMPUTED_FIELDS | from_data and preset.get(name) != value}  # fmt: skip
+               if name not in UNCOMPUTED_FIELDS | from_data | unused and preset.get(name) != value}  # fmt: skip
     held_out, trained = info.data.get("val"), info.data.get("train")
     if info.data.get("kind") != "image-folder" and held_out and trained and held_out != default_val_size(held_out + trained):
         changes["val_size"] = held_out  # not dgm's split of the training file (dgm train --val-size)
     return changes
 
 
+def checkpoint_changes(spec, preset_name: str, path: Path) -> dict | None:
+    """The options a checkpoint of the preset changed (variant_changes), or None when `path` is not a readable
+    dgm checkpoint that names the preset."""
+    from dgm_cli.checkpoint import read_header
+
+    try:
+        info = read_header(path, expected_model=spec.name)
+    except DgmError:
+        return None
+    return variant_changes(spec, info) if getattr(info.config, "preset", None) == preset_name else None
+
+
 def preset_variants(spec, preset_name: str, folder: Path) -> list[tuple[Path, dict]]:
     """MODEL-PRESET-WORD.safetensors files in `folder` whose header names the preset, with their changes;
     files that are not readable dgm checkpoints of it are passed over."""
-    from dgm_cli.checkpoint import read_header
-
-    variants = []
-    for path in sorted(Path(folder).glob(f"{spec.name}-{preset_name}-*.safetensors")):
-        try:
-            info = read_header(path, expected_model=spec.name)
-        except DgmError:
-            continue
-        if getattr(info.config, "preset", None) == preset_name:
-            variants.append((path, variant_changes(spec, info)))
-    return variants
+    paths = sorted(Path(folder).glob(f"{spec.name}-{preset_name}-*.safetensors"))
+    return [(path, changes) for path in paths if (changes := checkpoint_changes(spec, preset_name, path)) is not None]
 
 
 def preset_table(models: list[str], checkpoint_dir: Path) -> list[dict]:
@@ -120,7 +124,9 @@ def preset_table(models: list[str], checkpoint_dir: Path) -> list[dict]:
         spec = get_spec(model_name)
         for preset in spec.presets.values():
             checkpoint = preset_checkpoint(model_name, preset.name, checkpoint_dir)
-            found = [(checkpoint, None, {})] + [(path, path.stem[len(f"{model_name}-{preset.name}-"):], changes)
+            # The preset's own checkpoint may predate a change of the preset (e.g. its initialisation): say so.
+            own_changes = checkpoint_changes(spec, preset.name, checkpoint) if checkpoint.is_file() else None
+            found = [(checkpoint, None, own_changes or {})] + [(path, path.stem[len(f"{model_name}-{preset.name}-"):], changes)
                                                 for path, changes in preset_variants(spec, preset.name, checkpoint_dir)]  # fmt: skip
             for path, variant, changes in found:
                 value = protocol_value(path, preset.protocol)

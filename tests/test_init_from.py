@@ -73,3 +73,19 @@ def test_weights_that_do_not_fit_are_refused_before_anything_is_written():
     fails("train", "vae", "--init-from", "missing.safetensors", *DATA, "--out", "none", message="does not exist")
     fails("train", "vae", "--resume", "first", "--init-from", start, message="leave out --init-from")
     assert not any(Path(name).exists() for name in ("gan", "none"))
+
+
+def test_the_papers_initialization_takes_the_training_images_mean_and_init_from_keeps_the_checkpoints():
+    from dgm_cli.data import load_dataset
+
+    ok("train", "vae", *TINY_VAE, *DATA, "--init", "paper", "--epochs", "0", "--out", "paper", "--checkpoint-dir", "ckpt")
+    mean = (load_dataset("mnist-mini").train.images.double() / 255).mean(0).flatten().clamp(0.001, 0.999)
+    bias = load_file("paper/last.safetensors")["decoder.2.bias"].double()
+    assert torch.allclose(bias, torch.log(mean / (1 - mean)), atol=1e-5)
+    records = [json.loads(line) for line in Path("paper/metrics.jsonl").read_text().splitlines()]
+    assert records[0]["val_elbo"] > -543  # the untrained model already draws the average digit, not uniform noise
+    # A run that starts from a checkpoint takes all of its weights; the data do not overwrite its output bias.
+    ok("train", "vae", *TINY_VAE, *DATA, "--epochs", "1", "--out", "first", "--checkpoint-dir", "ckpt2")
+    ok("train", "vae", "--init-from", "ckpt2/vae.safetensors", *DATA, "--init", "paper", "--epochs", "0",
+       "--out", "second", "--checkpoint-dir", "ckpt3")  # fmt: skip
+    assert torch.equal(load_file("second/last.safetensors")["decoder.2.bias"], load_file("ckpt2/vae.safetensors")["decoder.2.bias"])

@@ -181,3 +181,40 @@ def test_adam_beta1_is_the_decay_of_the_running_mean_of_gradients():
         expected -= lr * (m / (1 - beta1**step)) / (math.sqrt(v / (1 - beta2**step)) + eps)
     assert torch.allclose(parameter.detach(), expected, rtol=0, atol=1e-7)
     assert create_model("vae").config.adam_beta1 == 0.9  # the default, and what checkpoints from before it had
+
+
+@pytest.mark.parametrize("init", ["glorot", "paper"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_the_papers_initialization_is_glorot_uniform_with_zero_biases(layers, init):
+    """Before the data: 'paper' sets its output bias from the training images later (initialize_from_data)."""
+    config = dict(TWO, zdim=50, hidden=200) if layers == 2 else dict(hidden_layers=2, hidden=200, zdim=50)
+    torch.manual_seed(0)
+    model = create_model("vae", init=init, **config)
+    heads = {id(model.encoder[-1])} | ({id(model.encoder_top[-1]), id(model.decoder_top[-1])} if layers == 2 else set())
+    for module in model.modules():
+        if not isinstance(module, torch.nn.Linear):
+            continue
+        assert torch.count_nonzero(module.bias) == 0
+        if id(module) in heads:  # mean half as a head of its own; log-variance = 2 log sigma, twice the scale
+            half = module.out_features // 2
+            bound = math.sqrt(6 / (module.in_features + half))
+            parts = [(module.weight[:half], bound), (module.weight[half:], 2 * bound)]
+        else:
+            parts = [(module.weight, math.sqrt(6 / (module.in_features + module.out_features)))]
+        for weights, bound in parts:  # uniform on [-bound, bound]: inside it, reaching its edges, variance bound^2/3
+            assert weights.abs().max() <= bound and weights.abs().max() > 0.95 * bound
+            assert weights.var().item() == pytest.approx(bound**2 / 3, rel=0.15)
+
+
+def test_the_papers_output_bias_is_the_logit_of_the_mean_training_image():
+    images = binary_images(64)
+    model = create_model("vae", init="paper", zdim=2, hidden=8)
+    model.initialize_from_data(images)
+    mean = (images.double() / 255).mean(0).flatten().clamp(0.001, 0.999)
+    assert torch.allclose(model.decoder[-1].bias.double(), -torch.log(1 / mean - 1), atol=1e-5)
+    default = create_model("vae", zdim=2, hidden=8)  # PyTorch's start: the uniform Bernoulli, and no data in it
+    default.initialize_from_data(images)
+    assert torch.count_nonzero(default.decoder[-1].weight) == 0 and torch.count_nonzero(default.decoder[-1].bias) == 0
+    glorot = create_model("vae", init="glorot", zdim=2, hidden=8)  # the paper's weights without the data's bias
+    glorot.initialize_from_data(images)
+    assert torch.count_nonzero(glorot.decoder[-1].weight) > 0 and torch.count_nonzero(glorot.decoder[-1].bias) == 0

@@ -117,3 +117,22 @@ def test_a_flow_presets_checkpoint_is_evaluated_by_its_published_protocol_unless
     assert "variational dequantization" in report["likelihood"]["dequantized"]["label"]
     report = json.loads(ok(*common, "--dequantization-draws", "1").stdout)
     assert "importance_weighted" not in report["likelihood"]
+
+
+def test_a_presets_own_checkpoint_trained_otherwise_says_how_and_unused_fields_are_not_changes():
+    from dgm_cli.checkpoint import read_header, save_checkpoint
+    from dgm_cli.presets import variant_changes
+    from dgm_cli.registry import create_model, get_spec
+
+    ok("train", "vae", "--preset", "iwae-1l-vae", "--init", "pytorch", "--out", "run", *SMALL)
+    Path("checkpoints").mkdir(exist_ok=True)
+    Path("run/last.safetensors").replace("checkpoints/vae-iwae-1l-vae.safetensors")
+    row = json.loads(ok("presets", "vae", "--json").stdout)["presets"][0]
+    assert row["variant"] is None and row["changes"] == {"hidden": 16, "epochs": 1, "batch_size": 500, "init": "pytorch"}
+    line = next(line for line in ok("presets", "vae").stdout.splitlines() if "iwae-1l-vae" in line)
+    assert line.endswith("; this checkpoint: --hidden 16 --epochs 1 --batch-size 500 --init pytorch")
+
+    # An unconditional flow's --conditioning is unused: whatever it holds, it changes nothing the run computes.
+    model = create_model("flow", preset="tutorial-multiscale", conditioning="prior")
+    save_checkpoint(Path("flow.safetensors"), model, model_name="flow", config=model.config, data={}, train={})
+    assert variant_changes(get_spec("flow"), read_header(Path("flow.safetensors"))) == {}

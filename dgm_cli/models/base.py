@@ -159,6 +159,11 @@ class GenerativeModel(nn.Module):
         """The share of the configured learning rate to use at `progress` (0 at the first step, 1 at the end)."""
         return 1.0
 
+    def initialize_from_data(self, images: torch.Tensor) -> None:
+        """A start that depends on the training images (uint8, (N, 28, 28)), before the first step of a run
+        from scratch; it must draw no random numbers, so the run's streams stay those of its seed. Nothing by
+        default."""
+
     def prepare_split(self, images: torch.Tensor, *, train: bool, generator: torch.Generator) -> torch.Tensor:
         """Turn a uint8 split into what the steps take, once, before training (identity by default)."""
         return images
