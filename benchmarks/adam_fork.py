@@ -16,7 +16,8 @@ weights go to --out (torch.save). Give each arm its own process (OMP_NUM_THREADS
 
 eval: for each weights file (or a state file), the test ELBO (mean of k log-weights) and the k-draw
 importance-weighted bound, averaged over the 10,000 test images, with the same binarization (seed 123)
-and the same draws (seed 7) for every file, so differences between files are paired.
+and the same draws (seed 7) for every file; then each file's per-image differences from the first file,
+mean and standard error (paired, so most of the images' spread cancels).
 """
 
 import argparse
@@ -70,6 +71,7 @@ def train(args) -> None:
 def evaluate(args) -> None:
     state = load_state(args.state)
     test = dataset_of(args).test.images
+    per_image = {}
     for path in args.weights:
         model = model_of(state)
         model.load_state_dict(torch.load(path) if path.endswith(".pt") else load_state(path).model)
@@ -84,7 +86,13 @@ def evaluate(args) -> None:
             bound.append(log_mean_exp(log_w, 1))
         elbo, bound = torch.cat(elbo), torch.cat(bound)
         print(json.dumps({"file": path, "elbo": elbo.mean().item(), f"iw{args.k}": bound.mean().item()}), flush=True)
-        torch.save({"elbo": elbo, "iw": bound}, f"{path}.per_image_k{args.k}.pt")  # for paired differences
+        per_image[path] = {"elbo": elbo, f"iw{args.k}": bound}
+    first, *others = args.weights
+    for path in others:  # paired: the same images, binarization and draws, so most of their spread cancels
+        differences = {name: values - per_image[first][name] for name, values in per_image[path].items()}
+        print(json.dumps({"file": path, "against": first, **{
+            name: {"mean": value.mean().item(), "standard_error": (value.std() / len(value) ** 0.5).item()}
+            for name, value in differences.items()}}), flush=True)  # fmt: skip
 
 
 parser = argparse.ArgumentParser()
