@@ -178,10 +178,10 @@ class Training:
         torch.manual_seed(self.seed)
         self.data_generator = torch.Generator().manual_seed(self.seed)  # static binarization and the like, on the CPU
         model = get_spec(model_name).module_class(config)
-        if resume is None and settings.init_from is None:
-            model.initialize_from_data(dataset.train.images)  # e.g. the VAE's --init paper
         # After the random initialisation, so the run's random streams are those of a run from scratch.
         started_from = self._initial_weights(model, resume)
+        if resume is None and started_from is None:  # a run from scratch: a start that may depend on the data
+            model.initialize_from_data(dataset.train.images)  # (the VAE's --init paper)
         if settings.sync_batchnorm:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(device)

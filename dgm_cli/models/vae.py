@@ -260,9 +260,9 @@ class VAE(GenerativeModel):
     def glorot_initialization(self) -> None:
         """As the IWAE paper's code (yburda/iwae, nnet.py): every weight uniform in +-sqrt(6 / (fan_in + fan_out))
         (Glorot & Bengio 2010, meant for tanh units), every bias zero; with init 'paper', initialize_from_data
-        then sets the decoder's output bias. The paper's Gaussian layers have two heads, the mean and sigma = exp(linear); dgm's one
-        head gives mean and log-variance (2 log sigma), so each half is drawn as a head of zdim outputs, and
-        the log-variance half at twice the scale."""
+        then sets the decoder's output bias. The paper's Gaussian layers have two heads, the mean and
+        sigma = exp(linear); dgm's one head gives mean and log-variance (2 log sigma), so each half is drawn
+        as a head of zdim outputs, and the log-variance half at twice the scale."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 bound = math.sqrt(6 / (module.in_features + module.out_features))
