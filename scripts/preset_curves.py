@@ -1,13 +1,15 @@
 """Curves of preset runs: each run's validation metric against epochs and against training time, with the
 published number of its preset (dashed) and dgm's own evaluations by the published protocol (dots).
 
-    python scripts/preset_curves.py RUN_DIR [RUN_DIR ...] --out FIGURE.png [--evals A.eval.json ...] [--ylim LOW HIGH]
+    python scripts/preset_curves.py RUN [RUN ...] --out FIGURE.png [--evals A.eval.json ...] [--ylim LOW HIGH]
 
-Each RUN_DIR is a `dgm train MODEL --preset ...` run folder; its metrics.jsonl gives the validation metric
-and the seconds of each epoch. The metric is the model's monitored one: the VAE's validation bound (val_iwae,
+Each RUN is a `dgm train MODEL --preset ...` run folder, or the files of one kept as PREFIX.config.json and
+PREFIX.metrics.jsonl (as docs/vae/iwae/ keeps them; give PREFIX); its metrics.jsonl gives the validation
+metric and the seconds of each epoch, and its name (the folder's, or PREFIX's last part) labels its curve. The metric is the model's monitored one: the VAE's validation bound (val_iwae,
 the k-sample bound the run trains, else val_elbo) as a negative log-likelihood in nats, the flow's val_bpd.
 An --evals file is a `dgm eval ... --result` report of a checkpoint of one of the runs (its preset names the
-run); it is drawn at the epoch its checkpoint holds, in the preset protocol's units.
+run: the checkpoint's configuration is the run's); it is drawn at the epoch its checkpoint holds, in the
+preset protocol's units.
 """
 
 import argparse
@@ -26,6 +28,13 @@ def validation_curve(model: str, records: list[dict]) -> tuple[str, list[float]]
     return "validation bits/dim", [r["val_bpd"] for r in records]
 
 
+def run_files(run: Path) -> tuple[Path, Path]:
+    """(config.json, metrics.jsonl) of a run folder, or of a run's files kept under a common prefix."""
+    if run.is_dir():
+        return run / "config.json", run / "metrics.jsonl"
+    return run.with_name(run.name + ".config.json"), run.with_name(run.name + ".metrics.jsonl")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path)
@@ -39,6 +48,7 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from dgm_cli import config as config_tools
     from dgm_cli.checkpoint import read_header
     from dgm_cli.presets import measured_value
     from dgm_cli.registry import get_spec
@@ -47,10 +57,12 @@ def main() -> None:
     evaluated = [json.loads(path.read_text()) for path in args.evals]
     units = set()
     for run in args.runs:
-        facts = json.loads((run / "config.json").read_text())
+        config_file, metrics_file = run_files(run)
+        facts = json.loads(config_file.read_text())
         model, name = facts["model"], facts["config"]["preset"]
         preset = get_spec(model).presets[name]
-        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][1:]
+        run_config = config_tools.from_stored(get_spec(model).config_class, facts["config"])
+        records = [json.loads(line) for line in metrics_file.read_text().splitlines()][1:]
         records = [r for r in records if not r.get("diverged")]
         label, values = validation_curve(model, records)
         units.add(preset.metric)
@@ -59,16 +71,16 @@ def main() -> None:
         for record in records:
             total += record["seconds"] / 3600
             hours.append(total)
-        line = by_epoch.plot(epochs, values, label=f"{name} ({label})")[0]
-        by_time.plot(hours, values, color=line.get_color(), label=name)
+        line = by_epoch.plot(epochs, values, label=f"{run.name} ({label})")[0]
+        by_time.plot(hours, values, color=line.get_color(), label=run.name)
         for axis in (by_epoch, by_time):
             axis.axhline(preset.published, color=line.get_color(), linestyle="--", linewidth=1)
         for report in evaluated:
             header = read_header(Path(report["checkpoint"]))
             value = measured_value(report, preset.protocol)
-            if header.config.preset == name and value is not None and header.train["epoch"] in epochs:
+            if header.config == run_config and value is not None and header.train["epoch"] in epochs:
                 epoch = header.train["epoch"]
-                by_epoch.plot([epoch], [value[0]], "o", color=line.get_color(), label=f"{name}: test, the protocol")
+                by_epoch.plot([epoch], [value[0]], "o", color=line.get_color(), label=f"{run.name}: test, the protocol")
                 by_time.plot([hours[epochs.index(epoch)]], [value[0]], "o", color=line.get_color())
     for axis, label in ((by_epoch, "epoch"), (by_time, "training time (hours, 2-core CPU)")):
         axis.set_xlabel(label)
