@@ -10,8 +10,8 @@ over the batch of 20 (so its epsilon of 1e-4 is 1e-4 / 20 on dgm's batch-mean gr
 reports the arms.
 
 train: loads STATE (a VAE run's state.safetensors: weights and Adam's moments), sets beta1, epsilon and a
-constant learning rate, and runs --epochs epochs of the run's batch size over the training split the run
-recorded (dynamic binarization, the model's own training step), printing each epoch's mean loss; the
+constant learning rate, and runs --epochs epochs of the run's batch size over full MNIST's training split
+as --val-size gives it (the run's own held-out size, 400 by default; dynamic binarization, the model's own training step), printing each epoch's mean loss; the
 weights go to --out (torch.save). Give each arm its own process (OMP_NUM_THREADS=1 beside each other).
 
 eval: for each weights file (or a state file), the test ELBO (mean of k log-weights) and the k-draw
@@ -35,7 +35,7 @@ from dgm_cli.state import load_state
 
 
 def dataset_of(args):
-    """Full MNIST split as the run split it (--val-size: the held-out images its config.json records)."""
+    """Full MNIST, split as --val-size says (give the held-out size the run's config.json records)."""
     return load_dataset("mnist", args.data_dir, val_size=args.val_size)
 
 

@@ -1091,10 +1091,10 @@ def presets(
         return "-" if value is None else f"{value:.{published_digits(row['metric'])}f}"
 
     def configuration(row):
-        if row["variant"] is None:  # the preset's checkpoint, trained before the preset changed, says how
-            changed = " ".join(map(_as_option, row["changes"].items()))
+        changed = " ".join(map(_as_option, row["changes"].items()))
+        if row["variant"] is None:  # the preset's own checkpoint, trained otherwise than the preset now is, says how
             return row["description"] + (f"; this checkpoint: {changed}" if changed else "")
-        return f"variant {row['variant']}: " + (" ".join(map(_as_option, row["changes"].items())) or "the preset's configuration")
+        return f"variant {row['variant']}: " + (changed or "the preset's configuration")
 
     table = [[row["model"], row["name"], number(row["published"], row), number(row["dgm"], row),
               "-" if row["dgm"] is None else f"± {number(row['dgm_standard_error'], row)}", configuration(row)]

@@ -125,8 +125,7 @@ def preset_table(models: list[str], checkpoint_dir: Path) -> list[dict]:
         for preset in spec.presets.values():
             checkpoint = preset_checkpoint(model_name, preset.name, checkpoint_dir)
             # The preset's own checkpoint may predate a change of the preset (e.g. its initialisation): say so.
-            own_changes = checkpoint_changes(spec, preset.name, checkpoint) if checkpoint.is_file() else None
-            found = [(checkpoint, None, own_changes or {})] + [(path, path.stem[len(f"{model_name}-{preset.name}-"):], changes)
+            found = [(checkpoint, None, checkpoint_changes(spec, preset.name, checkpoint) or {})] + [(path, path.stem[len(f"{model_name}-{preset.name}-"):], changes)
                                                 for path, changes in preset_variants(spec, preset.name, checkpoint_dir)]  # fmt: skip
             for path, variant, changes in found:
                 value = protocol_value(path, preset.protocol)
