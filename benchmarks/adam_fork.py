@@ -12,7 +12,8 @@ reports the arms.
 train: loads STATE (a VAE run's state.safetensors: weights and Adam's moments), sets beta1, epsilon and a
 constant learning rate, and runs --epochs epochs of the run's batch size over full MNIST's training split
 as --val-size gives it (the run's own held-out size, 400 by default; dynamic binarization, the model's own training step), printing each epoch's mean loss; the
-weights go to --out (torch.save). Give each arm its own process (OMP_NUM_THREADS=1 beside each other).
+weights go to --out (torch.save), and with --ema D1 D2 ... the moving averages of the weights with those
+decays (base.ema_decay's warm-up, counted from the fork) to OUT.emaD1.pt and so on. Give each arm its own process (OMP_NUM_THREADS=1 beside each other).
 
 eval: for each weights file (or a state file), the test ELBO (mean of k log-weights) and the k-draw
 importance-weighted bound, averaged over the 10,000 test images, with the same binarization (seed 123)
@@ -21,13 +22,14 @@ mean and standard error (paired, so most of the images' spread cancels).
 """
 
 import argparse
+import copy
 import json
 import time
 
 import torch
 
 from dgm_cli.data import load_dataset
-from dgm_cli.models.base import adam
+from dgm_cli.models.base import adam, ema_decay
 from dgm_cli.models.vae import log_mean_exp
 from dgm_cli.registry import get_spec
 from dgm_cli.speed import flush_subnormals
@@ -54,6 +56,10 @@ def train(args) -> None:
         group["lr"], group["eps"], group["betas"] = args.lr, args.eps, (args.beta1, 0.999)
     images = dataset_of(args).train.images
     batch_size = state.config.batch_size
+    # A moving average of the weights per --ema decay; its warm-up counts the fork's own steps (the run's
+    # step count is in Adam's state), so each average starts at the forked weights and settles from there.
+    averages = {decay: copy.deepcopy(model).requires_grad_(False) for decay in args.ema}
+    steps = 0
     for epoch in range(1, args.epochs + 1):
         started, order, total = time.perf_counter(), torch.randperm(len(images)), 0.0
         for first in range(0, len(images), batch_size):
@@ -62,9 +68,16 @@ def train(args) -> None:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            steps += 1
+            for decay, averaged in averages.items():
+                with torch.no_grad():
+                    weight = 1 - ema_decay(decay, steps - 1)
+                    torch._foreach_lerp_(list(averaged.parameters()), list(model.parameters()), weight)
             total += loss.item() * len(indices)
         print(json.dumps({"epoch": epoch, "train_loss": total / len(images), "s": time.perf_counter() - started}), flush=True)
     torch.save(model.state_dict(), args.out)
+    for decay, averaged in averages.items():
+        torch.save(averaged.state_dict(), args.out.removesuffix(".pt") + f".ema{decay}.pt")
 
 
 @torch.no_grad()
@@ -109,6 +122,8 @@ fork.add_argument("--lr", type=float, default=1e-4)
 fork.add_argument("--epochs", type=int, default=40)
 fork.add_argument("--seed", type=int, default=1)
 fork.add_argument("--out", required=True)
+fork.add_argument("--ema", type=float, nargs="*", default=[], help="also keep moving averages of the weights with "
+                  "these decays, saved beside --out as OUT.emaDECAY.pt")
 compare = commands.choices["eval"]
 compare.add_argument("--k", type=int, default=100)
 compare.add_argument("weights", nargs="+")

@@ -305,6 +305,7 @@ class Training:
                 if self.max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
                 optimizer.step()
+                self.model.optimizer_stepped(optimizer)
         self.step += 1
         for name, value in metrics.items():
             current.sums[name] = current.sums.get(name, 0) + value.detach() * len(batch)

@@ -192,6 +192,10 @@ class GenerativeModel(nn.Module):
         """True when the model keeps a moving average of its weights that sampling uses by default."""
         return False
 
+    def optimizer_stepped(self, optimizer: torch.optim.Optimizer) -> None:
+        """Called by the trainer after each step of `optimizer` it takes for the model (automatic optimization):
+        where a model moves its weights' average (the VAE's --ema). Nothing by default."""
+
     def sample(
         self,
         n: int,

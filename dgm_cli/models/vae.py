@@ -17,6 +17,8 @@ k-sample importance-weighted bound log (1/k) sum_i p(x, z_i) / q(z_i|x)
 ELBO. Every number is in nats per image.
 """
 
+import contextlib
+import copy
 import math
 from dataclasses import dataclass
 
@@ -27,7 +29,7 @@ from torch import nn
 from dgm_cli.config import check, classes_option, option
 from dgm_cli.data import IMAGE_SHAPE, PIXELS
 from dgm_cli.errors import DgmError
-from dgm_cli.models.base import GenerativeModel, adam
+from dgm_cli.models.base import GenerativeModel, adam, update_average
 from dgm_cli.models.conditioning import with_label
 from dgm_cli.models.schedules import SCHEDULES, learning_rate_factor
 from dgm_cli.registry import ModelSpec, Preset, register
@@ -125,6 +127,14 @@ class VAEConfig:
     )
     adam_beta1: float = option(0.9, "Adam's beta1, the decay of its running mean of gradients (the IWAE paper's "
                                "code used 0.99).", min=0.0, max=0.9999)  # fmt: skip
+    ema: float = option(
+        0.0,
+        "Decay of an exponential moving average of the weights (0 = off; 0.999 is typical): validation, "
+        "dgm eval, sample and the other commands use the average, training steps the live weights; warmed up "
+        "as min(ema, (1 + t) / (10 + t)) at step t.",
+        min=0.0,
+        max=0.99999,
+    )
     conditional: bool = option(
         False, "Learn p(x|y) for the class labels: q(z|x,y) and p(x|z,y) (one stochastic layer)."
     )
@@ -256,6 +266,13 @@ class VAE(GenerativeModel):
             if self.hierarchical:  # p(z1|z2) starts as N(0, I), so the untrained model is the one-layer model's start
                 nn.init.zeros_(self.decoder_top[-1].weight)
                 nn.init.zeros_(self.decoder_top[-1].bias)
+        # --ema: a copy of every network that follows the live weights (optimizer_stepped) and stands in for
+        # them in eval mode, as BatchNorm's running statistics do; stored in checkpoints as "average.*".
+        self.average = None
+        if config.ema > 0:
+            live = {name: getattr(self, name) for name in self.network_names}
+            self.average = nn.ModuleDict({name: copy.deepcopy(net) for name, net in live.items()}).requires_grad_(False)
+        self.live_weights_only = False  # set by sample(averaged=False): eval mode on the live weights
 
     def glorot_initialization(self) -> None:
         """As the IWAE paper's code (yburda/iwae, nnet.py): every weight uniform in +-sqrt(6 / (fan_in + fan_out))
@@ -283,6 +300,31 @@ class VAE(GenerativeModel):
             mean = images.flatten(1).float().mean(0) / 255
             with torch.no_grad():
                 self.decoder[-1].bias.copy_(torch.logit(mean.clamp(0.001, 0.999)))
+            if self.average is not None:  # the average starts where training does
+                self.average.load_state_dict(self.live_networks().state_dict())
+
+    @property
+    def network_names(self) -> tuple[str, ...]:
+        return ("encoder", "decoder") + (("encoder_top", "decoder_top") if self.hierarchical else ())
+
+    def live_networks(self) -> nn.ModuleDict:
+        """The networks training steps, keyed as self.average (a view: no copies)."""
+        return nn.ModuleDict({name: getattr(self, name) for name in self.network_names})
+
+    def network(self, name: str) -> nn.Sequential:
+        """The network `name` as the model uses it now: its moving average in eval mode when the run kept one
+        (--ema), unless sample(averaged=False) asked for the live weights; the live network otherwise."""
+        if self.average is not None and not self.training and not self.live_weights_only:
+            return self.average[name]
+        return getattr(self, name)
+
+    @property
+    def keeps_average(self) -> bool:
+        return self.average is not None
+
+    def optimizer_stepped(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.average is not None:
+            update_average(self.average, self.live_networks(), optimizer, self.config.ema)
 
     @property
     def hierarchical(self) -> bool:
@@ -295,7 +337,7 @@ class VAE(GenerativeModel):
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         config = self.config
-        return [adam(self.parameters(), lr=config.lr, eps=config.adam_eps, betas=(config.adam_beta1, 0.999))]
+        return [adam(self.live_networks().parameters(), lr=config.lr, eps=config.adam_eps, betas=(config.adam_beta1, 0.999))]
 
     def learning_rate_factor(self, progress: float) -> float:
         return learning_rate_factor(self.config.lr_schedule, progress)
@@ -327,23 +369,23 @@ class VAE(GenerativeModel):
 
     def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-variance of q(z1|x) (of q(z1|x,y) for a conditional model)."""
-        mean, logvar = self.encoder(with_label(x, labels, self.classes)).chunk(2, dim=-1)
+        mean, logvar = self.network("encoder")(with_label(x, labels, self.classes)).chunk(2, dim=-1)
         return mean, logvar
 
     def encode_images(self, batch: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Posterior means of the top latent for uint8 images (binarized by a draw, as everywhere);
         with two layers, q(z2|z1)'s mean at q(z1|x)'s mean."""
         mean = self.encode(self.binary_pixels(batch), self.sample_labels(len(batch), labels))[0]
-        return self.encoder_top(mean).chunk(2, dim=-1)[0] if self.hierarchical else mean
+        return self.network("encoder_top")(mean).chunk(2, dim=-1)[0] if self.hierarchical else mean
 
     def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Bernoulli logits (..., 784) of p(x|z1) (of p(x|z1,y) for a conditional model)."""
-        return self.decoder(with_label(z, labels, self.classes))
+        return self.network("decoder")(with_label(z, labels, self.classes))
 
     def decode_images(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Bernoulli means as images (N, 1, 28, 28) for top latents z; with two layers through p(z1|z2)'s mean."""
         if self.hierarchical:
-            z = self.decoder_top(z).chunk(2, dim=-1)[0]
+            z = self.network("decoder_top")(z).chunk(2, dim=-1)[0]
         return torch.sigmoid(self.decode(z, self.sample_labels(len(z), labels))).view(-1, *IMAGE_SHAPE)
 
     def elbo(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -377,11 +419,11 @@ class VAE(GenerativeModel):
         z1 = mean[:, None] + torch.exp(0.5 * logvar)[:, None] * eps
         log_q = -0.5 * (eps.square() + logvar[:, None] + LOG_2PI).sum(-1)
         if self.hierarchical:
-            mean2, logvar2 = self.encoder_top(z1).chunk(2, dim=-1)
+            mean2, logvar2 = self.network("encoder_top")(z1).chunk(2, dim=-1)
             eps2 = noise(lambda n: torch.randn(n, k, self.config.zdim2, device=device), rows)
             z2 = mean2 + torch.exp(0.5 * logvar2) * eps2
             log_q = log_q - 0.5 * (eps2.square() + logvar2 + LOG_2PI).sum(-1)
-            prior_mean, prior_logvar = self.decoder_top(z2).chunk(2, dim=-1)
+            prior_mean, prior_logvar = self.network("decoder_top")(z2).chunk(2, dim=-1)
             log_prior = standard_normal_log_density(z2) + gaussian_log_density(z1, prior_mean, prior_logvar)
         else:
             log_prior = standard_normal_log_density(z1)
@@ -399,7 +441,7 @@ class VAE(GenerativeModel):
         (benchmarks/estimator_speed.py, docs/vae.md).
         """
         weight = self.output_weight()
-        hidden = self.decoder[:-1](with_label(z, labels, self.classes))
+        hidden = self.network("decoder")[:-1](with_label(z, labels, self.classes))
         hidden = torch.cat([hidden, torch.ones_like(hidden[..., :1])], dim=-1)
         projected_x = x @ weight if projected_x is None else projected_x
         shared = (hidden * projected_x[:, None]).sum(-1)
@@ -407,7 +449,7 @@ class VAE(GenerativeModel):
 
     def output_weight(self) -> torch.Tensor:
         """The decoder's last layer as one matrix [W, b] (784, hidden + 1)."""
-        last = self.decoder[-1]
+        last = self.network("decoder")[-1]
         return torch.cat([last.weight, last.bias[:, None]], dim=1)
 
     def training_bound(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -469,17 +511,30 @@ class VAE(GenerativeModel):
         def prior_draws(k: int) -> torch.Tensor:
             z = torch.randn(len(x), k, self.latent_dim, device=x.device)
             if self.hierarchical:  # z1 ~ p(z1|z2): ancestral sampling down to the pixels
-                mean, logvar = self.decoder_top(z).chunk(2, dim=-1)
+                mean, logvar = self.network("decoder_top")(z).chunk(2, dim=-1)
                 z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
             return self.reconstruction(z, x, projected_x, labels)
 
         return prior_draws
 
     def sample(self, n, *, generator=None, averaged=True, temperature=1.0, labels=None):
+        with self.live_weights() if not averaged else contextlib.nullcontext():
+            return self.sample_from_prior(n, generator, temperature, labels)
+
+    @contextlib.contextmanager
+    def live_weights(self):
+        """Eval mode on the weights as trained rather than their average (dgm sample --raw)."""
+        self.live_weights_only = True
+        try:
+            yield
+        finally:
+            self.live_weights_only = False
+
+    def sample_from_prior(self, n, generator, temperature, labels):
         labels = self.sample_labels(n, labels)
         z = temperature * torch.randn(n, self.latent_dim, generator=generator).to(self.device)
         if self.hierarchical:
-            mean, logvar = self.decoder_top(z).chunk(2, dim=-1)
+            mean, logvar = self.network("decoder_top")(z).chunk(2, dim=-1)
             noise = temperature * torch.randn(mean.shape, generator=generator).to(self.device)
             z = mean + torch.exp(0.5 * logvar) * noise
         return torch.sigmoid(self.decode(z, labels)).view(-1, *IMAGE_SHAPE)
