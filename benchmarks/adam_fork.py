@@ -15,7 +15,8 @@ as --val-size gives it (the run's own held-out size, 400 by default; dynamic bin
 weights go to --out (torch.save), and with --ema D1 D2 ... the moving averages of the weights with those
 decays (base.ema_decay's warm-up, counted from the fork) to OUT.emaD1.pt and so on. Give each arm its own process (OMP_NUM_THREADS=1 beside each other).
 
-eval: for each weights file (or a state file), the test ELBO (mean of k log-weights) and the k-draw
+eval: for each weights file (an arm's .pt, a state file or a checkpoint; FILE@average for the moving average of a
+run trained with --ema), the test ELBO (mean of k log-weights) and the k-draw
 importance-weighted bound, averaged over the 10,000 test images, with the same binarization (seed 123)
 and the same draws (seed 7) for every file; then each file's per-image differences from the first file,
 mean and standard error (paired, so most of the images' spread cancels).
@@ -23,12 +24,15 @@ mean and standard error (paired, so most of the images' spread cancels).
 
 import argparse
 import copy
+import dataclasses
 import json
 import time
 
 import torch
+from safetensors.torch import load_file
 
 from dgm_cli.data import load_dataset
+from dgm_cli.errors import DgmError
 from dgm_cli.models.base import adam, ema_decay
 from dgm_cli.models.vae import log_mean_exp
 from dgm_cli.registry import get_spec
@@ -42,14 +46,32 @@ def dataset_of(args):
 
 
 def model_of(state):
-    return get_spec("vae").module_class(state.config)
+    """The run's network without a moving average (a run trained with --ema forks its live weights)."""
+    return get_spec("vae").module_class(dataclasses.replace(state.config, ema=0.0))
+
+
+def weights_of(spec: str) -> dict[str, torch.Tensor]:
+    """FILE (an arm's .pt, a state file or a checkpoint): its live weights; FILE@average: the moving average a
+    run trained with --ema kept beside them, as a plain network's weights."""
+    path, _, part = spec.partition("@")
+    if path.endswith(".pt"):
+        tensors = torch.load(path)
+    else:
+        try:
+            tensors = load_state(path).model
+        except DgmError:  # not a state file: a checkpoint
+            tensors = load_file(path)
+    averaged = {name.removeprefix("average."): value for name, value in tensors.items() if name.startswith("average.")}
+    if part == "average" and not averaged:
+        raise SystemExit(f"{path} keeps no moving average of its weights")
+    return averaged if part == "average" else {name: v for name, v in tensors.items() if not name.startswith("average.")}
 
 
 def train(args) -> None:
     torch.manual_seed(args.seed)
     state = load_state(args.state)
     model = model_of(state)
-    model.load_state_dict(state.model)
+    model.load_state_dict(weights_of(args.state))
     optimizer = adam(model.parameters(), lr=args.lr, eps=args.eps, betas=(args.beta1, 0.999))
     optimizer.load_state_dict(state.optimizers[0])  # the run's moments, then this arm's settings
     for group in optimizer.param_groups:
@@ -87,7 +109,7 @@ def evaluate(args) -> None:
     per_image = {}
     for path in args.weights:
         model = model_of(state)
-        model.load_state_dict(torch.load(path) if path.endswith(".pt") else load_state(path).model)
+        model.load_state_dict(weights_of(path))
         model.eval()
         x = (torch.rand(test.shape, generator=torch.manual_seed(123)) * 255 < test.float()).float().flatten(1)
         torch.manual_seed(7)
@@ -126,7 +148,7 @@ fork.add_argument("--ema", type=float, nargs="*", default=[], help="also keep mo
                   "these decays, saved beside --out as OUT.emaDECAY.pt")
 compare = commands.choices["eval"]
 compare.add_argument("--k", type=int, default=100)
-compare.add_argument("weights", nargs="+")
+compare.add_argument("weights", nargs="+", help="FILE or FILE@average")
 
 if __name__ == "__main__":
     flush_subnormals()
