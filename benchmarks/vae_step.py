@@ -10,7 +10,8 @@ default, foreach and fused kernels; dynamic binarization by torch.bernoulli
 (the old way) or by comparing uniform uint8 draws (dgm's); the softplus of
 the k-draw bounds (`--objective iwae`, e.g. `--preset iwae-1l-k5`) by
 F.softplus (the old way) or by dgm's (benchmarks/softplus_speed.py); bf16
-autocast; torch.compile of the step (its compilation is timed apart).
+autocast; torch.compile of the step (its compilation is timed apart); the
+moving average of the weights (`--ema`) updated after each step.
 --preset and --batch-size choose the network and batch (the seed's VAE and
 128 by default; the IWAE paper's row 1 is `--preset iwae-1l-vae
 --batch-size 20`).
@@ -48,6 +49,7 @@ VARIANTS = {
     "Adam fused, uint8 draws, dgm softplus (dgm)": {"adam": {"fused": True}},
     "dgm + bf16 autocast": {"adam": {"fused": True}, "bf16": True},
     "dgm + torch.compile": {"adam": {"fused": True}, "compile": True},
+    "dgm + --ema 0.9995": {"adam": {"fused": True}, "ema": 0.9995},
 }
 DGM = "Adam fused, uint8 draws, dgm softplus (dgm)"
 
@@ -59,15 +61,17 @@ class Variant:
     step: Callable
     bf16: bool
     softplus: Callable  # the module-level softplus the model's k-draw bounds call during this variant's blocks
+    after_step: Callable  # what the trainer calls after each optimizer step (the moving average's update)
 
 
-def build(settings, adam, pixels=None, softplus=None, bf16=False, compile=False) -> Variant:
-    model = create_model("vae", **settings)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, **adam)
+def build(settings, adam, pixels=None, softplus=None, bf16=False, compile=False, ema=0.0) -> Variant:
+    model = create_model("vae", **settings, ema=ema)
+    optimizer = torch.optim.Adam(model.live_networks().parameters(), lr=1e-3, **adam)
     if pixels is not None:
         model.binary_pixels = pixels
     step = torch.compile(model.training_step) if compile else model.training_step
-    return Variant(model, optimizer, step, bf16, softplus or vae_module.softplus)
+    return Variant(model, optimizer, step, bf16, softplus or vae_module.softplus,
+                   lambda: model.optimizer_stepped(optimizer))
 
 
 def block(images, variant: Variant, steps: int, batch: int) -> float:
@@ -80,6 +84,7 @@ def block(images, variant: Variant, steps: int, batch: int) -> float:
             variant.optimizer.zero_grad(set_to_none=True)
             metrics["loss"].backward()
             variant.optimizer.step()
+            variant.after_step()
         return (time.perf_counter() - started) / steps * 1000
     finally:
         vae_module.softplus = kept
