@@ -183,8 +183,18 @@ def check_initial_weights(info: CheckpointInfo, config) -> None:
     _refuse_misfit(info, model)
 
 
+def _averages_missing_from(info: CheckpointInfo, model: torch.nn.Module) -> list:
+    """The moving averages the new run's model keeps (--ema) and the checkpoint does not: they start at the
+    checkpoint's live weights, so --ema can be added to a model trained without it."""
+    return [(prefix, average, live) for prefix, average, live in model.weight_averages()
+            if not any(name.startswith(prefix) for name in info.shapes)]  # fmt: skip
+
+
 def _refuse_misfit(info: CheckpointInfo, model: torch.nn.Module) -> None:
-    problems = shape_problems(info.shapes, model)
+    shapes = dict(info.shapes)
+    for prefix, average, _ in _averages_missing_from(info, model):  # filled from the live weights, not the file
+        shapes.update({prefix + name: tuple(tensor.shape) for name, tensor in average.state_dict().items()})
+    problems = shape_problems(shapes, model)
     if problems:
         raise DgmError(f"--init-from {info.path}: its weights do not fit the network these options build "
                        f"({'; '.join(problems)}); leave out the options that change the network, so that the "
@@ -193,11 +203,15 @@ def _refuse_misfit(info: CheckpointInfo, model: torch.nn.Module) -> None:
 
 def load_weights_into(model: torch.nn.Module, path: Path, *, model_name: str) -> CheckpointInfo:
     """Give `model`, built from a new run's config, the weights of a checkpoint (`dgm train --init-from`): every
-    tensor, its weight average included, by name and shape; a network of another shape is refused."""
+    tensor, its weight average included, by name and shape (an average the checkpoint lacks starts at its live
+    weights); a network of another shape is refused."""
     info = read_header(path, expected_model=model_name)
     _refuse_misfit(info, model)
     state = _read_weights(info)
-    model.load_state_dict(state, strict=True)
+    missing_averages = _averages_missing_from(info, model)
+    model.load_state_dict(state, strict=not missing_averages)  # _refuse_misfit checked every other tensor
+    for _, average, live in missing_averages:
+        average.load_state_dict(live.state_dict())
     return info
 
 

@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -89,3 +90,24 @@ def test_the_papers_initialization_takes_the_training_images_mean_and_init_from_
     ok("train", "vae", "--init-from", "ckpt2/vae.safetensors", *DATA, "--init", "paper", "--epochs", "0",
        "--out", "second", "--checkpoint-dir", "ckpt3")  # fmt: skip
     assert torch.equal(load_file("second/last.safetensors")["decoder.2.bias"], load_file("ckpt2/vae.safetensors")["decoder.2.bias"])
+
+
+@pytest.mark.parametrize("model, options, prefix", [
+    ("vae", TINY_VAE, "average."),
+    ("gan", ["--latent-dim", "8", "--sample-epochs", ""], "generator_ema."),
+])  # fmt: skip
+def test_an_average_added_with_ema_starts_at_the_checkpoints_live_weights(model, options, prefix):
+    ok("train", model, *options, *DATA, "--epochs", "1", "--batch-size", "500", "--out", "first", "--checkpoint-dir", "ckpt")
+    start = load_file(f"ckpt/{model}.safetensors")
+    assert not any(name.startswith(prefix) for name in start)
+    ok("train", model, "--init-from", f"ckpt/{model}.safetensors", "--ema", "0.9", *DATA, "--epochs", "0",
+       "--out", "second", "--checkpoint-dir", "ckpt2")  # fmt: skip
+    saved = load_file("second/last.safetensors")
+    averaged = {name: tensor for name, tensor in saved.items() if name.startswith(prefix)}
+    assert averaged and {name: tensor for name, tensor in saved.items() if name not in averaged}.keys() == start.keys()
+    live_of = (lambda name: name.removeprefix(prefix)) if model == "vae" else (lambda name: name.replace(prefix, "generator."))
+    for name, tensor in averaged.items():
+        assert torch.equal(tensor, start[live_of(name)]), name
+    for name in start:
+        assert torch.equal(saved[name], start[name]), name
+    assert run_config(Path("second"))["config"]["ema"] == 0.9

@@ -192,6 +192,11 @@ class GenerativeModel(nn.Module):
         """True when the model keeps a moving average of its weights that sampling uses by default."""
         return False
 
+    def weight_averages(self) -> list[tuple[str, nn.Module, nn.Module]]:
+        """For each moving average of weights the model keeps: the prefix of its tensors' names in the state dict,
+        the averaged module, and the live module it follows (same structure). None by default."""
+        return []
+
     def optimizer_stepped(self, optimizer: torch.optim.Optimizer) -> None:
         """Called by the trainer after each step of `optimizer` it takes for the model (automatic optimization):
         where a model moves its weights' average (the VAE's --ema). Nothing by default."""

@@ -249,6 +249,9 @@ class Diffusion(GenerativeModel):
     def keeps_average(self) -> bool:
         return self.net_ema is not None
 
+    def weight_averages(self):
+        return [("net_ema.", self.net_ema, self.net)] if self.net_ema is not None else []
+
     @staticmethod
     def scale(batch: torch.Tensor) -> torch.Tensor:
         """uint8 images (B, 28, 28) -> x0 in [-1, 1], (B, 1, 28, 28)."""

@@ -156,6 +156,9 @@ class GAN(GenerativeModel):
     def keeps_average(self) -> bool:
         return self.generator_ema is not None
 
+    def weight_averages(self):
+        return [("generator_ema.", self.generator_ema, self.generator)] if self.generator_ema is not None else []
+
     def decode_images(self, z: torch.Tensor, labels: torch.Tensor | None = None, *, averaged: bool = True) -> torch.Tensor:
         """Images in [0, 1], (N, 1, 28, 28), from the averaged generator when there is one."""
         generator = self.generator_ema if averaged and self.generator_ema is not None else self.generator

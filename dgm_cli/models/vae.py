@@ -322,6 +322,9 @@ class VAE(GenerativeModel):
     def keeps_average(self) -> bool:
         return self.average is not None
 
+    def weight_averages(self):
+        return [("average.", self.average, self.live_networks())] if self.average is not None else []
+
     def optimizer_stepped(self, optimizer: torch.optim.Optimizer) -> None:
         if self.average is not None:
             update_average(self.average, self.live_networks(), optimizer, self.config.ema)
