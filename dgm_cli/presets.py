@@ -83,7 +83,8 @@ def protocol_value(checkpoint: Path, protocol: dict) -> tuple[float, float] | No
 
 def variant_changes(spec, info) -> dict:
     """The fields a checkpoint's config sets otherwise than its preset does (left out: UNCOMPUTED_FIELDS, the
-    fields the data set, and those the checkpoint's configuration does not use)."""
+    fields the data set, and those the checkpoint's configuration does not use), first the checkpoint it was
+    trained on from, if any, and last the held-out size when not dgm's split."""
     from dataclasses import fields
 
     mine = config_tools.to_dict(info.config)
@@ -92,6 +93,9 @@ def variant_changes(spec, info) -> dict:
     unused = set(info.config.inapplicable_fields()) if hasattr(info.config, "inapplicable_fields") else set()
     changes = {name: value for name, value in mine.items()
                if name not in UNCOMPUTED_FIELDS | from_data | unused and preset.get(name) != value}  # fmt: skip
+    started = info.train.get("init_from")
+    if started:  # trained on from another checkpoint (dgm train --init-from): its epochs come on top of that one's
+        changes = {"init_from": f"{Path(started['path']).name} (epoch {started.get('epoch')})", **changes}
     held_out, trained = info.data.get("val"), info.data.get("train")
     if info.data.get("kind") != "image-folder" and held_out and trained and held_out != default_val_size(held_out + trained):
         changes["val_size"] = held_out  # not dgm's split of the training file (dgm train --val-size)

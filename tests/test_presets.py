@@ -136,3 +136,17 @@ def test_a_presets_own_checkpoint_trained_otherwise_says_how_and_unused_fields_a
     model = create_model("flow", preset="tutorial-multiscale", conditioning="prior")
     save_checkpoint(Path("flow.safetensors"), model, model_name="flow", config=model.config, data={}, train={})
     assert variant_changes(get_spec("flow"), read_header(Path("flow.safetensors"))) == {}
+
+
+def test_a_variant_trained_on_from_another_checkpoint_names_it():
+    ok("train", "vae", "--preset", "iwae-1l-vae", "--out", "run", *SMALL)
+    ok("train", "vae", "--init-from", "run/last.safetensors", "--ema", "0.9", "--dataset", "mnist-mini", "--epochs", "1",
+       "--sample-epochs", "", "--out", "more")  # fmt: skip
+    Path("checkpoints").mkdir(exist_ok=True)
+    Path("more/last.safetensors").replace("checkpoints/vae-iwae-1l-vae-more.safetensors")
+    row = next(row for row in json.loads(ok("presets", "vae", "--json").stdout)["presets"] if row["variant"] == "more")
+    # The checkpoint's options (the small network) come over; the 1 epoch is on top of the first run's 1.
+    assert row["changes"] == {"init_from": "last.safetensors (epoch 1)", "hidden": 16, "epochs": 1, "batch_size": 500,
+                              "ema": 0.9}  # fmt: skip
+    line = next(line for line in ok("presets", "vae").stdout.splitlines() if "variant more" in line)
+    assert line.endswith("variant more: --init-from last.safetensors (epoch 1) --hidden 16 --epochs 1 --batch-size 500 --ema 0.9")
