@@ -271,9 +271,8 @@ class VAE(GenerativeModel):
         # them in eval mode, as BatchNorm's running statistics do; stored in checkpoints as "average.*".
         self.average = None
         if config.ema > 0:
-            live = {name: getattr(self, name) for name in self.network_names}
-            self.average = nn.ModuleDict({name: copy.deepcopy(net) for name, net in live.items()}).requires_grad_(False)
-        self.live_weights_only = False  # set by sample(averaged=False): eval mode on the live weights
+            self.average = copy.deepcopy(self.live_networks()).requires_grad_(False)
+        self.use_live_weights = False  # set by sample(averaged=False): eval mode on the live weights
 
     def glorot_initialization(self) -> None:
         """As the IWAE paper's code (yburda/iwae, nnet.py): every weight uniform in +-sqrt(6 / (fan_in + fan_out))
@@ -315,7 +314,7 @@ class VAE(GenerativeModel):
     def network(self, name: str) -> nn.Sequential:
         """The network `name` as the model uses it now: its moving average in eval mode when the run kept one
         (--ema), unless sample(averaged=False) asked for the live weights; the live network otherwise."""
-        if self.average is not None and not self.training and not self.live_weights_only:
+        if self.average is not None and not self.training and not self.use_live_weights:
             return self.average[name]
         return getattr(self, name)
 
@@ -522,26 +521,23 @@ class VAE(GenerativeModel):
         return prior_draws
 
     def sample(self, n, *, generator=None, averaged=True, temperature=1.0, labels=None):
-        with self.live_weights() if not averaged else contextlib.nullcontext():
-            return self.sample_from_prior(n, generator, temperature, labels)
+        with contextlib.nullcontext() if averaged else self.live_weights():
+            labels = self.sample_labels(n, labels)
+            z = temperature * torch.randn(n, self.latent_dim, generator=generator).to(self.device)
+            if self.hierarchical:
+                mean, logvar = self.network("decoder_top")(z).chunk(2, dim=-1)
+                noise = temperature * torch.randn(mean.shape, generator=generator).to(self.device)
+                z = mean + torch.exp(0.5 * logvar) * noise
+            return torch.sigmoid(self.decode(z, labels)).view(-1, *IMAGE_SHAPE)
 
     @contextlib.contextmanager
     def live_weights(self):
         """Eval mode on the weights as trained rather than their average (dgm sample --raw)."""
-        self.live_weights_only = True
+        self.use_live_weights = True
         try:
             yield
         finally:
-            self.live_weights_only = False
-
-    def sample_from_prior(self, n, generator, temperature, labels):
-        labels = self.sample_labels(n, labels)
-        z = temperature * torch.randn(n, self.latent_dim, generator=generator).to(self.device)
-        if self.hierarchical:
-            mean, logvar = self.network("decoder_top")(z).chunk(2, dim=-1)
-            noise = temperature * torch.randn(mean.shape, generator=generator).to(self.device)
-            z = mean + torch.exp(0.5 * logvar) * noise
-        return torch.sigmoid(self.decode(z, labels)).view(-1, *IMAGE_SHAPE)
+            self.use_live_weights = False
 
     def manifold(self, grid: int, edge: float = 0.05, label: int | None = None) -> torch.Tensor:
         """Decoder means over a grid x grid lattice of the top latent, row-major, for a 2-D latent space.
