@@ -61,6 +61,17 @@ def test_each_step_moves_the_average_by_the_warmed_up_decay_and_only_live_weight
     assert not torch.equal(model.average.get_parameter("decoder.0.weight"), live["decoder.0.weight"])
 
 
+def test_the_weight_computed_on_the_device_is_the_warm_up_at_any_step_count():
+    # On a GPU base.update_average weighs the live weights by a tensor made from the optimizer's step tensor,
+    # so that the host never waits for a step; it must equal the closed form ema_decay, in the warm-up and past
+    # it (min(0.99, s / (9 + s)) = 0.99 from s = 891). The lerp itself is checked on the CPU's path above.
+    from dgm_cli.models.base import average_weight_on_device
+
+    for steps in (1, 2, 80, 81, 890, 891, 5000):
+        weight = average_weight_on_device(torch.tensor(float(steps)), 0.99)
+        assert weight.item() == pytest.approx(1 - ema_decay(0.99, steps - 1), rel=1e-6)
+
+
 @pytest.mark.parametrize("layers", [1, 2])
 def test_eval_mode_scores_and_samples_with_the_average_and_train_mode_with_the_live_weights(layers):
     torch.manual_seed(1)

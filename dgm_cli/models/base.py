@@ -61,14 +61,24 @@ def ema_decay(ema: float, updates_before: int) -> float:
     return min(ema, (1 + updates_before) / (10 + updates_before))
 
 
+def average_weight_on_device(steps: torch.Tensor, ema: float) -> torch.Tensor:
+    """1 - ema_decay(ema, steps - 1) = max(1 - ema, 9 / (9 + steps)) as a tensor where `steps` is, never read
+    on the host."""
+    return (9 / (9 + steps)).clamp(min=1 - ema)
+
+
 @torch.no_grad()
 def update_average(averaged: nn.Module, live: nn.Module, optimizer: torch.optim.Optimizer, ema: float) -> None:
     """Move `averaged`'s parameters a step towards `live`'s, after an optimizer step of `live`, and copy the
     buffers (BatchNorm statistics). The optimizer counts its steps, and a resumed run restores the count,
     so the warm-up continues where it was."""
     averaged_parameters, live_parameters = list(averaged.parameters()), list(live.parameters())
-    steps = int(optimizer.state[live_parameters[0]]["step"])
-    torch._foreach_lerp_(averaged_parameters, live_parameters, 1 - ema_decay(ema, steps - 1))
+    steps = optimizer.state[live_parameters[0]]["step"]
+    if steps.device.type == "cpu":  # reading the count is free, and a number weight lerps twice as fast on a CPU
+        weight = 1 - ema_decay(ema, int(steps) - 1)
+    else:  # the fused Adam counts on the GPU: reading the count there would make the host wait for each step
+        weight = [average_weight_on_device(steps, ema)] * len(live_parameters)
+    torch._foreach_lerp_(averaged_parameters, live_parameters, weight)
     for averaged_buffer, live_buffer in zip(averaged.buffers(), live.buffers()):
         averaged_buffer.copy_(live_buffer)
 
