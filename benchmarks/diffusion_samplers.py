@@ -56,17 +56,18 @@ def main() -> None:
     rows = []
     for config in args.configs.split(","):  # each row printed as it is measured, so a long run can be cut short
         method, steps, *eta = config.split(":")
-        model.sampler.method, model.sampler.steps, model.sampler.eta = method, int(steps), float(eta[0]) if eta else 0.0
+        eta = float(eta[0]) if eta else 0.0
         count = args.ancestral_samples if method == "ancestral" else args.samples
+        options = {"sampler": method} if method == "ancestral" else {"sampler": method, "steps": int(steps), "eta": eta}
         started = time.perf_counter()
-        images = sample_images(model, count, seed=0)
+        images = sample_images(model, count, seed=0, **options)
         seconds = time.perf_counter() - started
         quality = sample_quality(features.classifier, images, data.test.images.float() / 255, data.val.images.float() / 255)
-        rows.append({"sampler": method, "steps": int(steps), "eta": model.sampler.eta, "samples": count, "seconds": seconds,
+        rows.append({"sampler": method, "steps": int(steps), "eta": eta, "samples": count, "seconds": seconds,
                      "images_per_second": count / seconds, "model": quality["model"],
                      "real_floor": quality["real_floor"]})  # fmt: skip
         m, f = quality["model"], quality["real_floor"]
-        print(f"| {method} | {steps} | {model.sampler.eta:g} | {count:,} | {count / seconds:.1f} | "
+        print(f"| {method} | {steps} | {eta:g} | {count:,} | {count / seconds:.1f} | "
               f"{m['fid']:.2f} ({f['fid']:.2f}) | {m['kid']:.4f} | {m['precision']:.3f} | {m['recall']:.3f} | "
               f"{m['inception_score']:.2f} |", flush=True)  # fmt: skip
     if args.json:

@@ -15,7 +15,7 @@ import torch
 
 from dgm_cli.checkpoint import load_checkpoint
 from dgm_cli.data import load_dataset
-from dgm_cli.evaluate import latent_log_likelihood
+from dgm_cli.estimators import latent_log_likelihood
 
 parser = argparse.ArgumentParser()
 parser.add_argument("checkpoint", type=Path)

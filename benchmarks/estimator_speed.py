@@ -3,7 +3,7 @@
     python benchmarks/estimator_speed.py --checkpoint CKPT --data-dir ../shared/data/mnist [--images 500]
         [--k 5000] [--repeats 3] [--chunk-elements 8000000,1000000]
 
-Times `dgm_cli.evaluate.evaluate_images` (the `dgm eval` importance-weighted
+Times `dgm_cli.estimators.evaluate_images` (the `dgm eval` importance-weighted
 estimate, no prior Monte-Carlo) on the first N test digits with k posterior
 draws each, in two versions of the decoder's log-likelihood, alternating, in
 this process: "dgm" (VAE.reconstruction: the x . logits sum through the last
@@ -38,7 +38,7 @@ def textbook_reconstruction(model):
     """The cross-entropy against an expanded x, as the estimator computed it before (and as tutorials do)."""
 
     def reconstruction(z, x, projected_x=None, labels=None):
-        logits, targets = model.decode(z, labels), x[:, None].expand(-1, z.shape[1], -1)
+        logits, targets = model.decoder_logits(z, labels), x[:, None].expand(-1, z.shape[1], -1)
         return -torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(-1)
 
     return reconstruction
@@ -62,7 +62,7 @@ def softplus_rate(repeats: int = 20) -> float:
 def matmul_flops_per_image(model, images, k: int) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from dgm_cli.evaluate import evaluate_images
+    from dgm_cli.estimators import evaluate_images
 
     with FlopCounterMode(display=False) as counter:
         evaluate_images(model, images[:1], seed=0, iw_samples=k, mc_samples=0)

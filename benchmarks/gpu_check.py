@@ -81,7 +81,7 @@ def time_epoch(label: str, model: str, overrides: dict, setting: dict, dataset, 
 
     from dgm_cli.data import Dataset, Split
     from dgm_cli.registry import create_config
-    from dgm_cli.train import RunSettings, train
+    from dgm_cli.trainer import RunSettings, train
 
     quiet = Console(file=open(os.devnull, "w"))
     with tempfile.TemporaryDirectory() as folder:

@@ -88,7 +88,7 @@ def run_dgm(model: str, data_dir: str, device: str, epoch: int, options: dict) -
 
     from dgm_cli.data import Dataset, Split, load_dataset
     from dgm_cli.registry import create_config
-    from dgm_cli.train import RunSettings, train
+    from dgm_cli.trainer import RunSettings, train
 
     dataset = load_dataset("mnist", Path(data_dir))
     assert len(dataset.train) == TRAIN_IMAGES

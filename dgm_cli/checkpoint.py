@@ -167,12 +167,21 @@ def _read_weights(info: CheckpointInfo) -> dict[str, torch.Tensor]:
 
 
 def load_checkpoint(path: Path, *, expected_model: str | None = None, device: torch.device | str = "cpu"):
-    """Return (model in eval mode on `device`, CheckpointInfo)."""
+    """Return (model in eval mode on `device`, CheckpointInfo); the model carries the checkpoint's facts
+    (path, data_facts, training_facts)."""
     info = check_checkpoint(path, expected_model=expected_model)
     model = get_spec(info.model_name).module_class(info.config)
     state = _read_weights(info)
     model.load_state_dict(state, strict=True)
+    model.path, model.data_facts, model.training_facts = info.path, info.data, info.train
     return model.to(device).eval(), info
+
+
+def save_model(path: Path, model, *, data: dict | None = None, train: dict | None = None) -> None:
+    """model.save: its checkpoint with the facts it was loaded with (or those given)."""
+    save_checkpoint(Path(path), model, model_name=model.model_name, config=model.config,
+                    data=model.data_facts if data is None else data,
+                    train=model.training_facts if train is None else train)  # fmt: skip
 
 
 def check_initial_weights(info: CheckpointInfo, config) -> None:

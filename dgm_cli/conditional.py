@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from dgm_cli.evaluate import Estimate, per_class_accuracy
+from dgm_cli.estimators import Estimate, per_class_accuracy
 from dgm_cli.metrics import embed, quality
 
 PER_CLASS_METRICS = ("fid", "kid", "kid_std", "precision", "recall")
@@ -43,7 +43,7 @@ def scored_estimate(estimates: dict[str, Estimate]) -> str:
 @torch.no_grad()
 def class_mixture(estimator: Callable, model, images: torch.Tensor, labels: torch.Tensor, *, log_prior: torch.Tensor,
                   seed: int, batch_size: int, on_batch: Callable[[int], None] | None = None) -> dict:  # fmt: skip
-    """Every image scored under every class by `estimator` (an evaluate.py likelihood function): the mixture
+    """Every image scored under every class by `estimator` (an estimators.py likelihood function): the mixture
     log p(x), log p(x|y) at the true labels, and the generative classifier's accuracy."""
     columns, name, samples = [], None, 0
     for label in range(model.classes):

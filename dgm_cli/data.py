@@ -309,9 +309,13 @@ def make_splits(
 
 def load_dataset(name: str | None, data_dir: Path | None = None, *, fit: str = "crop", skip_bad: bool = False,
                  progress=None, val_size: int | None = None) -> Dataset:  # fmt: skip
-    """Load `name`, a folder of images (any `name` that is not a dataset's), or MNIST falling back to the
-    bundled mnist-mini when `name` is None. fit, skip_bad and progress are for a folder (image_folder.read_folder);
-    val_size for a named dataset (make_splits).
+    """Load `name` ("mnist", "fashion-mnist", "mnist-mini"), a folder of images (any `name` that is not a
+    dataset's), or MNIST falling back to the bundled mnist-mini when `name` is None.
+
+    Returns a Dataset whose train, val and test Splits hold images (uint8 tensors (N, 28, 28), 0..255) and
+    labels (int64 (N,)); MNIST's validation split is the last 10,000 of its 60,000 training images unless
+    val_size says otherwise. data_dir: the folder holding MNIST/raw/*.gz (default $DGM_DATA_DIR, else
+    ~/.cache/dgm/data). fit, skip_bad and progress are for a folder (image_folder.read_folder).
 
     A dataset the user named explicitly never falls back: training on 5,000
     digits when 50,000 were asked for would make every number misleading.

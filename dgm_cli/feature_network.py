@@ -57,8 +57,11 @@ class FeatureNetwork:
 
     def describe(self) -> dict:
         """What the eval report records about the feature space its numbers live in."""
-        return {"checkpoint": str(self.path), "data": self.data.get("name"), "data_location": self.data.get("location"),
-                "classes": self.classes, "test_accuracy": self.test_accuracy}  # fmt: skip
+        from dgm_cli.checkpoint import file_sha256
+
+        return {"checkpoint": str(self.path), "sha256": file_sha256(self.path), "data": self.data.get("name"),
+                "data_location": self.data.get("location"), "classes": self.classes,
+                "test_accuracy": self.test_accuracy}  # fmt: skip
 
     def words(self) -> str:
         accuracy = "" if self.test_accuracy is None else f", {self.test_accuracy:.2%} test accuracy"

@@ -403,6 +403,16 @@ def seeded_splits(assigned: list[str], given: tuple[str, ...]) -> list[str]:
     return codes
 
 
+def split_slices(root: Path, codes: list[str], kept: list[bool]) -> dict[str, slice]:
+    """Each split's rows among the kept images, which come in split order (train, val, test)."""
+    sizes = [sum(1 for code, keep in zip(codes, kept) if keep and code == split) for split in SPLIT_FOLDERS]
+    if min(sizes) == 0:
+        empty = SPLIT_FOLDERS[sizes.index(0)]
+        raise DgmError(f"no readable image is left for the {empty} split of {root}; add images")
+    bounds = torch.tensor([0, *sizes]).cumsum(0).tolist()
+    return {split: slice(bounds[i], bounds[i + 1]) for i, split in enumerate(SPLIT_FOLDERS)}
+
+
 def read_folder(root: Path, *, fit: str = "crop", skip_bad: bool = False,
                 progress: Callable[[int], Callable[[int], None]] | None = None) -> FolderImages:  # fmt: skip
     """The images of `root`, decoded (or read from the cache) and split. `progress(total)` returns the
@@ -434,30 +444,30 @@ def read_folder(root: Path, *, fit: str = "crop", skip_bad: bool = False,
     if not any(kept):
         raise DgmError(f"none of the {len(listing.files)} images of {listing.root} can be read")
     labels = torch.tensor([label for label, keep in zip(listing.labels, kept) if keep], dtype=torch.long)
-    sizes = [sum(1 for code, keep in zip(codes, kept) if keep and code == split) for split in SPLIT_FOLDERS]
-    if min(sizes) == 0:
-        empty = SPLIT_FOLDERS[sizes.index(0)]
-        raise DgmError(f"no readable image is left for the {empty} split of {listing.root}; add images")
-    bounds = torch.tensor([0, *sizes]).cumsum(0).tolist()
-    splits = {split: slice(bounds[i], bounds[i + 1]) for i, split in enumerate(SPLIT_FOLDERS)}
+    splits = split_slices(listing.root, codes, kept)
     notes = [_decode_note(listing, decoded, fit, cache if from_cache else None)]
     if listing.ignored:
         notes.append(f"ignored {listing.ignored:,} file(s) that are not images ({', '.join(IMAGE_SUFFIXES)})")
     if decoded.failed:
         notes.append(f"skipped {len(decoded.failed):,} file(s) that cannot be read as images "
                      f"(first: {decoded.failed[0][0]}: {decoded.failed[0][1]})")  # fmt: skip
+    preparation = describe_preparation(listing, cache, fit=fit, skip_bad=skip_bad, skipped=len(decoded.failed))
+    return FolderImages(listing.root, decoded.images, labels, splits, listing.class_names, preparation, notes)
+
+
+def describe_preparation(listing, cache: Path, *, fit: str, skip_bad: bool, skipped: int) -> dict:
+    """How the folder became a dataset, as the run records it (and an evaluation reads it again)."""
     drawn = [split for split in ("test", "val") if split not in listing.split_folders]
-    preparation = {
+    return {
         "listing": cache.stem,  # the hash of paths, sizes and times that names the cache entry (not compared)
         "fit": fit,
         "resize": "lanczos",
         "skip_bad_images": skip_bad,
-        "skipped": len(decoded.failed),
+        "skipped": skipped,
         "split_folders": list(listing.split_folders),
         "seeded_splits": drawn,
         "split_seed": SPLIT_SEED if drawn else None,
     }
-    return FolderImages(listing.root, decoded.images, labels, splits, listing.class_names, preparation, notes)
 
 
 def _decode_note(listing: Listing, decoded: Decoded, fit: str, cache: Path | None) -> str:

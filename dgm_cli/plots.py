@@ -1,6 +1,7 @@
 """Image grids (PIL) and training curves (matplotlib, headless Agg backend)."""
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,7 +31,18 @@ def image_grid(images: torch.Tensor, *, nrow: int | None = None, padding: int = 
     return Image.fromarray(pixels.numpy(), mode="L")
 
 
+@dataclass
+class Figure:
+    """An image grid to save: images (N, 1, 28, 28) in [0, 1], nrow images a row, and what it shows in words."""
+
+    images: torch.Tensor
+    nrow: int | None
+    description: str
+
+
 def save_image_grid(images: torch.Tensor, path: Path, *, nrow: int | None = None) -> Path:
+    """Save images (N, 1, 28, 28) in [0, 1] as one PNG grid, nrow a row (default: a square), each pixel drawn
+    2x2; written to a temporary file and renamed, so the path never holds half a picture."""
     path = Path(path)
     image_format = Image.registered_extensions().get(path.suffix.lower())
     if image_format is None:

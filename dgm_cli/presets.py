@@ -50,9 +50,10 @@ def protocol_differences(report: dict, protocol: dict, split_size: int) -> list[
     return differences
 
 
-def comparison(spec, info, report: dict, *, split_size: int) -> dict | None:
-    """The published number of the checkpoint's preset beside this evaluation's (None without a preset)."""
-    preset = spec.presets.get(getattr(info.config, "preset", "none"))
+def comparison(spec, config, report: dict, *, split_size: int) -> dict | None:
+    """The published number of the preset a model's `config` was built from beside this evaluation's (None
+    without a preset)."""
+    preset = spec.presets.get(getattr(config, "preset", "none"))
     if preset is None:
         return None
     value = measured_value(report, preset.protocol)

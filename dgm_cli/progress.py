@@ -6,6 +6,8 @@ and status lines go to stderr; with --json, stdout holds exactly one JSON object
 result moves to stderr.
 """
 
+import contextlib
+
 from rich.console import Console
 from rich.table import Column
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -42,3 +44,36 @@ def make_progress(console: Console, *, extra: str = "") -> Progress:
         TimeRemainingColumn(table_column=whole()),
     ]
     return Progress(*columns, console=console, transient=False)
+
+
+class Reporter:
+    """Where a long library call shows its progress and notes: nowhere by default, so that a call from a
+    notebook or a script stays quiet; the CLI passes Reporter(stderr_console()) for rich bars and status
+    lines on stderr."""
+
+    def __init__(self, console: Console | None = None):
+        self.console = console if console is not None else quiet_console()
+
+    @contextlib.contextmanager
+    def task(self, description: str, total: int):
+        """A bar for the block; yields advance(count)."""
+        with make_progress(self.console) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda count: bar.advance(task, count)
+
+    def note(self, message: str, *, warning: bool = False) -> None:
+        """A status line (a warning in yellow), printed whole, without rich markup: "[Errno -2]" is no style."""
+        self.console.print(("warning: " if warning else "") + message, markup=False, soft_wrap=True,
+                           style="yellow" if warning else None)  # fmt: skip
+
+    @contextlib.contextmanager
+    def decoding(self):
+        """For the block: the data loaders' `progress` argument, which they call with the number of images to
+        decode and which returns the advance of a bar over them."""
+        with make_progress(self.console) as bar:
+
+            def start(total: int):
+                task = bar.add_task("decoding images", total=total)
+                return lambda count: bar.advance(task, count)
+
+            yield start

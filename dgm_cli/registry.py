@@ -55,6 +55,7 @@ def register(spec: ModelSpec) -> ModelSpec:
     if spec.name in _REGISTRY:
         raise ValueError(f"model '{spec.name}' is registered twice")
     _REGISTRY[spec.name] = spec
+    spec.module_class.model_name = spec.name  # what a checkpoint of it records as dgm.model
     return spec
 
 
@@ -63,6 +64,7 @@ def _load_builtin_models() -> None:
 
 
 def list_models() -> list[str]:
+    """The registered models' names, sorted: what create_model, dgm.load(model=) and `dgm train NAME` take."""
     _load_builtin_models()
     return sorted(_REGISTRY)
 
@@ -96,5 +98,9 @@ def preset_of(spec: ModelSpec, config) -> Preset | None:
 
 
 def create_model(name: str, **overrides):
-    """timm-style: create_model('vae', zdim=2)."""
+    """A new, untrained model (an nn.Module in train mode on the CPU), timm-style: create_model("vae", zdim=2).
+
+    overrides: config fields (`dgm models --json` lists each model's, with defaults); preset="NAME" applies a
+    published configuration first. An unknown name fails with the known ones, an unknown field with the known
+    fields, a value outside a field's limits with the limits."""
     return get_spec(name).module_class(create_config(name, **overrides))

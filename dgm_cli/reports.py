@@ -149,3 +149,13 @@ def print_conditional_quality(console, report: dict) -> None:
                  (("fid", "{:.2f}"), ("kid", "{:.4f}"), ("precision", "{:.3f}"), ("recall", "{:.3f}"))]  # fmt: skip
         table.add_row(str(row["label"]), f"{accuracy:.3f}", "-" if real is None else f"{real:.3f}", *cells)
     console.print(table)
+
+
+def print_report(console, report: dict) -> None:
+    """Every section an evaluation report holds, in the order dgm eval computes them."""
+    sections = (("classification", print_classification), ("likelihood", print_likelihood),
+                ("class_mixture", print_class_mixture), ("sample_quality", print_sample_quality),
+                ("conditional_quality", print_conditional_quality))  # fmt: skip
+    for key, show in sections:
+        if report.get(key) is not None:
+            show(console, report)

@@ -24,15 +24,15 @@ from dgm_cli.checkpoint import load_checkpoint
 from dgm_cli.data import Dataset
 from dgm_cli.device import describe_device
 from dgm_cli.errors import DgmError, Interrupted
-from dgm_cli.evaluate import dequantized_log_likelihood, evaluate_images
+from dgm_cli.evaluation import likelihood_estimator
 from dgm_cli.feature_network import feature_network, missing_note
-from dgm_cli.interpolate import class_endpoints, interpolation_images, prior_endpoints
+from dgm_cli.interpolation import class_endpoints, interpolation_images, prior_endpoints
 from dgm_cli.metrics import load_classifier, sample_quality
 from dgm_cli.plots import save_image_grid
 from dgm_cli.registry import create_config
 from dgm_cli.sampling import sample_images
 from dgm_cli.state import STATE_FILE, load_state
-from dgm_cli.train import RunSettings, train
+from dgm_cli.trainer import RunSettings, train
 
 # The seed report's numbers and published references, for the comparison table.
 SEED_REPORT = {"vae-zdim20": "-101.9 (validation ELBO)", "vae-zdim2": "-151.2 (validation ELBO)", "flow": "1.83 bits/dim"}
@@ -109,12 +109,10 @@ def evaluate_run(experiment: Experiment, budget: Budget, dataset: Dataset, run: 
     result = {"experiment": experiment.name, "model": experiment.model, "epochs": info.train["epoch"],
               "training_seconds": round(sum(r.get("seconds", 0) for r in history), 1), "final": history[-1]}  # fmt: skip
     test = dataset.test.images
-    if "latent_likelihood" in model.capabilities:
-        estimates = evaluate_images(model, test, seed=0, iw_samples=budget.iw_samples, mc_samples=0)
-        result["likelihood"] = {name: estimate.summary() for name, estimate in estimates.items()}
-    if "exact_likelihood" in model.capabilities:
-        estimates = dequantized_log_likelihood(model, test, seed=0, draws=1)
-        result["likelihood"] = {name: estimate.summary() for name, estimate in estimates.items()}
+    # The estimator dgm eval would choose, with the report's draws: k posterior draws, one dequantization.
+    estimator = likelihood_estimator(model, iw_samples=budget.iw_samples, mc_samples=0, dequantization_draws=1)
+    if estimator is not None:
+        result["likelihood"] = {name: estimate.summary() for name, estimate in estimator(model, test, seed=0).items()}
     samples = sample_images(model, budget.samples, seed=0)
     features = feature_network(dataset.describe(), device)
     if features is None:
@@ -174,6 +172,18 @@ def reproduce(out: Path, dataset: Dataset, *, quick: bool, device, console, on_s
     return {"report": str(report), "results": results}
 
 
+def reproduce_report(out: Path, *, quick: bool, data_dir: Path | None, device: str, console) -> dict:
+    """dgm reproduce: the data (the bundled subset for --quick, else MNIST), every experiment, the report."""
+    from dgm_cli.data import load_dataset
+    from dgm_cli.device import resolve_device
+
+    dataset = load_dataset("mnist-mini" if quick else "mnist", data_dir)
+    console.print(f"reproducing {len(EXPERIMENTS)} experiments on {dataset.name} into {out}", markup=False)
+    summary = reproduce(out, dataset, quick=quick, device=resolve_device(device), console=console)
+    console.print(f"done: {summary['report']}", markup=False)
+    return summary
+
+
 def _sample_epochs(run: Path) -> list[int]:
     return sorted(int(path.stem.split("_")[1]) for path in (run / "samples").glob("epoch_[0-9][0-9][0-9].png"))
 
@@ -195,9 +205,19 @@ def write_report(out: Path, dataset: Dataset, runs: dict, results: dict, interpo
     if quick:
         lines += ["**Quick mode: a few epochs on the bundled subset. These numbers say the pipeline works, not how "
                   "good the models get.**", ""]  # fmt: skip
-    lines += ["## Final numbers (test split)", "",
-              "| experiment | epochs | training time | test likelihood | bits/dim | FID (real floor) | seed report | published |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines += results_table(results)
+    lines += figures_section(figure, runs, interpolation)
+    lines += ["## Conclusion", "", conclusion(results), ""]
+    target = out / "README.md"
+    write_text(target, "\n".join(lines))
+    return target
+
+
+def results_table(results: dict) -> list[str]:
+    """The report's table of final test-split numbers, a row per experiment, and the last validation numbers."""
+    lines = ["## Final numbers (test split)", "",
+             "| experiment | epochs | training time | test likelihood | bits/dim | FID (real floor) | seed report | published |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for experiment in EXPERIMENTS:
         result = results[experiment.name]
         likelihood, quality = result.get("likelihood", {}), result["sample_quality"]
@@ -220,9 +240,12 @@ def write_report(out: Path, dataset: Dataset, runs: dict, results: dict, interpo
         lines.append(f"{name}: validation ELBO after the last epoch {final['val_elbo']:.2f} "
                      f"(the seed report: {SEED_REPORT[name].split(' ')[0]}).")
     final = results["flow"]["final"]
-    lines += ["", f"flow: validation bits/dim after the last epoch {final['val_bpd']:.4f} (the seed report: 1.83).", ""]
+    return lines + ["", f"flow: validation bits/dim after the last epoch {final['val_bpd']:.4f} (the seed report: 1.83).", ""]
 
-    lines += ["## Figures", "", "### 1. ELBO during training", ""]
+
+def figures_section(figure, runs: dict, interpolation: str) -> list[str]:
+    """The report's figures, each copied from its run folder by `figure(run, path, name)`."""
+    lines = ["## Figures", "", "### 1. ELBO during training", ""]
     for name in ("vae-zdim20", "vae-zdim2"):
         lines.append(f"{name}: ![ELBO curves, {name}]({figure(name, 'curves.png', f'{name}_curves.png')})")
         lines.append("")
@@ -248,10 +271,7 @@ def write_report(out: Path, dataset: Dataset, runs: dict, results: dict, interpo
     for name in ("flow", "flow-ms"):
         lines.append(f"{name}: ![bits/dim curves, {name}]({figure(name, 'curves.png', f'{name}_curves.png')})")
         lines.append("")
-    lines += ["## Conclusion", "", conclusion(results), ""]
-    target = out / "README.md"
-    write_text(target, "\n".join(lines))
-    return target
+    return lines
 
 
 def conclusion(results: dict) -> str:

@@ -60,6 +60,39 @@ def headline_metric(model_name: str) -> tuple[str, str | None]:
     return f"val_{module.headline_metrics[0]}", None
 
 
+def saved_status(run: RunFolder, model_name: str, epochs_planned, records: list[dict]):
+    """What the run's state says: (model, planned epochs, records, status, detail, wall seconds), or the
+    values given when it holds no readable state."""
+    if not run.state_path.is_file():
+        return model_name, epochs_planned, records, "no state", "nothing saved yet", None
+    try:
+        header = read_state_header(run.state_path)
+    except DgmError:
+        return model_name, epochs_planned, records, "unreadable", f"{STATE_FILE} cannot be read", None
+    if header.finished and header.epoch >= header.config.epochs:
+        status, detail = "finished", f"after epoch {header.epoch}"
+    elif header.position is not None:
+        status, detail = "interrupted", f"at epoch {header.epoch + 1}, batch {header.position['next_batch']}"
+    else:
+        status, detail = "interrupted", f"after epoch {header.epoch}"
+    return header.model_name, header.config.epochs, header.history, status, detail, header.wall_seconds or None
+
+
+def headline_values(model_name: str, records: list[dict]) -> tuple[str | None, float | None, list[float]]:
+    """The model's headline validation metric, its best value and its finite values epoch by epoch."""
+    try:
+        metric, direction = headline_metric(model_name)
+    except DgmError:  # no config, or a model this dgm does not know
+        return None, None, []
+    if metric is None:
+        return None, None, []
+    values = [v for v in (_number(r.get(metric)) for r in records) if v is not None and math.isfinite(v)]
+    best = None
+    if values and direction is not None:
+        best = max(values) if direction == "max" else min(values)
+    return metric, best, values
+
+
 def summarize(folder: Path) -> RunSummary:
     """One run's summary. Its numbers are those of metrics.jsonl while it runs (written every epoch), else
     those of its state (what --resume continues from, which --save-every may leave a few epochs behind)."""
@@ -68,45 +101,20 @@ def summarize(folder: Path) -> RunSummary:
         facts = run.read_config()
     except DgmError:
         facts = {}
-    model_name, epochs_planned = facts.get("model") or "?", (facts.get("config") or {}).get("epochs")
     try:
         written = run.read_metrics()
     except (OSError, ValueError):
         written = []
     good = [record for record in written if not record.get("diverged")]
-    records = good
-    status, detail, wall_seconds = "no state", "nothing saved yet", None
-    if run.state_path.is_file():
-        try:
-            header = read_state_header(run.state_path)
-        except DgmError:
-            status, detail = "unreadable", f"{STATE_FILE} cannot be read"
-        else:
-            model_name, epochs_planned, records = header.model_name, header.config.epochs, header.history
-            wall_seconds = header.wall_seconds or None
-            if header.finished and header.epoch >= header.config.epochs:
-                status, detail = "finished", f"after epoch {header.epoch}"
-            elif header.position is not None:
-                status, detail = "interrupted", f"at epoch {header.epoch + 1}, batch {header.position['next_batch']}"
-            else:
-                status, detail = "interrupted", f"after epoch {header.epoch}"
+    model_name, epochs_planned = facts.get("model") or "?", (facts.get("config") or {}).get("epochs")
+    model_name, epochs_planned, records, status, detail, wall_seconds = saved_status(run, model_name, epochs_planned, good)
     if written and written[-1].get("diverged"):
         status, detail = "diverged", f"in epoch {written[-1]['epoch']}"
     holder = live_holder(run.path)
     if holder is not None:
         status, detail = "running", f"process {holder['pid']} on {holder.get('host')}, since {holder.get('started')}"
         records = good or records
-
-    metric, direction, values = None, None, []
-    try:
-        metric, direction = headline_metric(model_name)
-    except DgmError:  # no config, or a model this dgm does not know
-        pass
-    if metric is not None:
-        values = [v for v in (_number(r.get(metric)) for r in records) if v is not None and math.isfinite(v)]
-    best = None
-    if values and direction is not None:
-        best = max(values) if direction == "max" else min(values)
+    metric, best, values = headline_values(model_name, records)
     return RunSummary(
         path=str(folder),
         model=model_name,

@@ -7,30 +7,47 @@ every device and in every epoch of a run.
 import torch
 
 from dgm_cli.errors import DgmError
+from dgm_cli.plots import Figure
 from dgm_cli.models.conditioning import check_labels, class_rows
 
 
 @torch.no_grad()
 def sample_images(
     model, n: int, *, seed: int, binary: bool = False, raw: bool = False, temperature: float = 1.0,
-    labels: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None, **sampler_options,
 ) -> torch.Tensor:  # fmt: skip
     """n images (n, 1, 28, 28) in [0, 1].
 
     binary: a Bernoulli draw from each pixel's probability; raw: the live weights of a model that
     also keeps a moving average of them; temperature: the standard deviation of the latent draws;
-    labels (n,): each image's class, for a conditional model (left out: every class in turn).
+    labels (n,): each image's class, for a conditional model (left out: every class in turn);
+    sampler_options: an iterative sampler's choices (model.sample).
     """
     if raw and not model.keeps_average:
         raise DgmError("this checkpoint keeps no moving average of its weights (train with --ema); leave out --raw")
-    model.eval()
     generator = torch.Generator().manual_seed(seed)
-    images = model.sample(n, generator=generator, averaged=not raw, temperature=temperature, labels=labels)
+    images = model.sample(n, generator=generator, averaged=not raw, temperature=temperature, labels=labels,
+                          **sampler_options)  # fmt: skip
     if binary:
         if model.pixel_distribution != "bernoulli":
             raise DgmError("binary draws need a model with Bernoulli pixels (the vae); leave out --binary")
         images = torch.bernoulli(images.cpu(), generator=generator)
     return images
+
+
+def sample_figure(model, n: int, *, label: int | None = None, nrow: int | None = None, seed: int = 0,
+                  reporter=None, **options) -> Figure:  # fmt: skip
+    """`dgm sample`'s grid: n samples (of class `label`; a conditional model without one: a row per class with
+    ceil(n / classes) images each), with a bar over an iterative sampler's steps. options: sample_images'."""
+    from dgm_cli.progress import Reporter
+    from dgm_cli.scoring import draw_with_progress
+
+    labels, described = (torch.full((n,), label), f" of class {label}") if label is not None else (None, "")
+    if labels is None and model.classes:  # a conditional model: one row per class
+        labels, per_class = class_grid(model, n)
+        n, nrow, described = len(labels), nrow or per_class, f", one row per class ({per_class} each)"
+    images = draw_with_progress(model, n, reporter or Reporter(), seed=seed, labels=labels, **options)
+    return Figure(images, nrow, f"{n} samples{described}")
 
 
 def class_grid(model, n: int) -> tuple[torch.Tensor | None, int | None]:

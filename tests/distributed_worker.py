@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from dgm_cli import distributed
 from dgm_cli.progress import quiet_console
 from dgm_cli.registry import create_config, get_spec
-from dgm_cli.train import RunSettings, train
+from dgm_cli.trainer import RunSettings, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from distributed_data import small_dataset  # noqa: E402

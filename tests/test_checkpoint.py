@@ -46,7 +46,7 @@ def test_round_trip_restores_weights_config_and_metadata(tmp_path):
         assert torch.equal(a, b), name
     assert not loaded.training
     z = torch.randn(4, 3)
-    torch.testing.assert_close(loaded.decode(z), original.decode(z))
+    torch.testing.assert_close(loaded.decoder_logits(z), original.decoder_logits(z))
     assert info.as_dict()["parameters"] == sum(p.numel() for p in original.parameters())
 
 

@@ -170,7 +170,7 @@ def test_a_second_ctrl_c_still_says_how_to_continue(monkeypatch):
         (settings.out_dir / "state.safetensors").write_bytes(b"saved at the end of an earlier epoch")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("dgm_cli.train.train", killed_twice)
+    monkeypatch.setattr("dgm_cli.trainer.train", killed_twice)
     result = dgm("train", "vae", "--epochs", "1", "--hidden", "8", "--dataset", "mnist-mini", "--out", "twice")
     assert result.exit_code == 130
     assert "continue with: dgm train vae --resume twice" in result.stderr and "Traceback" not in result.output

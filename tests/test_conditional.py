@@ -17,11 +17,11 @@ from dgm_cli.cli import app
 from dgm_cli.conditional import class_mixture, label_log_prior
 from dgm_cli.data import load_bundled
 from dgm_cli.errors import DgmError
-from dgm_cli.evaluate import dequantized_log_likelihood
+from dgm_cli.estimators import dequantized_log_likelihood
 from dgm_cli.models.conditioning import ClassConditionalGaussian
 from dgm_cli.progress import quiet_console
 from dgm_cli.registry import create_config, create_model
-from dgm_cli.train import RunSettings, train
+from dgm_cli.trainer import RunSettings, train
 
 FIXTURES = Path(__file__).parent / "fixtures"
 runner = CliRunner()

@@ -17,12 +17,12 @@ from rich.console import Console
 from dgm_cli.checkpoint import load_checkpoint
 from dgm_cli.data import Dataset, Split, load_dataset
 from dgm_cli.errors import Interrupted
-from dgm_cli.evaluate import evaluate_images, validate
+from dgm_cli.estimators import evaluate_images, validate
 from dgm_cli.registry import create_config, get_spec
 from dgm_cli.sampling import sample_images
 from dgm_cli.speed import PRECISIONS, check_precision
 from dgm_cli.state import STATE_FILE, load_state
-from dgm_cli.train import RunSettings, train
+from dgm_cli.trainer import RunSettings, train
 
 DEVICE = torch.device(os.environ.get("DGM_TEST_DEVICE", "cpu"))
 ON_CUDA = DEVICE.type == "cuda"

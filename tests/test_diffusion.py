@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from dgm_cli.checkpoint import load_checkpoint, save_checkpoint
 from dgm_cli.cli import app
-from dgm_cli.evaluate import timestep_bound
+from dgm_cli.estimators import timestep_bound
 from dgm_cli.models.diffusion import Diffusion, DiffusionConfig, discretized_log_likelihood, make_betas
 
 runner = CliRunner()
@@ -159,9 +159,8 @@ def test_checkpoint_round_trip_samples_the_same(tmp_path):
     save_checkpoint(tmp_path / "d.safetensors", model, model_name="diffusion", config=model.config, data={}, train={})
     loaded, _ = load_checkpoint(tmp_path / "d.safetensors")
     for sampler in ("ddim", "ancestral"):
-        model.sampler.method = loaded.sampler.method = sampler
-        first = model.sample(3, generator=torch.Generator().manual_seed(5))
-        second = loaded.sample(3, generator=torch.Generator().manual_seed(5))
+        first = model.sample(3, generator=torch.Generator().manual_seed(5), sampler=sampler)
+        second = loaded.sample(3, generator=torch.Generator().manual_seed(5), sampler=sampler)
         assert torch.equal(first, second) and first.min() >= 0 and first.max() <= 1
 
 
@@ -181,7 +180,7 @@ def test_train_sample_eval_interpolate_through_the_cli(tmp_path):
     result = runner.invoke(app, ["sample", "diffusion", "runs/d", "--sampler", "ancestral", "--eta", "0.5"])
     assert result.exit_code == 1 and "--eta sets DDIM's noise" in result.stderr
     result = runner.invoke(app, ["sample", "diffusion", "runs/d", "--steps", "21"])
-    assert result.exit_code == 1 and "more than the model's 20 diffusion steps" in result.stderr
+    assert result.exit_code == 1 and "not between 1 and the model's 20 diffusion steps" in result.stderr
     result = runner.invoke(app, ["sample", "diffusion", "runs/d", "--guidance", "2"])
     assert result.exit_code == 1 and "needs a conditional model" in result.stderr
     result = runner.invoke(app, ["eval", "diffusion", "runs/d", "--limit", "20", "--bound-timesteps", "20",
@@ -204,9 +203,8 @@ def test_a_conditional_model_samples_a_class_with_guidance(tmp_path):
     result = runner.invoke(app, ["train", "diffusion", *small, "--out", "runs/c"])
     assert result.exit_code == 0, result.output
     model = tiny(conditional=True)  # random weights, so that the label embedding matters from the start
-    model.sampler.guidance = 2.0
-    three = model.sample(4, generator=torch.Generator().manual_seed(0), labels=torch.full((4,), 3))
-    seven = model.sample(4, generator=torch.Generator().manual_seed(0), labels=torch.full((4,), 7))
+    three = model.sample(4, generator=torch.Generator().manual_seed(0), labels=torch.full((4,), 3), guidance=2.0)
+    seven = model.sample(4, generator=torch.Generator().manual_seed(0), labels=torch.full((4,), 7), guidance=2.0)
     assert not torch.equal(three, seven)  # the label changes what the same noise becomes
     result = runner.invoke(app, ["sample", "diffusion", "runs/c", "--label", "3", "--guidance", "2", "-n", "4"])
     assert result.exit_code == 0 and "guidance 2" in result.stderr, result.output

@@ -20,7 +20,7 @@ from dgm_cli.errors import DgmError
 from dgm_cli.models.base import GenerativeModel
 from dgm_cli.progress import quiet_console
 from dgm_cli.registry import create_config, create_model
-from dgm_cli.train import RunSettings, check_parallel_settings, train
+from dgm_cli.trainer import RunSettings, check_parallel_settings, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from distributed_data import small_dataset  # noqa: E402

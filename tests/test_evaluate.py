@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dgm_cli.data import load_dataset
-from dgm_cli.evaluate import RunningLogWeights, bits_per_dim, evaluate_images, latent_log_likelihood
+from dgm_cli.estimators import RunningLogWeights, bits_per_dim, evaluate_images, latent_log_likelihood
 from dgm_cli.registry import create_model
 
 
@@ -32,7 +32,7 @@ def exact_log_likelihood(model, x: torch.Tensor) -> torch.Tensor:
     z = torch.linspace(-12, 12, 24001, dtype=torch.float64)
     dz = (z[1] - z[0]).item()
     with torch.no_grad():
-        logits = model.decode(z[:, None].float()).double()
+        logits = model.decoder_logits(z[:, None].float()).double()
     log_prior = -0.5 * (z.square() + math.log(2 * math.pi))
     # log p(x|z) = sum_d x_d l_d - softplus(l_d), written out rather than taken from the model code.
     log_px_z = x.double() @ logits.T - torch.nn.functional.softplus(logits).sum(-1)
@@ -74,7 +74,7 @@ def test_importance_weighted_estimate_is_at_least_the_elbo_and_beats_prior_sampl
 
 
 def test_draws_are_taken_in_memory_bounded_chunks(monkeypatch):
-    from dgm_cli import evaluate
+    from dgm_cli import estimators as evaluate
 
     class Recorder:
         def __init__(self):

@@ -48,7 +48,7 @@ def test_iwae_at_k_1_is_the_elbo_of_the_same_draw():
     # ... whose KL part is, in expectation, the closed-form KL that the ELBO objective uses
     with torch.no_grad():
         _, log_prior, log_q = model.log_weight_terms(x[:16], 1000)
-        mean, logvar = model.encode(x[:16])
+        mean, logvar = model.posterior_parameters(x[:16])
     sampled, error = (log_q - log_prior).mean(1), (log_q - log_prior).std(1) / math.sqrt(1000)
     assert ((sampled - gaussian_kl(mean, logvar)).abs() < 4 * error).all()
 

@@ -154,7 +154,7 @@ def test_eval_prints_sample_quality_beside_the_real_floor(tmp_path):
 
 def test_class_endpoints_are_drawn_as_the_classifier_reads_them(shipped, tmp_path):
     """With a 'generator' that decodes each latent to a real test digit, the endpoints' digits are checkable."""
-    from dgm_cli.interpolate import class_endpoints
+    from dgm_cli.interpolation import class_endpoints
     from dgm_cli.models.base import GenerativeModel
 
     mini = load_dataset("mnist-mini").test
@@ -167,7 +167,7 @@ def test_class_endpoints_are_drawn_as_the_classifier_reads_them(shipped, tmp_pat
             super().__init__(config=None)
             self.anchor = torch.nn.Parameter(torch.zeros(1))
 
-        def decode_images(self, z):
+        def decode_images(self, z, labels=None):
             index = (torch.special.ndtr(z[:, 0]) * len(mini)).long().clamp(0, len(mini) - 1)
             return mini.images[index].float()[:, None] / 255
 
@@ -181,7 +181,7 @@ def test_class_endpoints_are_drawn_as_the_classifier_reads_them(shipped, tmp_pat
 
 def test_interpolate_classes_option_and_an_impossible_request(shipped, tmp_path):
     from dgm_cli.errors import DgmError
-    from dgm_cli.interpolate import class_endpoints
+    from dgm_cli.interpolation import class_endpoints
     from dgm_cli.registry import create_model
 
     trained = runner.invoke(app, ["train", "vae", "--epochs", "0", "--hidden", "8", "--dataset", "mnist-mini",

@@ -20,7 +20,7 @@ from dgm_cli.data import load_dataset
 from dgm_cli.errors import DgmError, Interrupted
 from dgm_cli.registry import create_config, get_spec
 from dgm_cli.state import STATE_FILE, load_state
-from dgm_cli.train import RunSettings, train
+from dgm_cli.trainer import RunSettings, train
 
 SMALL = {
     "vae": {"hidden": 32, "zdim": 4, "epochs": 3, "batch_size": 256, "sample_epochs": (0, 3)},
@@ -107,7 +107,7 @@ def test_resuming_at_an_epoch_boundary_with_save_every(mini, tmp_path):
 
 
 def test_save_every_skips_checkpoints_between(mini, tmp_path, monkeypatch):
-    import dgm_cli.train as trainer
+    import dgm_cli.trainer as trainer
 
     config = create_config("vae", **{**SMALL["vae"], "epochs": 3})
     seen = []

@@ -10,7 +10,7 @@ from dgm_cli.data import load_dataset
 from dgm_cli.errors import DgmError
 from dgm_cli.registry import create_config, create_model, get_spec
 from dgm_cli.speed import autocast, check_precision, step_precision
-from dgm_cli.train import RunSettings, train
+from dgm_cli.trainer import RunSettings, train
 
 
 def quiet() -> Console:

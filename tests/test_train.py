@@ -46,7 +46,7 @@ def test_the_loop_reads_top_to_bottom_and_shares_state_through_fields_not_closur
     import inspect
 
     import dgm_cli.cli as cli
-    import dgm_cli.train as trainer
+    import dgm_cli.trainer as trainer
 
     loop_lines = inspect.getsource(trainer.loop).splitlines()
     assert len(loop_lines) < 100

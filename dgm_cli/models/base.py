@@ -11,10 +11,11 @@ hasattr, so `dgm models` can list them and a command can refuse early:
   "classifier"         forward(x) -> class logits and features(x) -> the penultimate layer
   "variational_bound"  timesteps, prior_term(x) and timestep_term(x, t, eps) of a diffusion model's bound
                        (evaluate.timestep_bound sums them over all steps or a sample of them)
-  "iterative_sampler"  a `sampler` (method, steps, guidance) that the CLI sets, denoising_steps(n) and an
-                       on_denoising_step callback for a progress bar
+  "iterative_sampler"  sampler options (sampler, steps, eta, guidance, on_step) as keyword arguments of
+                       sample/encode/decode, and denoising_steps(n, **options) for a progress bar's total
 """
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -107,9 +108,17 @@ class GenerativeModel(nn.Module):
     # each step and validation batch, None in a single process.
     shard: Shard | None = None
 
+    # The registry name, set by registry.register.
+    model_name: str = ""
+
     def __init__(self, config):
         super().__init__()
         self.config = config
+        # What a loaded checkpoint recorded (dgm.load fills them): where it was read, the data it was trained on
+        # (Dataset.describe()) and the training facts (epoch, step, seed, metrics); a new model has none.
+        self.path = None
+        self.data_facts: dict = {}
+        self.training_facts: dict = {}
 
     @property
     def classes(self) -> int:
@@ -211,22 +220,113 @@ class GenerativeModel(nn.Module):
         """Called by the trainer after each step of `optimizer` it takes for the model (automatic optimization):
         where a model moves its weights' average (the VAE's --ema). Nothing by default."""
 
+    # The keyword options of an iterative sampler that sample(), decode() and encode() take (the diffusion
+    # model's sampler, steps, eta, guidance, on_step); a model that draws in one pass takes none.
+    sampler_options: frozenset[str] = frozenset()
+
+    def check_sampler_options(self, options: dict) -> None:
+        """Refuse sampler options this model does not take, naming them."""
+        unknown = sorted(name for name, value in options.items() if value is not None and name not in self.sampler_options)
+        if unknown:
+            takes = f"it takes {', '.join(sorted(self.sampler_options))}" if self.sampler_options else "it draws in one pass"
+            raise DgmError(f"{', '.join(unknown)}: not a sampler option of the {self.model_name}; {takes}")
+
     def sample(
         self,
         n: int,
         *,
+        seed: int | None = None,
         generator: torch.Generator | None = None,
-        averaged: bool = True,
         temperature: float = 1.0,
         labels: torch.Tensor | None = None,
+        averaged: bool = True,
+        **sampler_options,
     ) -> torch.Tensor:
-        """n images (n, 1, 28, 28) with values in [0, 1]; noise comes from `generator` (a CPU one).
+        """n images, a float tensor (n, 1, 28, 28) with values in [0, 1], on the model's device.
 
-        averaged=False samples from the live weights of a model that keeps an average;
-        temperature scales the standard deviation of the latent draws (below 1: fewer, cleaner modes);
-        labels (n,): the class of each image, for a conditional model (sample_labels).
+        seed: the noise's seed (the same seed gives the same images on every device); or generator: a CPU
+        torch.Generator to draw from; neither: drawn from torch's global random state.
+        temperature: the standard deviation of the latent draws (below 1: fewer, cleaner modes).
+        labels (n,): each image's class, for a conditional model (left out: every class in turn).
+        averaged=False: the live weights of a model that also keeps their moving average.
+        sampler_options: an iterative sampler's choices (the diffusion model: sampler="ddim"|"ancestral",
+        steps, eta, guidance, on_step=callback(count) after each denoising step).
+        The model is in eval mode while it draws and returns to its mode after.
         """
+        if "sample" not in self.capabilities:
+            raise DgmError(f"a {type(self).__name__.lower()} draws no images; sample from a generative model")
+        self.check_sampler_options(sampler_options)
+        if generator is None:
+            seed = int(torch.randint(0, 2**62, ())) if seed is None else seed
+            generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad(), evaluating(self):
+            return self.draw(n, generator=generator, averaged=averaged, temperature=temperature, labels=labels,
+                             **{name: value for name, value in sampler_options.items() if value is not None})  # fmt: skip
+
+    def describe_sampler(self, **sampler_options) -> dict | None:
+        """The sampler these options choose, as a report records it; None for a model that draws in one pass."""
+        return None
+
+    def draw(self, n: int, *, generator: torch.Generator, averaged: bool, temperature: float, labels, **sampler_options):
+        """What sample() runs, in eval mode without gradients: the model's own way of drawing n images."""
         raise NotImplementedError
+
+    def encode(self, images: torch.Tensor, labels: torch.Tensor | None = None, *, seed: int = 0, **sampler_options):
+        """Latents (N, latent_dim) of real images: (N, 1, 28, 28) or (N, 28, 28), floats in [0, 1] or uint8.
+
+        The VAE's posterior means (of a binarization drawn with `seed`), the flow's z, the diffusion model's
+        DDIM latent x_T; labels (N,): each image's class, for a conditional model."""
+        if "encoder" not in self.capabilities:
+            raise DgmError(f"a {type(self).__name__.lower()} has no encoder that maps images to latents")
+        self.check_sampler_options(sampler_options)
+        pixels = as_uint8_images(images)
+        prepared = self.prepare_split(pixels, train=False, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad(), evaluating(self):
+            return self.encode_images(prepared.to(self.device), labels, **sampler_options)
+
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None, **sampler_options) -> torch.Tensor:
+        """Images (N, 1, 28, 28) in [0, 1] decoded from latents z (N, latent_dim) of the standard-normal prior
+        (by the weights' moving average where the model keeps one); labels (N,) for a conditional model."""
+        if "latent" not in self.capabilities:
+            raise DgmError(f"a {type(self).__name__.lower()} has no latent space to decode from")
+        self.check_sampler_options(sampler_options)
+        with torch.no_grad(), evaluating(self):
+            return self.decode_images(z.to(self.device), labels, **sampler_options)
+
+    def save(self, path, *, data: dict | None = None, train: dict | None = None) -> None:
+        """Write the model to a safetensors checkpoint, the format `dgm train` writes and dgm.load reads.
+
+        data and train: the facts its header records (default: those it was loaded with, else none)."""
+        from dgm_cli.checkpoint import save_model
+
+        save_model(path, self, data=data, train=train)
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module):
+    """Eval mode for the block, then the mode the model was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def as_uint8_images(images) -> torch.Tensor:
+    """(N, 28, 28) uint8 pixels from images (N, 1, 28, 28) or (N, 28, 28): uint8, or floats in [0, 1]."""
+    images = torch.as_tensor(images)
+    if images.dim() == 4 and images.shape[1] == 1:
+        images = images[:, 0]
+    if images.dim() != 3 or tuple(images.shape[1:]) != (28, 28):
+        raise DgmError(f"images must be (N, 1, 28, 28) or (N, 28, 28), got {tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        return images.cpu()
+    if not images.is_floating_point():
+        raise DgmError(f"images must be uint8 or floats in [0, 1], got {images.dtype}")
+    if images.numel() and not (0 <= float(images.min()) and float(images.max()) <= 1):
+        raise DgmError(f"float images must lie in [0, 1], got values in [{float(images.min()):g}, {float(images.max()):g}]")
+    return (images.detach().cpu() * 255).round().to(torch.uint8)
 
 
 class TrainingStep(nn.Module):

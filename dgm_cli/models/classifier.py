@@ -26,7 +26,6 @@ from torch import nn
 
 from dgm_cli.config import check, classes_option, option
 from dgm_cli.data import ASSETS
-from dgm_cli.errors import DgmError
 from dgm_cli.models.base import GenerativeModel, adam
 from dgm_cli.registry import ModelSpec, register
 
@@ -115,9 +114,6 @@ class Classifier(GenerativeModel):
     def validation_step(self, batch, labels=None):
         logits = self(batch.float() / 255)
         return {"loss": F.cross_entropy(logits, labels), "accuracy": (logits.argmax(1) == labels).float().mean()}
-
-    def sample(self, n, *, generator=None, averaged=True, temperature=1.0):
-        raise DgmError("a classifier draws no samples; sample from a generative model")
 
 
 SHIPPED_CHECKPOINT = ASSETS / "classifier" / "classifier.safetensors"  # the trained weights the metrics use

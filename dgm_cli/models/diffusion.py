@@ -200,9 +200,10 @@ class UNet(nn.Module):
 # ---------------------------------------------------------------- the model
 
 
-@dataclass
+@dataclass(frozen=True)
 class Sampler:
-    """How `sample` and `decode_images` run the reverse process; set by `dgm sample --sampler --steps --guidance`."""
+    """How one call of `sample`, `decode_images` or `encode_images` runs the reverse process: call arguments,
+    never state kept in the model."""
 
     method: str = "ddim"
     steps: int = 50
@@ -215,6 +216,7 @@ class Sampler:
 
 class Diffusion(GenerativeModel):
     capabilities = frozenset({"sample", "latent", "encoder", "variational_bound", "iterative_sampler"})
+    sampler_options = frozenset({"sampler", "steps", "eta", "guidance", "on_step"})
     manual_optimization = True  # it steps its optimizer itself, then moves the weights' average
     # The loss is the noise-prediction error; curves.png plots it under this name ("loss" panels are left out).
     headline_metrics = ("noise_mse",)
@@ -234,8 +236,6 @@ class Diffusion(GenerativeModel):
         # Not saved in checkpoints: the config rebuilds them.
         self.register_buffer("betas", torch.cat([torch.zeros(1, dtype=torch.float64), betas]), persistent=False)
         self.register_buffer("alphas_bar", alphas_bar, persistent=False)
-        self.sampler = Sampler(steps=config.sample_steps)
-        self.on_denoising_step: Callable[[int], None] | None = None  # a progress bar's advance, set by the CLI
 
     @property
     def timesteps(self) -> int:
@@ -345,11 +345,30 @@ class Diffusion(GenerativeModel):
         out = math.sqrt(abar_prev) * x0 + direction
         return out + sigma * noise if sigma > 0 and noise is not None else out
 
+    def make_sampler(self, sampler: str | None = None, steps: int | None = None, eta: float | None = None,
+                     guidance: float | None = None) -> Sampler:  # fmt: skip
+        """The sampler these options choose, checked: DDIM with the config's sample_steps unless they say otherwise."""
+        method = sampler or "ddim"
+        if method not in SAMPLERS:
+            raise DgmError(f"unknown sampler {method!r}; choose {' or '.join(SAMPLERS)}")
+        if steps is not None and not 1 <= steps <= self.timesteps:
+            raise DgmError(f"{steps} denoising steps are not between 1 and the model's {self.timesteps} diffusion steps")
+        if eta and method != "ddim":
+            raise DgmError("eta sets DDIM's noise; the ancestral sampler draws its own at every one of the T steps")
+        if eta is not None and not 0 <= eta <= 1:
+            raise DgmError(f"eta must lie in [0, 1], got {eta:g}")
+        if guidance and not self.classes:
+            raise DgmError("guidance needs a conditional model (trained with --conditional); leave it out")
+        return Sampler(method, steps or self.config.sample_steps, eta or 0.0, guidance or 0.0)
+
+    def describe_sampler(self, *, on_step=None, **options) -> dict:
+        return self.make_sampler(**options).describe()
+
     @torch.no_grad()
-    def reverse(self, x: torch.Tensor, labels: torch.Tensor | None, *, averaged: bool,
-                generator: torch.Generator | None) -> torch.Tensor:  # fmt: skip
-        """From x_T to x0 (in [-1, 1]) with self.sampler, calling on_denoising_step after each step."""
-        sampler, device = self.sampler, x.device
+    def reverse(self, x: torch.Tensor, labels: torch.Tensor | None, sampler: Sampler, *, averaged: bool,
+                generator: torch.Generator | None, on_step: Callable[[int], None] | None) -> torch.Tensor:  # fmt: skip
+        """From x_T to x0 (in [-1, 1]) with `sampler`, calling on_step(1) after each step."""
+        device, advance = x.device, on_step or (lambda count: None)
         draw = lambda: torch.randn(x.shape, generator=generator).to(device)  # noqa: E731
         if sampler.method == "ancestral":
             for t in range(self.timesteps, 0, -1):
@@ -357,53 +376,61 @@ class Diffusion(GenerativeModel):
                 eps = self.predict_noise(x, steps, labels, averaged=averaged, guidance=sampler.guidance)
                 mean, variance = self.posterior(self.predicted_x0(x, steps, eps).clamp(-1, 1), x, steps)
                 x = (mean + variance.sqrt() * draw().double()).float() if t > 1 else mean.float()
-                self.advance()
+                advance(1)
             return x.clamp(-1, 1)
         visits = self.schedule_steps(sampler.steps)
         for t, t_prev in zip(visits, visits[1:] + [0]):
             eps = self.predict_noise(x, torch.full((len(x),), t, device=device), labels, averaged=averaged,
                                      guidance=sampler.guidance)  # fmt: skip
             x = self.ddim_step(x, t, t_prev, eps, eta=sampler.eta, noise=draw() if sampler.eta > 0 else None)
-            self.advance()
+            advance(1)
         return x.clamp(-1, 1)
 
-    def advance(self) -> None:
-        if self.on_denoising_step is not None:
-            self.on_denoising_step(1)
-
-    def sample(self, n, *, generator=None, averaged=True, temperature=1.0, labels=None):
+    def draw(self, n, *, generator, averaged, temperature, labels, on_step=None, **options):
         """n images, SAMPLE_BATCH at a time (every denoising step holds a batch's U-Net activations)."""
+        sampler = self.make_sampler(**options)
         x = temperature * torch.randn(n, *IMAGE_SHAPE, generator=generator)
         labels = self.sample_labels(n, labels)
         images = []
         for start in range(0, n, SAMPLE_BATCH):
             chunk_labels = None if labels is None else labels[start : start + SAMPLE_BATCH]
-            chunk = self.reverse(x[start : start + SAMPLE_BATCH].to(self.device), chunk_labels, averaged=averaged,
-                                 generator=generator)  # fmt: skip
+            chunk = self.reverse(x[start : start + SAMPLE_BATCH].to(self.device), chunk_labels, sampler,
+                                 averaged=averaged, generator=generator, on_step=on_step)  # fmt: skip
             images.append((chunk + 1) / 2)
         return torch.cat(images)
 
-    def denoising_steps(self, n: int) -> int:
-        """How many network calls (of up to SAMPLE_BATCH images) sampling n images takes: a progress bar's total."""
-        steps = self.timesteps if self.sampler.method == "ancestral" else len(self.schedule_steps(self.sampler.steps))
+    def denoising_steps(self, n: int, *, on_step=None, **options) -> int:
+        """How many network calls (of up to SAMPLE_BATCH images) sampling n images with these sampler options
+        takes: a progress bar's total."""
+        sampler = self.make_sampler(**options)
+        steps = self.timesteps if sampler.method == "ancestral" else len(self.schedule_steps(sampler.steps))
         return steps * -(-n // SAMPLE_BATCH)
 
-    def decode_images(self, z: torch.Tensor, labels: torch.Tensor | None = None, *, averaged: bool = True):
+    def deterministic_sampler(self, options: dict) -> Sampler:
+        """A latent decodes to one image (and an image encodes to one latent) only under DDIM with eta = 0."""
+        if options.get("sampler", "ddim") != "ddim" or options.get("eta"):
+            raise DgmError("a latent decodes to one image only with the deterministic sampler (ddim, eta 0)")
+        return self.make_sampler(steps=options.get("steps"), guidance=options.get("guidance"))
+
+    def decode_images(self, z: torch.Tensor, labels: torch.Tensor | None = None, *, averaged: bool = True,
+                      on_step=None, **options):  # fmt: skip
         """x_T = z (N, 784) -> images in [0, 1] by the deterministic DDIM sampler (eta = 0)."""
-        if self.sampler.method != "ddim" or self.sampler.eta != 0:
-            raise DgmError("a latent decodes to one image only with the deterministic sampler: use --sampler ddim")
+        sampler = self.deterministic_sampler(options)
         x = z.to(self.device).view(-1, *IMAGE_SHAPE)
-        return (self.reverse(x, self.sample_labels(len(x), labels), averaged=averaged, generator=None) + 1) / 2
+        labels = self.sample_labels(len(x), labels)
+        return (self.reverse(x, labels, sampler, averaged=averaged, generator=None, on_step=on_step) + 1) / 2
 
     @torch.no_grad()
-    def encode_images(self, batch: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_images(self, batch: torch.Tensor, labels: torch.Tensor | None = None, *, on_step=None,
+                      **options) -> torch.Tensor:  # fmt: skip
         """Real uint8 images -> their DDIM latents x_T (N, 784): the deterministic sampler run backwards."""
+        sampler = self.deterministic_sampler(options)
         x = self.scale(batch.to(self.device))
         labels = self.sample_labels(len(x), labels)
-        visits = list(reversed(self.schedule_steps(self.sampler.steps)))
+        visits = list(reversed(self.schedule_steps(sampler.steps)))
         for t_prev, t in zip([0] + visits[:-1], visits):
             eps = self.predict_noise(x, torch.full((len(x),), max(t_prev, 1), device=x.device), labels,
-                                     averaged=True, guidance=self.sampler.guidance)  # fmt: skip
+                                     averaged=True, guidance=sampler.guidance)  # fmt: skip
             abar, abar_prev = self.alphas_bar[t].item(), self.alphas_bar[t_prev].item()
             x0 = (x - math.sqrt(1 - abar_prev) * eps) / math.sqrt(abar_prev)
             x = math.sqrt(abar) * x0 + math.sqrt(1 - abar) * eps

@@ -516,7 +516,7 @@ class Flow(GenerativeModel):
             -1, *IMAGE_SHAPE
         )
 
-    def sample(self, n, *, generator=None, averaged=True, temperature=1.0, labels=None):
+    def draw(self, n, *, generator, averaged, temperature, labels):
         z = temperature * torch.randn(n, PIXELS, generator=generator)
         return self.decode_images(z.to(self.device), labels)
 

@@ -227,7 +227,7 @@ class GAN(GenerativeModel):
             "d_fake": torch.sigmoid(fake_logits).mean(),
         }
 
-    def sample(self, n, *, generator=None, averaged=True, temperature=1.0, labels=None):
+    def draw(self, n, *, generator, averaged, temperature, labels):
         z = temperature * torch.randn(n, self.latent_dim, generator=generator).to(self.device)
         return self.decode_images(z, labels, averaged=averaged)
 

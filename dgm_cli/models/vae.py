@@ -370,7 +370,7 @@ class VAE(GenerativeModel):
 
     # ------------------------------------------------------------ the model
 
-    def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def posterior_parameters(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-variance of q(z1|x) (of q(z1|x,y) for a conditional model)."""
         mean, logvar = self.network("encoder")(with_label(x, labels, self.classes)).chunk(2, dim=-1)
         return mean, logvar
@@ -378,10 +378,10 @@ class VAE(GenerativeModel):
     def encode_images(self, batch: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Posterior means of the top latent for uint8 images (binarized by a draw, as everywhere);
         with two layers, q(z2|z1)'s mean at q(z1|x)'s mean."""
-        mean = self.encode(self.binary_pixels(batch), self.sample_labels(len(batch), labels))[0]
+        mean = self.posterior_parameters(self.binary_pixels(batch), self.sample_labels(len(batch), labels))[0]
         return self.network("encoder_top")(mean).chunk(2, dim=-1)[0] if self.hierarchical else mean
 
-    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def decoder_logits(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Bernoulli logits (..., 784) of p(x|z1) (of p(x|z1,y) for a conditional model)."""
         return self.network("decoder")(with_label(z, labels, self.classes))
 
@@ -389,7 +389,7 @@ class VAE(GenerativeModel):
         """Bernoulli means as images (N, 1, 28, 28) for top latents z; with two layers through p(z1|z2)'s mean."""
         if self.hierarchical:
             z = self.network("decoder_top")(z).chunk(2, dim=-1)[0]
-        return torch.sigmoid(self.decode(z, self.sample_labels(len(z), labels))).view(-1, *IMAGE_SHAPE)
+        return torch.sigmoid(self.decoder_logits(z, self.sample_labels(len(z), labels))).view(-1, *IMAGE_SHAPE)
 
     def elbo(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Per-image one-sample ELBO and its two terms, for binary pixels x (B, 784).
@@ -400,10 +400,10 @@ class VAE(GenerativeModel):
             reconstruction, log_prior, log_q = self.log_weight_terms(x, 1, noise=self.batch_noise)
             return {"elbo": (reconstruction + log_prior - log_q)[:, 0], "reconstruction": reconstruction[:, 0],
                     "kl": (log_q - log_prior)[:, 0]}  # fmt: skip
-        mean, logvar = self.encode(x, labels)
+        mean, logvar = self.posterior_parameters(x, labels)
         eps = self.batch_noise(lambda rows: torch.randn(rows, mean.shape[1], device=mean.device), len(mean))
         z = mean + torch.exp(0.5 * logvar) * eps
-        reconstruction = bernoulli_log_likelihood(self.decode(z, labels), x)
+        reconstruction = bernoulli_log_likelihood(self.decoder_logits(z, labels), x)
         kl = gaussian_kl(mean, logvar)
         return {"elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
 
@@ -417,7 +417,7 @@ class VAE(GenerativeModel):
         """
         noise = noise or (lambda draw, rows: draw(rows))
         rows, device = len(x), x.device
-        mean, logvar = self.encode(x, labels) if posterior is None else posterior
+        mean, logvar = self.posterior_parameters(x, labels) if posterior is None else posterior
         eps = noise(lambda n: torch.randn(n, k, self.config.zdim, device=device), rows)
         z1 = mean[:, None] + torch.exp(0.5 * logvar)[:, None] * eps
         log_q = -0.5 * (eps.square() + logvar[:, None] + LOG_2PI).sum(-1)
@@ -502,7 +502,7 @@ class VAE(GenerativeModel):
         x, labels = self.binary_pixels(batch), self.given_labels(labels)
         projected_x = x @ self.output_weight()
         if proposal == "posterior":
-            posterior = self.encode(x, labels)
+            posterior = self.posterior_parameters(x, labels)
 
             def posterior_draws(k: int) -> torch.Tensor:
                 reconstruction, log_prior, log_q = self.log_weight_terms(x, k, posterior=posterior, projected_x=projected_x,
@@ -520,7 +520,7 @@ class VAE(GenerativeModel):
 
         return prior_draws
 
-    def sample(self, n, *, generator=None, averaged=True, temperature=1.0, labels=None):
+    def draw(self, n, *, generator, averaged, temperature, labels):
         with contextlib.nullcontext() if averaged else self.live_weights():
             labels = self.sample_labels(n, labels)
             z = temperature * torch.randn(n, self.latent_dim, generator=generator).to(self.device)
@@ -528,7 +528,7 @@ class VAE(GenerativeModel):
                 mean, logvar = self.network("decoder_top")(z).chunk(2, dim=-1)
                 noise = temperature * torch.randn(mean.shape, generator=generator).to(self.device)
                 z = mean + torch.exp(0.5 * logvar) * noise
-            return torch.sigmoid(self.decode(z, labels)).view(-1, *IMAGE_SHAPE)
+            return torch.sigmoid(self.decoder_logits(z, labels)).view(-1, *IMAGE_SHAPE)
 
     @contextlib.contextmanager
     def live_weights(self):

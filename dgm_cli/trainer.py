@@ -22,6 +22,7 @@ continues bit-identically (on the CPU) where the interrupted one stopped.
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from dgm_cli.checkpoint import default_checkpoint, file_sha256, load_weights_int
 from dgm_cli.data import Dataset
 from dgm_cli.distributed import Parallel
 from dgm_cli.errors import DgmError, Interrupted
-from dgm_cli.evaluate import read_means, validate
+from dgm_cli.estimators import read_means, validate
 from dgm_cli.interrupt import GracefulInterrupt
 from dgm_cli.models.conditioning import CLASSES
 from dgm_cli.plots import save_curves, save_image_grid
@@ -60,6 +61,7 @@ class RunSettings:
     sync_batchnorm: bool = False  # under torchrun: BatchNorm over the global batch (PyTorch's SyncBatchNorm)
     tensorboard: bool = False  # also log the records, sample grids and configuration as TensorBoard events
     init_from: Path | None = None  # a new run starts from this checkpoint's weights instead of random ones
+    on_epoch: Callable[[dict], None] | None = None  # called with each epoch's record once it is saved (rank 0)
 
 
 def train(
@@ -193,20 +195,7 @@ class Training:
         self.val_images = self.model.prepare_split(dataset.val.images, train=False, generator=self.data_generator).to(device)
         self.train_labels, self.val_labels = dataset.train.labels.to(device), dataset.val.labels.to(device)
 
-        self.run_facts = {"seed": self.seed, "device": str(device), "precision": settings.precision,
-                          "torch": torch.__version__, "dgm": __version__}  # fmt: skip
-        if self.parallel.enabled:
-            self.run_facts["processes"] = self.parallel.world_size
-        if started_from is not None:
-            self.run_facts["init_from"] = started_from
-        preset = preset_of(get_spec(model_name), config)
-        if preset is not None:  # the published number travels with every checkpoint of the run
-            self.run_facts["preset"] = {"name": preset.name, "published": preset.published, "metric": preset.metric,
-                                        "reference": preset.reference}  # fmt: skip
-        checkpoint_dir = None if settings.checkpoint_dir is None else str(settings.checkpoint_dir)
-        run.write_config({"model": model_name, "config": config_tools.to_dict(config), "data": dataset.describe(),
-                          **self.run_facts, "checkpoint_dir": checkpoint_dir, "tensorboard": settings.tensorboard,
-                          "save_every": settings.save_every})  # fmt: skip
+        self._record_facts(started_from)
 
         # How far the run has got: what state.safetensors keeps.
         self.history: list[dict] = []
@@ -218,6 +207,34 @@ class Training:
         if resume is not None:
             self._restore(resume)
 
+        self._plan_epochs()
+        if self.parallel.enabled:
+            self.step_function = self.model.distribute(lambda module: self.parallel.wrap(module, device))
+        else:
+            self.step_function = speed.step_function(self.model, settings.compile)
+        self.tensorboard = self._open_tensorboard(resume) if settings.tensorboard and run.writes else None
+
+    def _record_facts(self, started_from: dict | None) -> None:
+        """What every checkpoint of the run records about it (run_facts), and the run's config.json."""
+        settings, device, config, model_name = self.settings, self.device, self.config, self.model_name
+        self.run_facts = {"seed": self.seed, "device": str(device), "precision": settings.precision,
+                          "torch": torch.__version__, "dgm": __version__}  # fmt: skip
+        if self.parallel.enabled:
+            self.run_facts["processes"] = self.parallel.world_size
+        if started_from is not None:
+            self.run_facts["init_from"] = started_from
+        preset = preset_of(get_spec(model_name), config)
+        if preset is not None:  # the published number travels with every checkpoint of the run
+            self.run_facts["preset"] = {"name": preset.name, "published": preset.published, "metric": preset.metric,
+                                        "reference": preset.reference}  # fmt: skip
+        checkpoint_dir = None if settings.checkpoint_dir is None else str(settings.checkpoint_dir)
+        self.run.write_config({"model": model_name, "config": config_tools.to_dict(config), "data": self.dataset.describe(),
+                          **self.run_facts, "checkpoint_dir": checkpoint_dir, "tensorboard": settings.tensorboard,
+                          "save_every": settings.save_every})  # fmt: skip
+
+    def _plan_epochs(self) -> None:
+        """Which epochs draw figures, how many images and steps an epoch has, how often the bar refreshes."""
+        config = self.config
         # Epochs past the end of the run are clipped to its last epoch, so a short run still shows its result.
         self.sample_epochs = {min(epoch, config.epochs) for epoch in config.sample_epochs}
         # A last batch too small to give every process two images is skipped (with one process: a batch of
@@ -229,11 +246,6 @@ class Training:
         self.refresh_every = max(1, self.steps_per_epoch // 20)
         self.total_steps = max(1, config.epochs * self.steps_per_epoch)
         self.max_grad_norm = getattr(config, "max_grad_norm", 0.0)  # a config field of the models that offer clipping
-        if self.parallel.enabled:
-            self.step_function = self.model.distribute(lambda module: self.parallel.wrap(module, device))
-        else:
-            self.step_function = speed.step_function(self.model, settings.compile)
-        self.tensorboard = self._open_tensorboard(resume) if settings.tensorboard and run.writes else None
 
     def _initial_weights(self, model, resume: TrainingState | None) -> dict | None:
         """With --init-from, load the checkpoint's weights into the new `model`; returns where they came from
@@ -369,6 +381,8 @@ class Training:
         if self.tensorboard is not None:
             self.tensorboard.record(record)
             self.tensorboard.images(figures, epoch)
+        if self.settings.on_epoch is not None:
+            self.settings.on_epoch(dict(record))
 
     def save_figures(self, epoch: int) -> list[Path]:
         """Samples from one fixed noise batch (the same latents every epoch), and the manifold when drawable."""
