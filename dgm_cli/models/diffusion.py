@@ -217,7 +217,6 @@ class Sampler:
 class Diffusion(GenerativeModel):
     capabilities = frozenset({"sample", "latent", "encoder", "variational_bound", "iterative_sampler"})
     sampler_options = frozenset({"sampler", "steps", "eta", "guidance", "on_step"})
-    manual_optimization = True  # it steps its optimizer itself, then moves the weights' average
     # The loss is the noise-prediction error; curves.png plots it under this name ("loss" panels are left out).
     headline_metrics = ("noise_mse",)
     monitor = ("noise_mse", "min")
@@ -227,9 +226,6 @@ class Diffusion(GenerativeModel):
         super().__init__(config)
         self.net = UNet(config.width, config.blocks, self.classes).to(memory_format=torch.channels_last)
         self.net_ema = copy.deepcopy(self.net).requires_grad_(False) if config.ema > 0 else None
-        # Under torchrun: the DistributedDataParallel wrapper of net, in a plain dict so that it is not registered
-        # as a submodule (its parameters are net's, and the checkpoint would hold them twice).
-        self.parallel_parts = {}
         betas = make_betas(config.schedule, config.timesteps)
         alphas_bar = torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(1 - betas, 0)])
         # Index t = 0..T (abar_0 = 1, beta_0 unused); float64 so the bound's small differences stay exact.
@@ -258,12 +254,7 @@ class Diffusion(GenerativeModel):
         return batch.float().view(-1, *IMAGE_SHAPE) / 127.5 - 1
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        self.optimizer = adam(self.net.parameters(), lr=self.config.lr)
-        return [self.optimizer]
-
-    def distribute(self, wrap):
-        self.parallel_parts = {"net": wrap(self.net)}
-        return self.training_step
+        return [adam(self.net.parameters(), lr=self.config.lr)]
 
     def null_labels(self, labels: torch.Tensor | None, rows: int, device) -> torch.Tensor | None:
         """A conditional network's labels, or the 'no class' index for every row when labels is None."""
@@ -287,23 +278,18 @@ class Diffusion(GenerativeModel):
         return F.mse_loss(network(self.noisy(x0, t, eps), t, labels), eps)
 
     def training_step(self, batch, labels=None):
-        loss = self.denoising_loss(batch, labels, self.parallel_parts.get("net", self.net))
-        self.optimizer.zero_grad(set_to_none=True)
-        self.shard_loss(loss).backward()
-        if self.config.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.max_grad_norm)
-        self.optimizer.step()
-        self.update_ema()
-        return {"loss": loss.detach(), "noise_mse": loss.detach()}
+        loss = self.denoising_loss(batch, labels, self.net)
+        return {"loss": loss, "noise_mse": loss.detach()}
 
     def validation_step(self, batch, labels=None):
         loss = self.denoising_loss(batch, labels, self.net)
         return {"loss": loss, "noise_mse": loss}
 
-    def update_ema(self) -> None:
-        """Move the averaged network a step towards the live one (with the GAN's warm-up, base.ema_decay)."""
+    def optimizer_stepped(self, optimizer) -> None:
+        """After each optimizer step: move the averaged network a step towards the live one (with the GAN's
+        warm-up, base.ema_decay)."""
         if self.net_ema is not None:
-            update_average(self.net_ema, self.net, self.optimizer, self.config.ema)
+            update_average(self.net_ema, self.net, optimizer, self.config.ema)
 
     # ------------------------------------------------------------ the reverse process
 
