@@ -40,7 +40,10 @@ def read_images(source) -> torch.Tensor:
         array = array[..., 0]
     if array.dim() == 0 or len(array) == 0:
         raise DgmError("no images to score: the array is empty")
-    return as_uint8_images(array).float().div(255).unsqueeze(1)
+    pixels = as_uint8_images(array)  # checks the shape, the type and the range
+    if array.dtype == torch.uint8:
+        return pixels.float().div(255).unsqueeze(1)
+    return array.detach().cpu().float().reshape(-1, 1, 28, 28)  # floats as given: no rounding to 8 bits
 
 
 def array_from_file(path: Path):
