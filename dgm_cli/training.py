@@ -79,7 +79,7 @@ def train(name: str, config=None, *, data=None, out: Path | None = None, resume:
     parallel, device_name = distributed.start(device)
     finished = False
     try:
-        given = {**(config if isinstance(config, dict) else {} if config is None else config_tools.to_dict(config)), **fields}
+        given = {**chosen_fields(config), **fields}
         news = {"data": data, "val_size": val_size, "image_fit": image_fit, "skip_bad_images": skip_bad_images,
                 "seed": seed, "init_from": init_from}  # fmt: skip
         recorded = {"save_every": save_every, "precision": precision, "tensorboard": tensorboard,
@@ -91,6 +91,15 @@ def train(name: str, config=None, *, data=None, out: Path | None = None, resume:
         return run
     finally:
         distributed.stop(finished=finished)
+
+
+def chosen_fields(config) -> dict:
+    """The fields a `config` argument chooses: a dict's keys; a config object's fields that differ from the
+    model's defaults (an object holds every field, and its defaults are no choice)."""
+    if config is None or isinstance(config, dict):
+        return dict(config or {})
+    defaults = config_tools.defaults(type(config))
+    return {key: value for key, value in config_tools.to_dict(config).items() if value != defaults.get(key, value) or key not in defaults}
 
 
 def run_in_process(name, given: dict, news: dict, recorded: dict, *, out, resume, data_dir, device_name, parallel,

@@ -170,3 +170,9 @@ def test_train_returns_a_run_and_reports_each_epoch_as_it_ends(tmp_path):
         dgm.train("vae", zdim=3, epochs=3, resume=tmp_path / "run")
     with pytest.raises(dgm.DgmError, match="already holds a training run"):
         dgm.train("vae", epochs=1, data="mnist-mini", out=tmp_path / "run")
+
+
+def test_train_takes_a_config_object_whose_defaults_are_no_choice(tmp_path):
+    config = dgm.create_config("flow", arch="realnvp-mlp", couplings=2, hidden=8, epochs=1, sample_epochs=())
+    run = dgm.train("flow", config, data="mnist-mini", out=tmp_path / "run", checkpoint_dir=tmp_path / "ck")
+    assert run.status == "finished" and run.load().config == config
