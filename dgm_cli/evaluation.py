@@ -58,16 +58,11 @@ def evaluation_data(model, data: "str | Path | Dataset | None", data_dir, report
     if isinstance(data, Dataset):
         return data
     recorded = model.data_facts
-    with reporter.decoding() as progress:
-        if data is not None and (data != recorded.get("name") or recorded.get("kind") == "image-folder"):
-            dataset = load_dataset(str(data), data_dir, progress=progress)
-        elif not recorded:
-            raise DgmError("this model records no training data (it was not loaded from a checkpoint); pass data=")
-        else:
-            dataset = trained_dataset(recorded, data_dir, what=str(model.path), progress=progress)
-    for note in dataset.notes:
-        reporter.note(note)
-    return dataset
+    if data is not None and (data != recorded.get("name") or recorded.get("kind") == "image-folder"):
+        return reporter.read_data(lambda progress: load_dataset(str(data), data_dir, progress=progress))
+    if not recorded:
+        raise DgmError("this model records no training data (it was not loaded from a checkpoint); pass data=")
+    return reporter.read_data(lambda progress: trained_dataset(recorded, data_dir, what=str(model.path), progress=progress))
 
 
 def likelihood_estimator(model, *, iw_samples: int = 1000, mc_samples: int = 1000,

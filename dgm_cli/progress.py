@@ -77,3 +77,12 @@ class Reporter:
                 return lambda count: bar.advance(task, count)
 
             yield start
+
+    def read_data(self, load):
+        """Run a data loader, load(progress), with a bar over any decoding, then say what loading did (the
+        notes of an image folder: ignored or skipped files, the cache)."""
+        with self.decoding() as progress:
+            dataset = load(progress)
+        for note in dataset.notes:
+            self.note(note)
+        return dataset

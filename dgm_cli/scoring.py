@@ -98,8 +98,8 @@ def sample_quality(images, *, dataset: "str | Path | Dataset" = "mnist", classif
     reporter = reporter or Reporter()
     pictures = read_images(images)
     if not isinstance(dataset, Dataset):
-        with reporter.decoding() as progress:
-            dataset = load_dataset(str(dataset), data_dir, progress=progress)
+        name = str(dataset)
+        dataset = reporter.read_data(lambda progress: load_dataset(name, data_dir, progress=progress))
     features = feature_network(dataset.describe(), resolve_device(device), classifier=classifier)
     if features is None:
         raise DgmError(missing_note(dataset.describe(), "scoring").replace(" skipped:", " needs a classifier, and"))

@@ -195,13 +195,9 @@ def refuse_inapplicable(config, given: set[str]) -> None:
 def read_training_data(news: dict, data_dir, reporter: Reporter) -> Dataset:
     if isinstance(news["data"], Dataset):
         return news["data"]
-    with reporter.decoding() as progress:
-        dataset = load_dataset(None if news["data"] is None else str(news["data"]), data_dir,
-                               fit=news["image_fit"] or "crop", skip_bad=bool(news["skip_bad_images"]),
-                               progress=progress, val_size=news["val_size"])  # fmt: skip
-    for note in dataset.notes:
-        reporter.note(note)
-    return dataset
+    return reporter.read_data(lambda progress: load_dataset(
+        None if news["data"] is None else str(news["data"]), data_dir, fit=news["image_fit"] or "crop",
+        skip_bad=bool(news["skip_bad_images"]), progress=progress, val_size=news["val_size"]))  # fmt: skip
 
 
 def announce(name: str, dataset: Dataset, settings, state, reporter: Reporter) -> None:
