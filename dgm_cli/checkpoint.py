@@ -9,6 +9,14 @@ checkpoint can never run code (unlike pickle). The metadata schema:
     dgm.config   the model config as JSON
     dgm.data     dataset facts as JSON (name, split sizes, fallback)
     dgm.train    training facts as JSON (epoch, step, seed, device, torch, metrics)
+    dgm.contents "inference" when the file holds only what sampling and evaluation read (absent: everything)
+
+An inference-only file (model.save(path, inference_only=True), what the model
+zoo ships) leaves out the tensors only training reads: the live weights beside
+their moving average, a GAN's discriminator. Loading it starts the live weights
+at the average, so every command that samples or evaluates works unchanged;
+the live weights' own samples (--raw) and anything that needs a discriminator
+are refused.
 
 Loading reads the header first and checks everything it can (format, model,
 config limits, tensor names and shapes against a model built on the "meta"
@@ -33,6 +41,7 @@ from dgm_cli.errors import DgmError
 from dgm_cli.registry import get_spec, list_models
 
 FORMAT = "1"
+INFERENCE = "inference"  # dgm.contents of a file without the tensors only training reads
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile and DistributedDataParallel
 
 
@@ -46,8 +55,12 @@ def clean_key(key: str) -> str:
     return key
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, *, model_name: str, config, data: dict, train: dict) -> None:
+def save_checkpoint(path: Path, model: torch.nn.Module, *, model_name: str, config, data: dict, train: dict,
+                    inference_only: bool = False) -> None:  # fmt: skip
     tensors = {clean_key(k): v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if inference_only:
+        left_out = model.training_only_tensors()
+        tensors = {name: tensor for name, tensor in tensors.items() if name not in left_out}
     metadata = {
         "dgm.format": FORMAT,
         "dgm.version": __version__,
@@ -55,6 +68,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, *, model_name: str, conf
         "dgm.config": config_tools.to_json(config),
         "dgm.data": json.dumps(data, sort_keys=True),
         "dgm.train": json.dumps(train, sort_keys=True),
+        **({"dgm.contents": INFERENCE} if inference_only else {}),
     }
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
@@ -69,6 +83,7 @@ class CheckpointInfo:
     train: dict
     version: str
     shapes: dict[str, tuple[int, ...]]
+    inference_only: bool = False
 
     def as_dict(self) -> dict:
         return {
@@ -76,6 +91,7 @@ class CheckpointInfo:
             "model": self.model_name,
             "format": FORMAT,
             "version": self.version,
+            "inference_only": self.inference_only,
             "config": config_tools.to_dict(self.config),
             "data": self.data,
             "train": self.train,
@@ -124,12 +140,18 @@ def read_header(path: Path, *, expected_model: str | None = None) -> CheckpointI
     config = config_tools.from_stored(get_spec(model_name).config_class, _json_field(metadata, "dgm.config", path))
     data = _json_field(metadata, "dgm.data", path)
     train = _json_field(metadata, "dgm.train", path)
-    return CheckpointInfo(path, model_name, config, data, train, metadata.get("dgm.version", "?"), shapes)
+    contents = metadata.get("dgm.contents", "")
+    if contents not in ("", INFERENCE):
+        raise DgmError(f"{path} has dgm.contents {contents!r}; this dgm reads full and {INFERENCE!r} files")
+    return CheckpointInfo(path, model_name, config, data, train, metadata.get("dgm.version", "?"), shapes,
+                          inference_only=contents == INFERENCE)  # fmt: skip
 
 
-def shape_problems(shapes: dict[str, tuple[int, ...]], model: torch.nn.Module) -> list[str]:
-    """What keeps tensors of these names and shapes from loading into `model` (empty: nothing)."""
-    wanted = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+def shape_problems(shapes: dict[str, tuple[int, ...]], model: torch.nn.Module, *, inference_only: bool = False) -> list[str]:
+    """What keeps tensors of these names and shapes from loading into `model` (empty: nothing); an
+    inference-only file is not expected to hold the tensors only training reads."""
+    left_out = model.training_only_tensors() if inference_only else set()
+    wanted = {key: tuple(value.shape) for key, value in model.state_dict().items() if key not in left_out}
     missing = sorted(set(wanted) - set(shapes))
     unexpected = sorted(set(shapes) - set(wanted))
     wrong = sorted(k for k in set(wanted) & set(shapes) if wanted[k] != shapes[k])
@@ -145,7 +167,7 @@ def shape_problems(shapes: dict[str, tuple[int, ...]], model: torch.nn.Module) -
 
 
 def _check_shapes(info: CheckpointInfo, model: torch.nn.Module) -> None:
-    problems = shape_problems(info.shapes, model)
+    problems = shape_problems(info.shapes, model, inference_only=info.inference_only)
     if problems:
         raise DgmError(f"{info.path} does not match its own {info.model_name} config: {'; '.join(problems)}")
 
@@ -171,17 +193,29 @@ def load_checkpoint(path: Path, *, expected_model: str | None = None, device: to
     (path, data_facts, training_facts)."""
     info = check_checkpoint(path, expected_model=expected_model)
     model = get_spec(info.model_name).module_class(info.config)
-    state = _read_weights(info)
-    model.load_state_dict(state, strict=True)
+    load_state(model, _read_weights(info), inference_only=info.inference_only)
     model.path, model.data_facts, model.training_facts = info.path, info.data, info.train
     return model.to(device).eval(), info
 
 
-def save_model(path: Path, model, *, data: dict | None = None, train: dict | None = None) -> None:
+def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], *, inference_only: bool) -> None:
+    """Load a checkpoint's tensors; for an inference-only file, the live weights start at their average and
+    the model remembers that it lacks what only training reads (model.inference_only)."""
+    if not inference_only:
+        model.load_state_dict(state, strict=True)
+        return
+    model.load_state_dict(state, strict=False)  # the shapes were checked; only training-only tensors are missing
+    for _, average, live in model.weight_averages():
+        live.load_state_dict(average.state_dict())
+    model.inference_only = True
+
+
+def save_model(path: Path, model, *, data: dict | None = None, train: dict | None = None,
+               inference_only: bool = False) -> None:  # fmt: skip
     """model.save: its checkpoint with the facts it was loaded with (or those given)."""
     save_checkpoint(Path(path), model, model_name=model.model_name, config=model.config,
                     data=model.data_facts if data is None else data,
-                    train=model.training_facts if train is None else train)  # fmt: skip
+                    train=model.training_facts if train is None else train, inference_only=inference_only)  # fmt: skip
 
 
 def check_initial_weights(info: CheckpointInfo, config) -> None:
@@ -200,6 +234,9 @@ def _averages_missing_from(info: CheckpointInfo, model: torch.nn.Module) -> list
 
 
 def _refuse_misfit(info: CheckpointInfo, model: torch.nn.Module) -> None:
+    if info.inference_only:
+        raise DgmError(f"--init-from {info.path}: an inference-only file (a pretrained model of the zoo) holds no "
+                       "live weights or discriminator to train on from; start from a checkpoint dgm train wrote")  # fmt: skip
     shapes = dict(info.shapes)
     for prefix, average, _ in _averages_missing_from(info, model):  # filled from the live weights, not the file
         shapes.update({prefix + name: tuple(tensor.shape) for name, tensor in average.state_dict().items()})

@@ -124,6 +124,8 @@ def evaluate(model, data=None, *, split: str = "test", iw_samples: int = 1000, m
         raise DgmError(f"unknown split {split!r}; choose {', '.join(SPLITS)}")
     if raw and not model.keeps_average:
         raise DgmError("this checkpoint keeps no moving average of its weights (train with --ema); leave out --raw")
+    if raw:
+        model.check_live_weights()
     dataset = evaluation_data(model, data, data_dir, reporter)
     path = None if model.path is None else str(model.path)
     report = EvaluationReport(model.model_name, path, dataset.name, split, seed)

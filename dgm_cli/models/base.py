@@ -119,6 +119,9 @@ class GenerativeModel(nn.Module):
         self.path = None
         self.data_facts: dict = {}
         self.training_facts: dict = {}
+        # True when loaded from an inference-only file (a pretrained model of the zoo): it lacks the tensors
+        # only training reads, so its live weights are a copy of their average.
+        self.inference_only = False
 
     @property
     def classes(self) -> int:
@@ -216,6 +219,22 @@ class GenerativeModel(nn.Module):
         the averaged module, and the live module it follows (same structure). None by default."""
         return []
 
+    def training_only_tensors(self) -> set[str]:
+        """State-dict names of the tensors that sampling and evaluation never read: the live weights beside their
+        moving average. What model.save(path, inference_only=True) leaves out; a model adds its own (the GAN's
+        discriminator)."""
+        names = set()
+        for _, _, live in self.weight_averages():
+            live_tensors = {id(tensor) for tensor in live.state_dict(keep_vars=True).values()}
+            names |= {name for name, tensor in self.state_dict(keep_vars=True).items() if id(tensor) in live_tensors}
+        return names
+
+    def check_live_weights(self) -> None:
+        """Refuse to use the live weights of a model loaded from an inference-only file, which has only their average."""
+        if self.inference_only and self.keeps_average:
+            raise DgmError(f"{self.path or 'this model'} holds only the moving average of the weights (a pretrained "
+                           "model of the zoo); the live weights (--raw) are in the checkpoints dgm train writes")  # fmt: skip
+
     def optimizer_stepped(self, optimizer: torch.optim.Optimizer) -> None:
         """Called by the trainer after each step of `optimizer` it takes for the model (automatic optimization):
         where a model moves its weights' average (the VAE's --ema). Nothing by default."""
@@ -256,6 +275,8 @@ class GenerativeModel(nn.Module):
         if "sample" not in self.capabilities:
             raise DgmError(f"a {type(self).__name__.lower()} draws no images; sample from a generative model")
         self.check_sampler_options(sampler_options)
+        if not averaged:
+            self.check_live_weights()
         if generator is None:
             seed = int(torch.randint(0, 2**62, ())) if seed is None else seed
             generator = torch.Generator().manual_seed(seed)
@@ -293,13 +314,15 @@ class GenerativeModel(nn.Module):
         with torch.no_grad(), evaluating(self):
             return self.decode_images(z.to(self.device), labels, **sampler_options)
 
-    def save(self, path, *, data: dict | None = None, train: dict | None = None) -> None:
+    def save(self, path, *, data: dict | None = None, train: dict | None = None, inference_only: bool = False) -> None:
         """Write the model to a safetensors checkpoint, the format `dgm train` writes and dgm.load reads.
 
-        data and train: the facts its header records (default: those it was loaded with, else none)."""
+        data and train: the facts its header records (default: those it was loaded with, else none).
+        inference_only: leave out what only training reads (the live weights beside their moving average, a
+        GAN's discriminator): a smaller file that samples and evaluates the same, as the model zoo ships."""
         from dgm_cli.checkpoint import save_model
 
-        save_model(path, self, data=data, train=train)
+        save_model(path, self, data=data, train=train, inference_only=inference_only)
 
 
 @contextlib.contextmanager

@@ -159,6 +159,9 @@ class GAN(GenerativeModel):
     def weight_averages(self):
         return [("generator_ema.", self.generator_ema, self.generator)] if self.generator_ema is not None else []
 
+    def training_only_tensors(self) -> set[str]:
+        return super().training_only_tensors() | {"discriminator." + name for name in self.discriminator.state_dict()}
+
     def decode_images(self, z: torch.Tensor, labels: torch.Tensor | None = None, *, averaged: bool = True) -> torch.Tensor:
         """Images in [0, 1], (N, 1, 28, 28), from the averaged generator when there is one."""
         generator = self.generator_ema if averaged and self.generator_ema is not None else self.generator
