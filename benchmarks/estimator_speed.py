@@ -71,7 +71,7 @@ def matmul_flops_per_image(model, images, k: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default="checkpoints/vae.safetensors")
+    parser.add_argument("--checkpoint", default="vae", help="a checkpoint, run folder or pretrained name")
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--k", type=int, default=5000)
@@ -79,15 +79,17 @@ def main() -> None:
     parser.add_argument("--chunk-elements", default="", help="Comma-separated CHUNK_ELEMENTS values to compare.")
     args = parser.parse_args()
 
+    from training_speed import matmul_rate
+
     from dgm_cli import evaluate
     from dgm_cli.checkpoint import load_checkpoint
     from dgm_cli.data import load_dataset
     from dgm_cli.device import describe_device
+    from dgm_cli.loading import resolve
     from dgm_cli.speed import flush_subnormals
-    from training_speed import matmul_rate
 
     flush_subnormals()
-    model, info = load_checkpoint(args.checkpoint)
+    model, info = load_checkpoint(resolve(args.checkpoint))
     images = load_dataset("mnist", Path(args.data_dir)).test.images[: args.images]
     ours = model.reconstruction
     variants = {"dgm": ours, "textbook": textbook_reconstruction(model)}

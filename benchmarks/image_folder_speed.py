@@ -26,10 +26,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import torch
-import time
-from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))

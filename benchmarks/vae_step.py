@@ -118,10 +118,10 @@ def profile(images, steps: int, settings: dict, batch: int) -> None:
     for index, layer in enumerate(layers):
         n_in, n_out = layer.in_features, layer.out_features
         x, g, w = torch.randn(batch, n_in), torch.randn(batch, n_out), torch.randn(n_out, n_in)
-        products = {"forward": (lambda: x @ w.t(), f"{batch}x{n_in} @ {n_in}x{n_out}"),
-                    "weight gradient": (lambda: g.t() @ x, f"{n_out}x{batch} @ {batch}x{n_in}")}  # fmt: skip
+        products = {"forward": (lambda x=x, w=w: x @ w.t(), f"{batch}x{n_in} @ {n_in}x{n_out}"),
+                    "weight gradient": (lambda g=g, x=x: g.t() @ x, f"{n_out}x{batch} @ {batch}x{n_in}")}  # fmt: skip
         if index > 0:  # the first layer's input (the pixels) needs no gradient
-            products["input gradient"] = (lambda: g @ w, f"{batch}x{n_out} @ {n_out}x{n_in}")
+            products["input gradient"] = (lambda g=g, w=w: g @ w, f"{batch}x{n_out} @ {n_out}x{n_in}")
         for name, (function, shape) in products.items():
             rate = 2 * batch * n_in * n_out / median_seconds(function) / 1e9
             print(f"| layer {index + 1} {name} | {shape} | {rate:.0f} |")

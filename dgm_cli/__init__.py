@@ -2,7 +2,7 @@
 
     import dgm_cli as dgm
 
-    model = dgm.load("vae")                       # a checkpoint, a run folder, or a model's name
+    model = dgm.load("vae")                       # a pretrained model's name, a checkpoint, or a run folder
     images = model.sample(64, seed=0)             # (64, 1, 28, 28) in [0, 1]
     report = dgm.evaluate(model, samples=1000)    # what `dgm eval vae --samples 1000` computes
     print(report.to_dict()["likelihood"]["importance_weighted"]["nats"])
@@ -20,6 +20,7 @@ _PUBLIC = {
     "create_model": ("dgm_cli.registry", "create_model"),
     "create_config": ("dgm_cli.registry", "create_config"),
     "load": ("dgm_cli.loading", "load"),
+    "list_pretrained": ("dgm_cli.zoo", "list_pretrained"),
     "load_dataset": ("dgm_cli.data", "load_dataset"),
     "Dataset": ("dgm_cli.data", "Dataset"),
     "interpolate": ("dgm_cli.interpolation", "interpolate"),

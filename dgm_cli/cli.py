@@ -22,15 +22,35 @@ import torch
 import typer
 
 from dgm_cli import __version__
+from dgm_cli.cli_options import (
+    COMMON_TRAIN_OPTIONS,
+    DATASET_HELP,
+    CheckpointArg,
+    CheckpointDatasetOpt,
+    ClassifierOpt,
+    DataDirOpt,
+    DeviceOpt,
+    EtaOpt,
+    GuidanceOpt,
+    JsonOpt,
+    LabelOpt,
+    Method,
+    ModelArg,
+    ModelName,
+    RawOpt,
+    SamplerOpt,
+    SeedOpt,
+    SplitName,
+    StepsOpt,
+    common_train_parameters,
+    config_parameters,
+    parse_epochs,
+    value_of,
+)  # fmt: skip
 from dgm_cli.errors import DgmError, Interrupted
 from dgm_cli.progress import result_console, stderr_console
 from dgm_cli.registry import get_spec, list_models
 from dgm_cli.speed import flush_subnormals
-from dgm_cli.cli_options import (
-    COMMON_TRAIN_OPTIONS, CheckpointArg, CheckpointDatasetOpt, ClassifierOpt, DATASET_HELP, DataDirOpt, DeviceOpt,
-    EtaOpt, GuidanceOpt, JsonOpt, LabelOpt, Method, ModelArg, ModelName, RawOpt, SamplerOpt, SeedOpt, SplitName,
-    StepsOpt, common_train_parameters, config_parameters, parse_epochs, value_of,
-)  # fmt: skip
 
 app = typer.Typer(
     name="dgm",
@@ -103,10 +123,10 @@ def _reporter():
     return Reporter(stderr_console())
 
 
-def _load(model: Enum, checkpoint: Optional[Path], device: str):
+def _load(model: str, checkpoint: Optional[Path], device: str):
     from dgm_cli.loading import load
 
-    return load(checkpoint, model=model.value, device=device, reporter=_reporter())
+    return load(checkpoint, model=model, device=device, reporter=_reporter())
 
 
 def _print_json(payload: dict) -> None:
@@ -500,16 +520,17 @@ def presets(
 @user_errors
 def info(
     checkpoint: Annotated[
-        Path, typer.Argument(help="A .safetensors checkpoint, or a run folder (its best.safetensors, else last).")
+        str, typer.Argument(help="A .safetensors checkpoint, a run folder (its best.safetensors, else last), or a "
+                            "pretrained model's name.", metavar="CHECKPOINT")
     ],
     json_output: JsonOpt = False,
-) -> None:
+) -> None:  # fmt: skip
     """Show a checkpoint's metadata: model, config, data and training facts."""
     from dgm_cli.checkpoint import check_checkpoint
     from dgm_cli.listing import checkpoint_text
-    from dgm_cli.loading import checkpoint_in
+    from dgm_cli.loading import resolve
 
-    details = check_checkpoint(checkpoint_in(checkpoint, _reporter())).as_dict()
+    details = check_checkpoint(resolve(checkpoint, reporter=_reporter())).as_dict()
     if json_output:
         _print_json(details)
         return
@@ -565,15 +586,20 @@ def reproduce(
 
 @app.command()
 @user_errors
-def models(json_output: JsonOpt = False) -> None:
-    """List the registered models and what each can do."""
-    from dgm_cli.listing import model_entries, models_text
+def models(
+    pretrained: Annotated[bool, typer.Option("--pretrained", help="List the pretrained models installed with dgm: "
+                          "what each is, its headline number, size and the commands that made it.", metavar="")] = False,
+    json_output: JsonOpt = False,
+) -> None:  # fmt: skip
+    """List the model families and what each can do, or (--pretrained) the model zoo."""
+    from dgm_cli.listing import model_entries, models_text, pretrained_text
+    from dgm_cli.zoo import list_pretrained
 
-    entries = model_entries()
+    entries = list_pretrained() if pretrained else model_entries()
     if json_output:
-        _print_json({"models": entries})
+        _print_json({"pretrained" if pretrained else "models": entries})
     else:
-        typer.echo(models_text(entries))
+        typer.echo((pretrained_text if pretrained else models_text)(entries))
 
 
 def main() -> None:

@@ -44,12 +44,31 @@ def value_of(choice):
     return None if choice is None else choice.value
 
 
-ModelArg = Annotated[ModelName, typer.Argument(help="Model name, as `dgm models` lists them.")]
+def check_model_name(value: str) -> str:
+    """A family (`dgm models`) or a pretrained model's name (`dgm models --pretrained`)."""
+    from dgm_cli.errors import DgmError
+    from dgm_cli.zoo import family_of
+
+    try:
+        family_of(value)
+    except DgmError as error:
+        raise typer.BadParameter(str(error)) from None
+    return value
+
+
+ModelArg = Annotated[
+    str,
+    typer.Argument(
+        help="A family (vae, gan, flow, diffusion, classifier) or a pretrained model's name (dgm models --pretrained).",
+        callback=check_model_name,
+        metavar="MODEL",
+    ),
+]
 CheckpointArg = Annotated[
     Optional[Path],
     typer.Argument(
-        help="A .safetensors checkpoint, or a run folder (its best.safetensors, else last.safetensors); default "
-        "checkpoints/MODEL.safetensors.",
+        help="A .safetensors checkpoint, or a run folder (its best.safetensors, else last.safetensors); default: "
+        "checkpoints/MODEL.safetensors if you trained one here, else the pretrained MODEL.",
         show_default=False,
     ),
 ]

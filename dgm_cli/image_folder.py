@@ -34,11 +34,15 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from dgm_cli.errors import DgmError
+
+if TYPE_CHECKING:  # Pillow is imported where images are decoded, so that importing dgm stays fast
+    from PIL import Image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 SPLIT_FOLDERS = ("train", "val", "test")
@@ -176,7 +180,7 @@ def _no_images_message(folder: Path, others: int) -> str:
 # ---------------------------------------------------------------- decoding (runs in worker processes too)
 
 
-def to_grayscale(image) -> "Image":
+def to_grayscale(image) -> "Image.Image":
     """8-bit grayscale: 16-bit values scaled (not clipped), alpha composited over black, colour as luma."""
     from PIL import Image
 
@@ -194,7 +198,7 @@ def to_grayscale(image) -> "Image":
     return image.convert("L")
 
 
-def to_square(image, fit: str) -> "Image":
+def to_square(image, fit: str) -> "Image.Image":
     """28x28: the centred largest square (crop) or the image padded with black to a square (pad), then Lanczos."""
     from PIL import Image
 

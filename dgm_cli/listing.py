@@ -44,6 +44,8 @@ def presets_text(rows: list[dict]) -> str:
 
     def configuration(row):
         changed = " ".join(map(as_option, row["changes"].items()))
+        if row.get("pretrained"):
+            return f"pretrained {row['pretrained']}: " + row["description"] + (f"; trained: {changed}" if changed else "")
         if row["variant"] is None:  # the preset's own checkpoint, trained otherwise than the preset now is, says how
             return row["description"] + (f"; this checkpoint: {changed}" if changed else "")
         return f"variant {row['variant']}: " + (changed or "the preset's configuration")
@@ -79,10 +81,33 @@ def model_entries() -> list[dict]:
 
 
 def models_text(entries: list[dict]) -> str:
-    return "\n".join(f"{entry['name']:<8} {entry['description']}  [{', '.join(entry['capabilities'])}]" for entry in entries)
+    return format_table(["model", "what it is", "capabilities"],
+                        [[entry["name"], entry["description"], ", ".join(entry["capabilities"])] for entry in entries])
+
+
+def size(count: int) -> str:
+    return f"{count / 1e6:.1f} MB"
+
+
+def pretrained_text(entries: list[dict]) -> str:
+    """dgm models --pretrained: a block per model (name, family, size; what it is; its headline number; how it
+    was made), each line whole, so grep -A3 NAME finds one."""
+    blocks = []
+    for entry in entries:
+        also = f", also {', '.join(entry['aliases'])}" if entry["aliases"] else ""
+        number = entry["headline"]
+        error = "" if number["standard_error"] is None else f" ± {number['standard_error']:.2f}"
+        blocks.append("\n".join([
+            f"{entry['name']}  ({entry['family']}{also}; {size(entry['bytes'])})",
+            f"  {entry['description']}",
+            f"  {number['value']:.2f}{error} {number['unit']}".rstrip() + f": {number['what']}",
+            f"  made by: {entry['made_by']}",
+        ]))  # fmt: skip
+    return "\n".join(blocks)
 
 
 def checkpoint_text(details: dict) -> str:
     """dgm info: the header line, then the config, data and training facts as JSON lines."""
-    lines = [f"{details['path']}: {details['model']} model, {details['parameters']:,} parameters, dgm {details['version']}"]
+    only = " (inference-only: no training state)" if details.get("inference_only") else ""
+    lines = [f"{details['path']}: {details['model']} model{only}, {details['parameters']:,} parameters, dgm {details['version']}"]
     return "\n".join(lines + [f"{key}: {json.dumps(details[key], sort_keys=True)}" for key in ("config", "data", "train")])

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dgm_cli.models.classifier import SHIPPED_CHECKPOINT
 from dgm_cli.errors import DgmError
+from dgm_cli.models.classifier import SHIPPED_CHECKPOINT
 
 SHIPPED_CLASSIFIER = SHIPPED_CHECKPOINT
 NEIGHBOURS = 3

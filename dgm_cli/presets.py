@@ -3,7 +3,8 @@
 A preset (registry.Preset) names a published configuration and its number.
 dgm's own number for it comes from files, never from this code: the
 evaluation report `dgm eval MODEL CKPT --result CKPT.eval.json` wrote beside
-the preset's checkpoint, `checkpoints/MODEL-PRESET.safetensors`. A variant,
+the preset's checkpoint: the zoo's pretrained MODEL-PRESET, and your own
+`checkpoints/MODEL-PRESET.safetensors`. A variant,
 `checkpoints/MODEL-PRESET-WORD.safetensors` trained from the preset with some
 options changed (the paper's batch size, another activation), is listed
 under it with those changes, read from its own header.
@@ -122,22 +123,36 @@ def preset_variants(spec, preset_name: str, folder: Path) -> list[tuple[Path, di
     return [(path, changes) for path in paths if (changes := checkpoint_changes(spec, preset_name, path)) is not None]
 
 
-def preset_table(models: list[str], checkpoint_dir: Path) -> list[dict]:
-    """One row per preset (its checkpoint MODEL-PRESET.safetensors), then one per variant of it."""
+def preset_row(model_name: str, preset, path: Path, changes: dict, *, variant=None, pretrained=None) -> dict:
+    value = protocol_value(path, preset.protocol)
+    return {
+        "model": model_name, **preset.as_dict(), "variant": variant, "pretrained": pretrained, "changes": changes,
+        "checkpoint": str(path) if path.is_file() else None,
+        "dgm": None if value is None else value[0],
+        "dgm_standard_error": None if value is None else value[1],
+    }  # fmt: skip
+
+
+def preset_rows(spec, preset, checkpoint_dir: Path) -> list[dict]:
+    """The pretrained model of the preset (MODEL-PRESET in the zoo), your own checkpoint of it in
+    checkpoint_dir (MODEL-PRESET.safetensors; a row without a number when there is neither), then your variants."""
+    from dgm_cli.zoo import find
+
     rows = []
-    for model_name in models:
-        spec = get_spec(model_name)
-        for preset in spec.presets.values():
-            checkpoint = preset_checkpoint(model_name, preset.name, checkpoint_dir)
-            # The preset's own checkpoint may predate a change of the preset (e.g. its initialisation): say so.
-            found = [(checkpoint, None, checkpoint_changes(spec, preset.name, checkpoint) or {})] + [(path, path.stem[len(f"{model_name}-{preset.name}-"):], changes)
-                                                for path, changes in preset_variants(spec, preset.name, checkpoint_dir)]  # fmt: skip
-            for path, variant, changes in found:
-                value = protocol_value(path, preset.protocol)
-                rows.append({
-                    "model": model_name, **preset.as_dict(), "variant": variant, "changes": changes,
-                    "checkpoint": str(path) if path.is_file() else None,
-                    "dgm": None if value is None else value[0],
-                    "dgm_standard_error": None if value is None else value[1],
-                })  # fmt: skip
+    pretrained = find(f"{spec.name}-{preset.name}")
+    if pretrained is not None:
+        changes = checkpoint_changes(spec, preset.name, pretrained.path) or {}
+        rows.append(preset_row(spec.name, preset, pretrained.path, changes, pretrained=pretrained.name))
+    own = preset_checkpoint(spec.name, preset.name, checkpoint_dir)
+    if own.is_file() or pretrained is None:
+        # The preset's own checkpoint may predate a change of the preset (e.g. its initialisation): say so.
+        rows.append(preset_row(spec.name, preset, own, checkpoint_changes(spec, preset.name, own) or {}))
+    for path, changes in preset_variants(spec, preset.name, checkpoint_dir):
+        rows.append(preset_row(spec.name, preset, path, changes, variant=path.stem[len(f"{spec.name}-{preset.name}-"):]))
     return rows
+
+
+def preset_table(models: list[str], checkpoint_dir: Path) -> list[dict]:
+    """One row per preset: its pretrained model and your own checkpoints of it (preset_rows)."""
+    return [row for model_name in models for preset in get_spec(model_name).presets.values()
+            for row in preset_rows(get_spec(model_name), preset, checkpoint_dir)]  # fmt: skip

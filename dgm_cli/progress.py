@@ -9,8 +9,8 @@ result moves to stderr.
 import contextlib
 
 from rich.console import Console
-from rich.table import Column
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Column
 
 
 def stderr_console() -> Console:

@@ -6,7 +6,6 @@ adding one file under dgm_cli/models and importing it in models/__init__.py.
 """
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from dgm_cli import config as config_tools
 from dgm_cli.errors import DgmError
@@ -44,8 +43,6 @@ class ModelSpec:
     module_class: type
     description: str
     presets: dict[str, Preset] = field(default_factory=dict)  # name -> Preset; the config's `preset` field names one
-    # A checkpoint that ships inside the package: the default when checkpoints/MODEL.safetensors does not exist.
-    shipped_checkpoint: Path | None = None
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

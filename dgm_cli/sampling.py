@@ -7,8 +7,8 @@ every device and in every epoch of a run.
 import torch
 
 from dgm_cli.errors import DgmError
-from dgm_cli.plots import Figure
 from dgm_cli.models.conditioning import check_labels, class_rows
+from dgm_cli.plots import Figure
 
 
 @torch.no_grad()

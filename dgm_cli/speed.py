@@ -80,9 +80,7 @@ def step_precision(precision: str, device: torch.device):
     and accumulates in fp32, on the CPU's native bf16 units (AMX, AVX-512 BF16) where it has
     them; tensors, element-wise functions, losses and the optimizer stay fp32. That is both
     faster and closer to fp32 than autocast, which also keeps activations in bf16 and spends
-    its gain on casts: on a 2-core Xeon with AMX, 3.08 ms per VAE step against 3.44 with
-    autocast and 3.80 in fp32, and 7.49 / 8.18 / 8.54 ms for the GAN (python
-    benchmarks/cpu_bf16.py, docs/performance.md).
+    its gain on casts (python benchmarks/cpu_bf16.py measures the three; docs/performance.md).
     Validation and evaluation run outside it, in fp32. On a GPU bf16 is autocast (below).
     """
     if precision != "bf16" or device.type != "cpu":

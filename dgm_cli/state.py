@@ -73,7 +73,7 @@ def ended(history: list[dict], position) -> bool:
 def capture_rng(device: torch.device) -> dict[str, torch.Tensor]:
     states = {"rng.torch": torch.get_rng_state()}
     if device.type == "cuda":
-        states[f"rng.cuda"] = torch.cuda.get_rng_state(device)
+        states["rng.cuda"] = torch.cuda.get_rng_state(device)
     return states
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_calls import ok
 from PIL import Image
 
 import dgm_cli as dgm
-from cli_calls import ok
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval-reports"
 VAE, FLOW, DIFFUSION = (FIXTURES / f"{name}.safetensors" for name in ("vae", "flow", "diffusion"))
@@ -24,7 +24,7 @@ def test_every_public_name_is_there_with_a_docstring():
         if name != "__version__":
             assert getattr(dgm, name).__doc__, name
     with pytest.raises(AttributeError):
-        dgm.no_such_name
+        _ = dgm.no_such_name
 
 
 def test_models_are_listed_and_created_with_their_fields_checked():

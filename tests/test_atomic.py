@@ -48,9 +48,7 @@ def test_io_errors_while_writing_keep_the_old_file(tmp_path):
 
 
 def test_stale_temporaries_are_removed_and_real_files_kept(tmp_path):
-    from dgm_cli.atomic import remove_stale_temporaries
-
-    from dgm_cli.atomic import atomic_path
+    from dgm_cli.atomic import atomic_path, remove_stale_temporaries
 
     (tmp_path / "samples").mkdir()
     (tmp_path / "elsewhere").mkdir()

@@ -52,5 +52,5 @@ def test_dgm_eval_classifier_without_a_path_evaluates_the_shipped_one(tmp_path, 
     monkeypatch.chdir(tmp_path)  # no checkpoints/classifier.safetensors here
     result = CliRunner().invoke(app, ["eval", "classifier", "--dataset", "mnist-mini", "--limit", "200", "--json"])
     assert result.exit_code == 0, result.output
-    assert "using the shipped classifier" in result.stderr
+    assert "using the pretrained classifier" in result.stderr
     assert json.loads(result.stdout)["classification"]["accuracy"] > 0.95

@@ -196,6 +196,7 @@ def test_static_binarization_trains(tmp_path):
         (["train", "vqvae"], "No such command"),
         (["sample", "vae", "-n", "0"], "Invalid value"),
         (["sample", "vqvae"], "Invalid value"),
+        (["sample", "vae-zdim3"], "dgm models --pretrained"),
         (["manifold", "vae", "--grid", "1"], "Invalid value"),
         (["eval", "vae", "--iw-samples", "-1"], "Invalid value"),
         (["eval", "vae", "--samples", "-5"], "Invalid value"),
@@ -209,7 +210,6 @@ def test_usage_errors_exit_2(args, message):
 
 
 def test_runtime_errors_exit_1_with_one_line(tmp_path):
-    fails(1, "sample", "vae", message="checkpoints/vae.safetensors does not exist; train one with `dgm train vae`")
     fails(1, "sample", "vae", tmp_path / "nope.safetensors", message="does not exist")
     (tmp_path / "junk.safetensors").write_bytes(b"\x80\x04junk" * 10)
     result = fails(1, "info", tmp_path / "junk.safetensors", message="not a readable safetensors checkpoint")
@@ -236,7 +236,7 @@ def test_cuda_without_cuda_is_a_clear_error():
 
 
 def test_debug_shows_the_traceback():
-    result = dgm("--debug", "sample", "vae")
+    result = dgm("--debug", "sample", "vae", "nope.safetensors")
     assert result.exit_code != 0 and result.exception is not None
 
 

@@ -17,7 +17,6 @@ from safetensors.torch import load_file
 
 from dgm_cli.distributed import Parallel
 from dgm_cli.errors import DgmError
-from dgm_cli.models.base import GenerativeModel
 from dgm_cli.progress import quiet_console
 from dgm_cli.registry import create_config, create_model
 from dgm_cli.trainer import RunSettings, check_parallel_settings, train

@@ -9,7 +9,6 @@ import math
 from pathlib import Path
 
 import pytest
-
 from cli_calls import ok
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval-reports"

@@ -10,9 +10,9 @@ from torch.distributions import AffineTransform, Independent, Normal, SigmoidTra
 from dgm_cli.checkpoint import load_checkpoint, save_checkpoint
 from dgm_cli.data import PIXELS, load_dataset
 from dgm_cli.estimators import dequantized_log_likelihood
-from dgm_cli.models.dequantization import MARGIN, VariationalDequantization
 from dgm_cli.models.conditioning import label_maps, one_hot
 from dgm_cli.models.coupling_nets import coupling_net
+from dgm_cli.models.dequantization import MARGIN, VariationalDequantization
 from dgm_cli.models.flow import MLPCoupling, checkerboard_order, to_logit_space
 from dgm_cli.models.flow_layers import (
     ActNorm,

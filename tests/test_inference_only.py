@@ -19,7 +19,7 @@ def dgm_cli(*args):
 
 def _average_differs_from_live(model):
     with torch.no_grad():
-        for _, average, live in model.weight_averages():
+        for _, _average, live in model.weight_averages():
             for parameter in live.parameters():
                 parameter.add_(0.5)  # the live weights wander off; the average stays
     return model

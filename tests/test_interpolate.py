@@ -8,7 +8,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dgm_cli.cli import app
-from dgm_cli.interpolation import path_between as interpolate, prior_endpoints
+from dgm_cli.interpolation import path_between as interpolate
+from dgm_cli.interpolation import prior_endpoints
 
 runner = CliRunner()
 

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from dgm_cli.cli import app
 from dgm_cli.models.vae import PRESETS
+from dgm_cli.zoo import find
 
 SMALL = ["--dataset", "mnist-mini", "--epochs", "1", "--hidden", "16", "--batch-size", "500", "--sample-epochs", ""]
 
@@ -21,6 +22,12 @@ def ok(*args):
     result = dgm(*args)
     assert result.exit_code == 0, result.output
     return result
+
+
+def own_rows(preset: str = "iwae-1l-vae") -> list[dict]:
+    """dgm presets' rows of your own checkpoints of a preset (in checkpoints/), the pretrained model's left out."""
+    rows = json.loads(ok("presets", "vae", "--json").stdout)["presets"]
+    return [row for row in rows if row["name"] == preset and row["pretrained"] is None]
 
 
 def test_a_preset_sets_its_fields_and_explicit_options_override_them():
@@ -56,14 +63,19 @@ def test_presets_lists_the_published_numbers_and_dgms_own_where_evaluated_by_the
     listing = [row for row in listing if row["model"] == "vae"]
     assert [row["name"] for row in listing] == list(PRESETS)
     assert [row["published"] for row in listing] == [86.76, 85.54, 84.78, 85.33, 82.90]
-    assert all(row["dgm"] is None for row in listing)
+    # The pretrained model of a preset brings dgm's number, read from its evaluation report; the others have none.
+    for row in listing:
+        pretrained = find(f"vae-{row['name']}")
+        assert row["pretrained"] == (pretrained and pretrained.name)
+        expected = None if pretrained is None else -pretrained.read_report()["likelihood"]["importance_weighted"]["nats"]
+        assert row["dgm"] == expected
 
     ok("train", "vae", "--preset", "iwae-1l-vae", "--out", "run", *SMALL)
     Path("checkpoints").mkdir(exist_ok=True)
     Path("run/last.safetensors").replace("checkpoints/vae-iwae-1l-vae.safetensors")
     ok("eval", "vae", "checkpoints/vae-iwae-1l-vae.safetensors", "--iw-samples", "10", "--mc-samples", "0",
        "--samples", "0", "--result", "checkpoints/vae-iwae-1l-vae.eval.json")  # fmt: skip
-    row = json.loads(ok("presets", "vae", "--json").stdout)["presets"][0]
+    row = own_rows()[0]
     assert row["checkpoint"] == "checkpoints/vae-iwae-1l-vae.safetensors" and row["dgm"] is None  # not the protocol
 
     # The same report as if it had been the protocol: dgm's number is then the report's, read from the file.
@@ -71,10 +83,11 @@ def test_presets_lists_the_published_numbers_and_dgms_own_where_evaluated_by_the
     report = json.loads(result.read_text())
     report["dataset"], report["likelihood"]["importance_weighted"]["samples"] = "mnist", 5000
     result.write_text(json.dumps(report))
-    row = json.loads(ok("presets", "vae", "--json").stdout)["presets"][0]
+    row = own_rows()[0]
     assert row["dgm"] == -report["likelihood"]["importance_weighted"]["nats"]
     table = ok("presets", "vae").stdout.splitlines()
-    assert table[1].split()[:4] == ["vae", "iwae-1l-vae", "86.76", f"{row['dgm']:.2f}"]
+    assert table[1].split()[:4] == ["vae", "iwae-1l-vae", "86.76", f"{listing[0]['dgm']:.2f}"]  # the pretrained row first
+    assert table[2].split()[:4] == ["vae", "iwae-1l-vae", "86.76", f"{row['dgm']:.2f}"]
     assert dgm("presets", "gan").exit_code == 0
 
 
@@ -92,12 +105,12 @@ def test_presets_lists_a_variant_of_a_preset_with_the_options_it_changed():
     report["dataset"], report["likelihood"]["importance_weighted"]["samples"] = "mnist", 5000
     result.write_text(json.dumps(report))
 
-    rows = [row for row in json.loads(ok("presets", "vae", "--json").stdout)["presets"] if row["name"] == "iwae-1l-vae"]
-    assert [row["variant"] for row in rows] == [None, "small"]
+    rows = own_rows()  # no checkpoint of the preset itself here, so only the variant follows the pretrained row
+    assert [row["variant"] for row in rows] == ["small"]
     # what SMALL set otherwise than the preset, and the training file's split
-    assert rows[1]["changes"] == {"hidden": 16, "epochs": 1, "batch_size": 500, "val_size": 400}
-    assert rows[1]["checkpoint"] == "checkpoints/vae-iwae-1l-vae-small.safetensors"
-    assert rows[1]["dgm"] == -report["likelihood"]["importance_weighted"]["nats"] and rows[0]["dgm"] is None
+    assert rows[0]["changes"] == {"hidden": 16, "epochs": 1, "batch_size": 500, "val_size": 400}
+    assert rows[0]["checkpoint"] == "checkpoints/vae-iwae-1l-vae-small.safetensors"
+    assert rows[0]["dgm"] == -report["likelihood"]["importance_weighted"]["nats"]
     line = next(line for line in ok("presets", "vae").stdout.splitlines() if "variant" in line)
     assert line.split()[:2] == ["vae", "iwae-1l-vae"]
     assert line.endswith("variant small: --hidden 16 --epochs 1 --batch-size 500 --val-size 400")
@@ -127,9 +140,9 @@ def test_a_presets_own_checkpoint_trained_otherwise_says_how_and_unused_fields_a
     ok("train", "vae", "--preset", "iwae-1l-vae", "--init", "pytorch", "--out", "run", *SMALL)
     Path("checkpoints").mkdir(exist_ok=True)
     Path("run/last.safetensors").replace("checkpoints/vae-iwae-1l-vae.safetensors")
-    row = json.loads(ok("presets", "vae", "--json").stdout)["presets"][0]
+    row = own_rows()[0]
     assert row["variant"] is None and row["changes"] == {"hidden": 16, "epochs": 1, "batch_size": 500, "init": "pytorch"}
-    line = next(line for line in ok("presets", "vae").stdout.splitlines() if "iwae-1l-vae" in line)
+    line = next(line for line in ok("presets", "vae").stdout.splitlines() if "this checkpoint" in line)
     assert line.endswith("; this checkpoint: --hidden 16 --epochs 1 --batch-size 500 --init pytorch")
 
     # An unconditional flow's --conditioning is unused: whatever it holds, it changes nothing the run computes.

@@ -42,9 +42,10 @@ def test_scalars_sample_grids_and_hyperparameters_are_logged_per_epoch():
     plugin = log.PluginTagToContent("hparams")
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    session = next(plugin_data_pb2.HParamsPluginData.FromString(content) for content in plugin.values()
-                   if plugin_data_pb2.HParamsPluginData.FromString(content).HasField("session_start_info"))
-    hparams = session.session_start_info.hparams
+    # the record that carries the values (the others describe the experiment and its end)
+    records = [plugin_data_pb2.HParamsPluginData.FromString(content) for content in plugin.values()]
+    parts = [getattr(record, record.WhichOneof("data")) for record in records]
+    hparams = next(part.hparams for part in parts if hasattr(part, "hparams") and len(part.hparams))
     assert hparams["zdim"].number_value == 2 and hparams["model"].string_value == "vae"
     assert hparams["dataset"].string_value == "mnist-mini" and hparams["precision"].string_value == "fp32"
 

@@ -458,4 +458,4 @@ def discretized_log_likelihood(x0: torch.Tensor, mean: torch.Tensor, std: torch.
 
 
 register(ModelSpec(name="diffusion", config_class=DiffusionConfig, module_class=Diffusion,
-                   description="Denoising diffusion probabilistic model (DDPM) with DDIM sampling"))
+                   description="denoising diffusion model (DDPM): U-Net noise predictor, DDIM or ancestral sampling, bits/dim bound"))

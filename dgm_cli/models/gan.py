@@ -235,4 +235,4 @@ class GAN(GenerativeModel):
         return self.decode_images(z, labels, averaged=averaged)
 
 
-register(ModelSpec(name="gan", config_class=GANConfig, module_class=GAN, description="Generative adversarial network (seed report section 2)"))
+register(ModelSpec(name="gan", config_class=GANConfig, module_class=GAN, description="generative adversarial network: MLP generator and discriminator, non-saturating loss"))

@@ -171,10 +171,9 @@ def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 def softplus_values(logits: torch.Tensor) -> torch.Tensor:
     """softplus(l) = log(1 + e^l) = max(l, 0) + log(1 + e^-|l|), computed without log1p, and without a gradient.
 
-    Why not F.softplus: on this project's AMD EPYC, PyTorch 2.14's AVX-512 CPU kernels of log1p,
-    softplus and log-sigmoid (and so the cross-entropy with logits) take 9-10 ns an element, 7-11 times
-    exp or log; the same kernels compiled for AVX2 take 2-3 ns (benchmarks/softplus_speed.py,
-    docs/performance.md). Here e^-|l| is in (0, 1], so 1 + e^-|l| loses at most half an ulp of 1
+    Why not F.softplus: PyTorch's AVX-512 CPU kernels of log1p, softplus and log-sigmoid (and so the
+    cross-entropy with logits) can be several times slower than exp or log (benchmarks/softplus_speed.py
+    measures it; docs/performance.md). Here e^-|l| is in (0, 1], so 1 + e^-|l| loses at most half an ulp of 1
     (6e-8) to rounding, and the float32 result stays within 1.2e-7 of the exact value (relative to it
     above 1; F.softplus: 8e-8), about an ulp (tests/test_vae.py).
     """
@@ -555,4 +554,4 @@ class VAE(GenerativeModel):
 
 
 register(ModelSpec(name="vae", config_class=VAEConfig, module_class=VAE,
-                   description="Variational autoencoder (seed report section 1; the IWAE paper's models)", presets=PRESETS))
+                   description="variational autoencoder: MLP encoder and decoder, ELBO or IWAE bound, one or two stochastic layers", presets=PRESETS))
