@@ -64,7 +64,9 @@ def weights_of(spec: str) -> dict[str, torch.Tensor]:
     averaged = {name.removeprefix("average."): value for name, value in tensors.items() if name.startswith("average.")}
     if part == "average" and not averaged:
         raise SystemExit(f"{path} keeps no moving average of its weights")
-    return averaged if part == "average" else {name: v for name, v in tensors.items() if not name.startswith("average.")}
+    return (
+        averaged if part == "average" else {name: v for name, v in tensors.items() if not name.startswith("average.")}
+    )
 
 
 def train(args) -> None:
@@ -96,7 +98,10 @@ def train(args) -> None:
                     weight = 1 - ema_decay(decay, steps - 1)
                     torch._foreach_lerp_(list(averaged.parameters()), list(model.parameters()), weight)
             total += loss.item() * len(indices)
-        print(json.dumps({"epoch": epoch, "train_loss": total / len(images), "s": time.perf_counter() - started}), flush=True)
+        print(
+            json.dumps({"epoch": epoch, "train_loss": total / len(images), "s": time.perf_counter() - started}),
+            flush=True,
+        )
     torch.save(model.state_dict(), args.out)
     for decay, averaged in averages.items():
         torch.save(averaged.state_dict(), args.out.removesuffix(".pt") + f".ema{decay}.pt")
@@ -125,9 +130,19 @@ def evaluate(args) -> None:
     first, *others = args.weights
     for path in others:  # paired: the same images, binarization and draws, so most of their spread cancels
         differences = {name: values - per_image[first][name] for name, values in per_image[path].items()}
-        print(json.dumps({"file": path, "against": first, **{
-            name: {"mean": value.mean().item(), "standard_error": (value.std() / len(value) ** 0.5).item()}
-            for name, value in differences.items()}}), flush=True)  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "file": path,
+                    "against": first,
+                    **{
+                        name: {"mean": value.mean().item(), "standard_error": (value.std() / len(value) ** 0.5).item()}
+                        for name, value in differences.items()
+                    },
+                }
+            ),
+            flush=True,
+        )
 
 
 parser = argparse.ArgumentParser()
@@ -144,8 +159,13 @@ fork.add_argument("--lr", type=float, default=1e-4)
 fork.add_argument("--epochs", type=int, default=40)
 fork.add_argument("--seed", type=int, default=1)
 fork.add_argument("--out", required=True)
-fork.add_argument("--ema", type=float, nargs="*", default=[], help="also keep moving averages of the weights with "
-                  "these decays, saved beside --out as OUT.emaDECAY.pt")
+fork.add_argument(
+    "--ema",
+    type=float,
+    nargs="*",
+    default=[],
+    help="also keep moving averages of the weights with these decays, saved beside --out as OUT.emaDECAY.pt",
+)
 compare = commands.choices["eval"]
 compare.add_argument("--k", type=int, default=100)
 compare.add_argument("weights", nargs="+", help="FILE or FILE@average")

@@ -28,9 +28,14 @@ from dgm_cli.device import describe_device  # noqa: E402
 from dgm_cli.registry import create_model  # noqa: E402
 
 # The flows twice: conditioned in their couplings too (the default) and by the class prior alone.
-MODELS = {"vae": ("vae", {}), "gan": ("gan", {}), "flow": ("flow", {}), "flow-prior": ("flow", {"conditioning": "prior"}),
-          "flow-ms": ("flow", {"arch": "realnvp-ms"}),
-          "flow-ms-prior": ("flow", {"arch": "realnvp-ms", "conditioning": "prior"})}  # fmt: skip
+MODELS = {
+    "vae": ("vae", {}),
+    "gan": ("gan", {}),
+    "flow": ("flow", {}),
+    "flow-prior": ("flow", {"conditioning": "prior"}),
+    "flow-ms": ("flow", {"arch": "realnvp-ms"}),
+    "flow-ms-prior": ("flow", {"arch": "realnvp-ms", "conditioning": "prior"}),
+}
 
 
 def stepper(model):
@@ -56,8 +61,10 @@ def time_steps(step, batches, steps: int) -> float:
 def measure(name: str, dataset, rounds: int, steps: int) -> dict:
     model_name, overrides = MODELS[name]
     torch.manual_seed(0)
-    kinds = {kind: create_model(model_name, **overrides, conditional=kind == "conditional").train()
-             for kind in ("unconditional", "conditional")}  # fmt: skip
+    kinds = {
+        kind: create_model(model_name, **overrides, conditional=kind == "conditional").train()
+        for kind in ("unconditional", "conditional")
+    }
     size = kinds["unconditional"].config.batch_size
     images, labels = dataset.train.images, dataset.train.labels
     batches = [(images[i : i + size], labels[i : i + size]) for i in range(0, size * 8, size)]
@@ -70,8 +77,14 @@ def measure(name: str, dataset, rounds: int, steps: int) -> dict:
         for kind in order:
             times[kind].append(time_steps(steps_of[kind], batches, steps))
     medians = {kind: statistics.median(values) for kind, values in times.items()}
-    return {"model": name, "batch_size": size, "steps_per_round": steps, "rounds": rounds,
-            "seconds_per_step": medians, "ratio": medians["conditional"] / medians["unconditional"]}  # fmt: skip
+    return {
+        "model": name,
+        "batch_size": size,
+        "steps_per_round": steps,
+        "rounds": rounds,
+        "seconds_per_step": medians,
+        "ratio": medians["conditional"] / medians["unconditional"],
+    }
 
 
 def main() -> None:
@@ -89,8 +102,11 @@ def main() -> None:
         result = measure(name, dataset, args.rounds, args.steps)
         results["models"].append(result)
         seconds = result["seconds_per_step"]
-        print(f"{name:8s} batch {result['batch_size']:4d}  unconditional {seconds['unconditional'] * 1e3:8.2f} ms/step  "
-              f"conditional {seconds['conditional'] * 1e3:8.2f} ms/step  ratio {result['ratio']:.3f}", flush=True)  # fmt: skip
+        print(
+            f"{name:8s} batch {result['batch_size']:4d}  unconditional {seconds['unconditional'] * 1e3:8.2f} ms/step  "
+            f"conditional {seconds['conditional'] * 1e3:8.2f} ms/step  ratio {result['ratio']:.3f}",
+            flush=True,
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

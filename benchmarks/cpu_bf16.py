@@ -56,8 +56,10 @@ def main():
     parser.add_argument("--steps", type=int, default=100)
     args = parser.parse_args()
     variants = ("fp32", "bf16 matmuls", "bf16 autocast")
-    print(f"{describe_device(CPU)}, torch {torch.__version__}, median of {args.repeats} blocks "
-          f"of {args.steps} steps at each model's default batch size")  # fmt: skip
+    print(
+        f"{describe_device(CPU)}, torch {torch.__version__}, median of {args.repeats} blocks "
+        f"of {args.steps} steps at each model's default batch size"
+    )
     print("| model | variant | ms per step | speed-up | loss of the last block, relative to fp32 |")
     print("| --- | --- | --- | --- | --- |")
     for name in args.models.split(","):

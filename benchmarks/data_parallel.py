@@ -30,10 +30,32 @@ VALIDATION_METRIC = {"vae": "val_elbo", "gan": "val_d_loss", "flow": "val_bpd"}
 def train(model: str, args, folder: Path, processes: int) -> list[dict]:
     launcher = [sys.executable, "-m", "dgm_cli"]
     if processes > 1:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-                    "-m", "dgm_cli"]  # fmt: skip
-    command = [*launcher, "train", model, "--epochs", str(args.epochs), "--sample-epochs", "0", "--device", args.device,
-               "--out", str(folder / "run"), "--checkpoint-dir", str(folder / "checkpoints"), "--dataset", "mnist"]  # fmt: skip
+        launcher = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={processes}",
+            "-m",
+            "dgm_cli",
+        ]
+    command = [
+        *launcher,
+        "train",
+        model,
+        "--epochs",
+        str(args.epochs),
+        "--sample-epochs",
+        "0",
+        "--device",
+        args.device,
+        "--out",
+        str(folder / "run"),
+        "--checkpoint-dir",
+        str(folder / "checkpoints"),
+        "--dataset",
+        "mnist",
+    ]
     if args.data_dir:
         command += ["--data-dir", args.data_dir]
     environment = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -64,20 +86,32 @@ def main() -> None:
             one = train(model, args, Path(scratch) / "one", 1)
             many = train(model, args, Path(scratch) / "many", args.processes)
         metric = VALIDATION_METRIC[model]
-        rows.append({
-            "model": model, "epochs": args.epochs, "processes": args.processes, "device": args.device,
-            "one_process_seconds": epoch_seconds(one), "parallel_seconds": epoch_seconds(many),
-            "speedup": epoch_seconds(one) / epoch_seconds(many),
-            "metric": metric, "one_process_metric": one[-1][metric], "parallel_metric": many[-1][metric],
-        })  # fmt: skip
+        rows.append(
+            {
+                "model": model,
+                "epochs": args.epochs,
+                "processes": args.processes,
+                "device": args.device,
+                "one_process_seconds": epoch_seconds(one),
+                "parallel_seconds": epoch_seconds(many),
+                "speedup": epoch_seconds(one) / epoch_seconds(many),
+                "metric": metric,
+                "one_process_metric": one[-1][metric],
+                "parallel_metric": many[-1][metric],
+            }
+        )
         print(f"{model}: done", file=sys.stderr)
 
-    print(f"| model | s/epoch, 1 process | s/epoch, {args.processes} processes | speed-up | "
-          f"last validation metric, 1 process | same, {args.processes} processes |")  # fmt: skip
+    print(
+        f"| model | s/epoch, 1 process | s/epoch, {args.processes} processes | speed-up | "
+        f"last validation metric, 1 process | same, {args.processes} processes |"
+    )
     print("| --- | --- | --- | --- | --- | --- |")
     for row in rows:
-        print(f"| {row['model']} | {row['one_process_seconds']:.2f} | {row['parallel_seconds']:.2f} | "
-              f"{row['speedup']:.2f}x | {row['metric']} {row['one_process_metric']:.4f} | {row['parallel_metric']:.4f} |")  # fmt: skip
+        print(
+            f"| {row['model']} | {row['one_process_seconds']:.2f} | {row['parallel_seconds']:.2f} | "
+            f"{row['speedup']:.2f}x | {row['metric']} {row['one_process_metric']:.4f} | {row['parallel_metric']:.4f} |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

@@ -49,9 +49,13 @@ def main() -> None:
     model, info = load_checkpoint(args.checkpoint)
     data = trained_dataset(info.data, args.data_dir, what=str(args.checkpoint))
     features = feature_network(data.describe(), model.device)
-    print(f"{args.checkpoint}, epoch {info.train.get('epoch')}; {describe_device(model.device)}, "
-          f"{torch.get_num_threads()} thread(s); feature network: {features.path.name}")
-    print("| sampler | steps | eta | samples | images/s | FID (real floor) | KID | precision | recall | Inception Score |")
+    print(
+        f"{args.checkpoint}, epoch {info.train.get('epoch')}; {describe_device(model.device)}, "
+        f"{torch.get_num_threads()} thread(s); feature network: {features.path.name}"
+    )
+    print(
+        "| sampler | steps | eta | samples | images/s | FID (real floor) | KID | precision | recall | Inception Score |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
     rows = []
     for config in args.configs.split(","):  # each row printed as it is measured, so a long run can be cut short
@@ -62,14 +66,28 @@ def main() -> None:
         started = time.perf_counter()
         images = sample_images(model, count, seed=0, **options)
         seconds = time.perf_counter() - started
-        quality = sample_quality(features.classifier, images, data.test.images.float() / 255, data.val.images.float() / 255)
-        rows.append({"sampler": method, "steps": int(steps), "eta": eta, "samples": count, "seconds": seconds,
-                     "images_per_second": count / seconds, "model": quality["model"],
-                     "real_floor": quality["real_floor"]})  # fmt: skip
+        quality = sample_quality(
+            features.classifier, images, data.test.images.float() / 255, data.val.images.float() / 255
+        )
+        rows.append(
+            {
+                "sampler": method,
+                "steps": int(steps),
+                "eta": eta,
+                "samples": count,
+                "seconds": seconds,
+                "images_per_second": count / seconds,
+                "model": quality["model"],
+                "real_floor": quality["real_floor"],
+            }
+        )
         m, f = quality["model"], quality["real_floor"]
-        print(f"| {method} | {steps} | {eta:g} | {count:,} | {count / seconds:.1f} | "
-              f"{m['fid']:.2f} ({f['fid']:.2f}) | {m['kid']:.4f} | {m['precision']:.3f} | {m['recall']:.3f} | "
-              f"{m['inception_score']:.2f} |", flush=True)  # fmt: skip
+        print(
+            f"| {method} | {steps} | {eta:g} | {count:,} | {count / seconds:.1f} | "
+            f"{m['fid']:.2f} ({f['fid']:.2f}) | {m['kid']:.4f} | {m['precision']:.3f} | {m['recall']:.3f} | "
+            f"{m['inception_score']:.2f} |",
+            flush=True,
+        )
     if args.json:
         print(json.dumps({"checkpoint": str(args.checkpoint), "rows": rows}))
 

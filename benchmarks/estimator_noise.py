@@ -40,7 +40,4 @@ print("| --- | --- | --- | --- |")
 for name in runs[0]:
     values = torch.stack([run[name] for run in runs])  # (repeats, images)
     spread = values.std(dim=0)
-    print(
-        f"| {name} | {values.mean().item():.2f} | {spread.median().item():.3f} | "
-        f"{spread.quantile(0.9).item():.3f} |"
-    )
+    print(f"| {name} | {values.mean().item():.2f} | {spread.median().item():.3f} | {spread.quantile(0.9).item():.3f} |")

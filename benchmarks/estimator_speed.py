@@ -98,11 +98,15 @@ def main() -> None:
     rate, softplus = matmul_rate("cpu"), softplus_rate()
     flops = matmul_flops_per_image(model, images, args.k)
     floor = flops / rate + args.k * 784 / softplus  # seconds per image
-    print(f"{describe_device(torch.device('cpu'))}, torch {torch.__version__}; {info.path} ({info.config.preset}); "
-          f"{args.images} test images, k={args.k}; matmul {rate / 1e9:.0f} GFLOP/s, softplus {softplus / 1e9:.2f} G/s")
-    print(f"floor: {flops / 1e6:.0f} MFLOP of matrix products per image ({flops / rate * 1e3:.2f} ms) + "
-          f"{args.k * 784 / 1e6:.1f}M softplus ({args.k * 784 / softplus * 1e3:.2f} ms) = {floor * 1e3:.2f} ms per image, "
-          f"{floor * 10_000 / 60:.1f} min for the 10,000 test digits")
+    print(
+        f"{describe_device(torch.device('cpu'))}, torch {torch.__version__}; {info.path} ({info.config.preset}); "
+        f"{args.images} test images, k={args.k}; matmul {rate / 1e9:.0f} GFLOP/s, softplus {softplus / 1e9:.2f} G/s"
+    )
+    print(
+        f"floor: {flops / 1e6:.0f} MFLOP of matrix products per image ({flops / rate * 1e3:.2f} ms) + "
+        f"{args.k * 784 / 1e6:.1f}M softplus ({args.k * 784 / softplus * 1e3:.2f} ms) = {floor * 1e3:.2f} ms per image, "
+        f"{floor * 10_000 / 60:.1f} min for the 10,000 test digits"
+    )
     results = {}
     for repeat in range(args.repeats):
         order = list(variants) if repeat % 2 == 0 else list(reversed(variants))
@@ -120,8 +124,10 @@ def main() -> None:
     for (name, chunk), runs in results.items():
         seconds = statistics.median(run[0] for run in runs)
         summary = runs[0][1]
-        print(f"| {name} | {chunk:,} | {args.images / seconds:.1f} | {seconds / args.images * 10_000 / 60:.1f} min | "
-              f"{seconds / args.images / floor:.2f}x | {summary['nats']:.3f} ± {summary['standard_error']:.3f} |")
+        print(
+            f"| {name} | {chunk:,} | {args.images / seconds:.1f} | {seconds / args.images * 10_000 / 60:.1f} min | "
+            f"{seconds / args.images / floor:.2f}x | {summary['nats']:.3f} ± {summary['standard_error']:.3f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -68,7 +68,9 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown configuration(s) {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
 
-    batch = torch.randint(0, 256, (args.batch_size, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    batch = torch.randint(
+        0, 256, (args.batch_size, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
     runs = {}
     for name in names:
         torch.manual_seed(0)
@@ -99,10 +101,14 @@ def main() -> None:
             "images_per_second": args.batch_size / step,
         }
         rows.append(row)
-        print(f"{name:<24}{row['parameters']:>12,}{row['training_gflop_per_image']:>13.2f}{step:>9.2f}"
-              f"{row['minutes_per_epoch']:>11.1f}{row['images_per_second']:>10.0f}")  # fmt: skip
+        print(
+            f"{name:<24}{row['parameters']:>12,}{row['training_gflop_per_image']:>13.2f}{step:>9.2f}"
+            f"{row['minutes_per_epoch']:>11.1f}{row['images_per_second']:>10.0f}"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"threads": args.threads, "batch_size": args.batch_size, "rows": rows}, indent=2))
+        args.json.write_text(
+            json.dumps({"threads": args.threads, "batch_size": args.batch_size, "rows": rows}, indent=2)
+        )
 
 
 if __name__ == "__main__":

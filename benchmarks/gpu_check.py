@@ -71,8 +71,12 @@ def run_tests(device: torch.device, seconds_left: float) -> dict:
     except subprocess.TimeoutExpired as stopped:
         output, code = (stopped.stdout or b"").decode() + "\n(timed out)", -1
     summary = [line for line in output.splitlines() if " passed" in line or " failed" in line or " error" in line]
-    return {"exit_code": code, "summary": summary[-1] if summary else "", "seconds": round(time.perf_counter() - started, 1),
-            "output_tail": output[-4000:]}  # fmt: skip
+    return {
+        "exit_code": code,
+        "summary": summary[-1] if summary else "",
+        "seconds": round(time.perf_counter() - started, 1),
+        "output_tail": output[-4000:],
+    }
 
 
 def time_epoch(label: str, model: str, overrides: dict, setting: dict, dataset, device: torch.device) -> dict:
@@ -96,8 +100,15 @@ def time_epoch(label: str, model: str, overrides: dict, setting: dict, dataset, 
         run = RunSettings(Path(folder) / "run", seed=0, device=device, checkpoint_dir=None, **setting)
         last = train(model, create_config(model, **config, epochs=1), dataset, run, quiet)[-1]
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    return {"model": label, **setting, "images": len(dataset.train), "seconds_per_epoch": last["seconds"],
-            "images_per_second": last["images_per_second"], "peak_mb": peak, "loss": last[LOSS[model]]}  # fmt: skip
+    return {
+        "model": label,
+        **setting,
+        "images": len(dataset.train),
+        "seconds_per_epoch": last["seconds"],
+        "images_per_second": last["images_per_second"],
+        "peak_mb": peak,
+        "loss": last[LOSS[model]],
+    }
 
 
 def main() -> None:
@@ -121,8 +132,14 @@ def main() -> None:
     if not reduced and not args.data_dir:
         parser.error("--data-dir is needed for the full check (or pass --reduced)")
     dataset = load_dataset("mnist-mini" if reduced else "mnist", None if reduced else Path(args.data_dir))
-    results = {"device": describe_device(device), "torch": torch.__version__, "cuda": torch.version.cuda,
-               "mode": "reduced" if reduced else "full", "dataset": dataset.name, "budget_seconds": args.budget}  # fmt: skip
+    results = {
+        "device": describe_device(device),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "mode": "reduced" if reduced else "full",
+        "dataset": dataset.name,
+        "budget_seconds": args.budget,
+    }
     print(f"{results['device']}, torch {torch.__version__}, {results['mode']} check on {dataset.name}", file=sys.stderr)
     if not args.skip_tests:
         # The tests get at most a third of the budget; the timings need the rest.
@@ -146,7 +163,9 @@ def main() -> None:
     results["total_seconds"] = round(time.perf_counter() - started, 1)
     Path(args.json).write_text(json.dumps(results, indent=2))
 
-    print(f"\n{results['device']}, torch {torch.__version__}, one epoch of {len(dataset.train):,} {dataset.name} images")
+    print(
+        f"\n{results['device']}, torch {torch.__version__}, one epoch of {len(dataset.train):,} {dataset.name} images"
+    )
     print("| model | precision | compile | s/epoch | images/s | peak MB | train loss |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for t in results["timings"]:
@@ -154,8 +173,10 @@ def main() -> None:
             print(f"| {t['model']} | {t['precision']} | {t['compile']} | error: {t['error'][:80]} | | | |")
             continue
         peak = "-" if t["peak_mb"] is None else f"{t['peak_mb']:,.0f}"
-        print(f"| {t['model']} | {t['precision']} | {'yes' if t['compile'] else 'no'} | {t['seconds_per_epoch']:.2f} | "
-              f"{t['images_per_second']:,.0f} | {peak} | {t['loss']:.4f} |")
+        print(
+            f"| {t['model']} | {t['precision']} | {'yes' if t['compile'] else 'no'} | {t['seconds_per_epoch']:.2f} | "
+            f"{t['images_per_second']:,.0f} | {peak} | {t['loss']:.4f} |"
+        )
     for s in results["skipped"]:
         print(f"skipped {s['model']} {s['precision']}{' compiled' if s['compile'] else ''}: {s['reason']}")
     failed = "tests" in results and results["tests"]["exit_code"] != 0

@@ -91,8 +91,9 @@ def measure(mode: str, folder: Path, cache: Path, *, fresh_cache: bool) -> dict:
         for entry in (cache / "image-folders").glob("*") if (cache / "image-folders").exists() else []:
             entry.unlink()
     code = CHILD.format(repo=str(HERE.parent))
-    output = subprocess.run([sys.executable, "-c", code, mode, str(folder)], env=env, check=True, capture_output=True,
-                            text=True).stdout  # fmt: skip
+    output = subprocess.run(
+        [sys.executable, "-c", code, mode, str(folder)], env=env, check=True, capture_output=True, text=True
+    ).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
@@ -106,8 +107,12 @@ def main() -> None:
 
     write_folder(args.folder, args.data_dir)
     cache = Path(tempfile.mkdtemp(prefix="dgm-cache-"))
-    rows = {"pillow loop, 1 process": [], "dgm first read, process pool": [], "dgm first read, 1 process": [],
-            "dgm cached read": []}  # fmt: skip
+    rows = {
+        "pillow loop, 1 process": [],
+        "dgm first read, process pool": [],
+        "dgm first read, 1 process": [],
+        "dgm cached read": [],
+    }
     for _ in range(args.repeats):  # interleaved, so machine noise touches every row alike
         rows["pillow loop, 1 process"].append(measure("pillow", args.folder, cache, fresh_cache=True))
         rows["dgm first read, process pool"].append(measure("dgm", args.folder, cache, fresh_cache=True))
@@ -115,8 +120,10 @@ def main() -> None:
         rows["dgm first read, 1 process"].append(measure("dgm-serial", args.folder, cache, fresh_cache=True))
     images = rows["dgm cached read"][0]["images"]
     final = images * 28 * 28
-    print(f"{images:,} PNGs of {args.folder}; {describe_device(torch.device('cpu'))}; {os.cpu_count()} logical CPUs; "
-          f"final uint8 tensor {final / 2**20:.1f} MiB; medians of {args.repeats}")
+    print(
+        f"{images:,} PNGs of {args.folder}; {describe_device(torch.device('cpu'))}; {os.cpu_count()} logical CPUs; "
+        f"final uint8 tensor {final / 2**20:.1f} MiB; medians of {args.repeats}"
+    )
     print(f"{'read':<32} {'seconds':>8} {'images/s':>10} {'peak RSS above start':>22}")
     for name, runs in rows.items():
         seconds = statistics.median(run["seconds"] for run in runs)

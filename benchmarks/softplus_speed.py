@@ -46,8 +46,10 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, kernels {torch.backends.cpu.get_cpu_capability()}, 1 thread; "
-          f"ns per element (median of {args.repeats} calls; of {max(10, args.repeats // 10)} on the large block)\n")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, kernels {torch.backends.cpu.get_cpu_capability()}, 1 thread; "
+        f"ns per element (median of {args.repeats} calls; of {max(10, args.repeats // 10)} on the large block)\n"
+    )
     print("| operation | (20, 784) | (1000, 784) |\n| --- | --- | --- |")
     blocks = [torch.randn(rows, 784) * 4 for rows in (20, 1000)]
     pixels = [torch.bernoulli(torch.sigmoid(logits)) for logits in blocks]
@@ -57,8 +59,8 @@ def main():
         "torch.log1p": lambda logits, x: lambda: torch.log1p(logits.abs()),
         "F.softplus": lambda logits, x: lambda: F.softplus(logits),
         "F.logsigmoid": lambda logits, x: lambda: F.logsigmoid(logits),
-        "F.binary_cross_entropy_with_logits": lambda logits, x: lambda: F.binary_cross_entropy_with_logits(
-            logits, x, reduction="none"
+        "F.binary_cross_entropy_with_logits": lambda logits, x: (
+            lambda: F.binary_cross_entropy_with_logits(logits, x, reduction="none")
         ),
         "dgm softplus": lambda logits, x: lambda: softplus(logits),
         "F.softplus, summed, forward + backward": lambda logits, x: forward_and_backward(F.softplus, logits),

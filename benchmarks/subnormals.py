@@ -64,8 +64,20 @@ def one_more_epoch(run: Path, model: str, epochs_done: int, data_dir: str, flush
     with tempfile.TemporaryDirectory() as folder:
         copy = Path(folder) / "run"
         shutil.copytree(run, copy)
-        command = [sys.executable, "-c", ENTRY, "flush" if flush else "keep", "train", model, "--resume", str(copy),
-                   "--epochs", str(epochs_done + 1), "--data-dir", data_dir]  # fmt: skip
+        command = [
+            sys.executable,
+            "-c",
+            ENTRY,
+            "flush" if flush else "keep",
+            "train",
+            model,
+            "--resume",
+            str(copy),
+            "--epochs",
+            str(epochs_done + 1),
+            "--data-dir",
+            data_dir,
+        ]
         done = subprocess.run(command, capture_output=True, text=True, cwd=HERE.parent)
         if done.returncode != 0:
             raise SystemExit(f"dgm train failed:\n{done.stderr[-3000:]}")
@@ -87,18 +99,25 @@ def main() -> None:
     for repeat in range(args.repeats):
         for flush in (True, False) if repeat % 2 == 0 else (False, True):
             records[flush].append(one_more_epoch(args.run, model, epochs_done, args.data_dir, flush))
-            print(f"epoch {epochs_done + 1}, subnormals {'flushed' if flush else 'kept'}: "
-                  f"{records[flush][-1]['seconds']:.2f} s", file=sys.stderr)  # fmt: skip
+            print(
+                f"epoch {epochs_done + 1}, subnormals {'flushed' if flush else 'kept'}: "
+                f"{records[flush][-1]['seconds']:.2f} s",
+                file=sys.stderr,
+            )
 
     metrics = sorted(k for k in records[True][0] if k.startswith(("train_", "val_")))
     runs = records[True] + records[False]
     gap = max(abs(run[k] - runs[0][k]) / abs(runs[0][k]) for k in metrics for run in runs)
     flushed, kept = (statistics.median(r["seconds"] for r in records[flag]) for flag in (True, False))
     print(f"\n{model}, epoch {epochs_done + 1} resumed from {args.run}, medians of {args.repeats}")
-    print("| model | epoch | flushed (dgm) s | kept s | speed-up | largest relative difference of the recorded metrics |")
+    print(
+        "| model | epoch | flushed (dgm) s | kept s | speed-up | largest relative difference of the recorded metrics |"
+    )
     print("| --- | --- | --- | --- | --- | --- |")
-    print(f"| {model} | {epochs_done + 1} | {flushed:.2f} | {kept:.2f} | {kept / flushed:.2f}x | "
-          f"{gap:.1e} ({', '.join(metrics)}) |")  # fmt: skip
+    print(
+        f"| {model} | {epochs_done + 1} | {flushed:.2f} | {kept:.2f} | {kept / flushed:.2f}x | "
+        f"{gap:.1e} ({', '.join(metrics)}) |"
+    )
 
 
 if __name__ == "__main__":

@@ -106,7 +106,12 @@ def run_dgm(model: str, data_dir: str, device: str, epoch: int, options: dict) -
         history = train(model, create_config(model, epochs=epoch, sample_epochs=()), dataset, settings, quiet)
     metric, sign = LOSS_METRIC[model]
     last = history[-1]
-    return {"seconds": last["seconds"], "images": TRAIN_IMAGES, "loss": sign * last[metric], "peak_mb": peak_memory_mb(device)}
+    return {
+        "seconds": last["seconds"],
+        "images": TRAIN_IMAGES,
+        "loss": sign * last[metric],
+        "peak_mb": peak_memory_mb(device),
+    }
 
 
 # ---------------------------------------------------------------- the floor
@@ -150,8 +155,22 @@ def matmul_rate(device: str, size: int = 2048, repeats: int = 20) -> float:
 
 
 def worker(kind: str, model: str, args) -> dict:
-    command = [sys.executable, __file__, "--worker", kind, "--models", model, "--data-dir", args.data_dir,
-               "--device", args.device, "--precision", args.precision, "--epoch", str(args.epoch)]
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        kind,
+        "--models",
+        model,
+        "--data-dir",
+        args.data_dir,
+        "--device",
+        args.device,
+        "--precision",
+        args.precision,
+        "--epoch",
+        str(args.epoch),
+    ]
     command += ["--compile"] if args.compile else []
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
@@ -188,9 +207,18 @@ def main() -> None:
 
     rate = matmul_rate(args.device)
     device_name = describe_device(torch.device(args.device))
-    print(f"device: {device_name}; float32 matmul rate {rate / 1e9:.1f} GFLOP/s; torch {torch.__version__}", file=sys.stderr)
-    results = {"device": device_name, "torch": torch.__version__, "matmul_gflops": rate / 1e9, "epoch": args.epoch,
-               "dgm_options": {"compile": args.compile, "precision": args.precision}, "models": {}}
+    print(
+        f"device: {device_name}; float32 matmul rate {rate / 1e9:.1f} GFLOP/s; torch {torch.__version__}",
+        file=sys.stderr,
+    )
+    results = {
+        "device": device_name,
+        "torch": torch.__version__,
+        "matmul_gflops": rate / 1e9,
+        "epoch": args.epoch,
+        "dgm_options": {"compile": args.compile, "precision": args.precision},
+        "models": {},
+    }
     for model in models:
         runs = {"dgm": [], "reference": []}
         for repeat in range(args.repeats):
@@ -222,18 +250,25 @@ def main() -> None:
         }
 
     which = "first epoch" if args.epoch == 1 else f"epoch {args.epoch}"
-    print(f"\n{device_name}, torch {torch.__version__}, medians of {args.repeats} runs' {which} of 50,000 images; "
-          f"floor at {rate / 1e9:.1f} GFLOP/s; dgm with precision {args.precision}" + (", compiled" if args.compile else ""))
-    print("| model | dgm s/epoch | reference s/epoch | speed-up | dgm img/s | reference img/s | dgm peak MB | "
-          f"reference peak MB | MFLOP/image | floor s/epoch | dgm / floor | loss dgm / reference (epoch {args.epoch}) |")
+    print(
+        f"\n{device_name}, torch {torch.__version__}, medians of {args.repeats} runs' {which} of 50,000 images; "
+        f"floor at {rate / 1e9:.1f} GFLOP/s; dgm with precision {args.precision}"
+        + (", compiled" if args.compile else "")
+    )
+    print(
+        "| model | dgm s/epoch | reference s/epoch | speed-up | dgm img/s | reference img/s | dgm peak MB | "
+        f"reference peak MB | MFLOP/image | floor s/epoch | dgm / floor | loss dgm / reference (epoch {args.epoch}) |"
+    )
     print("| --- " * 12 + "|")
     for model, r in results["models"].items():
         d, ref = r["dgm"], r["reference"]
         same = "same" if r["same_loss"] else "DIFFERENT"
-        print(f"| {model} | {d['seconds_per_epoch']:.2f} | {ref['seconds_per_epoch']:.2f} | {r['speedup']:.2f}x | "
-              f"{d['images_per_second']:,.0f} | {ref['images_per_second']:,.0f} | {d['peak_mb']:,.0f} | "
-              f"{ref['peak_mb']:,.0f} | {r['training_mflops_per_image']:.2f} | {r['floor_seconds_per_epoch']:.2f} | "
-              f"{r['dgm_over_floor']:.2f}x | {d['loss']:.3f} / {ref['loss']:.3f} ({same}) |")
+        print(
+            f"| {model} | {d['seconds_per_epoch']:.2f} | {ref['seconds_per_epoch']:.2f} | {r['speedup']:.2f}x | "
+            f"{d['images_per_second']:,.0f} | {ref['images_per_second']:,.0f} | {d['peak_mb']:,.0f} | "
+            f"{ref['peak_mb']:,.0f} | {r['training_mflops_per_image']:.2f} | {r['floor_seconds_per_epoch']:.2f} | "
+            f"{r['dgm_over_floor']:.2f}x | {d['loss']:.3f} / {ref['loss']:.3f} ({same}) |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

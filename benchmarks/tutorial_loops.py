@@ -75,17 +75,30 @@ def vae_training(root: str, device: str, *, epochs: int = 1, limit: int | None =
 
 def gan_training(root: str, device: str, *, epochs: int = 1, limit: int | None = None) -> dict:
     generator = nn.Sequential(
-        nn.Linear(100, 128), nn.LeakyReLU(0.2),
-        nn.Linear(128, 256), nn.BatchNorm1d(256), nn.LeakyReLU(0.2),
-        nn.Linear(256, 512), nn.BatchNorm1d(512), nn.LeakyReLU(0.2),
-        nn.Linear(512, 1024), nn.BatchNorm1d(1024), nn.LeakyReLU(0.2),
-        nn.Linear(1024, 784), nn.Tanh(),
-    ).to(device)  # fmt: skip
+        nn.Linear(100, 128),
+        nn.LeakyReLU(0.2),
+        nn.Linear(128, 256),
+        nn.BatchNorm1d(256),
+        nn.LeakyReLU(0.2),
+        nn.Linear(256, 512),
+        nn.BatchNorm1d(512),
+        nn.LeakyReLU(0.2),
+        nn.Linear(512, 1024),
+        nn.BatchNorm1d(1024),
+        nn.LeakyReLU(0.2),
+        nn.Linear(1024, 784),
+        nn.Tanh(),
+    ).to(device)
     discriminator = nn.Sequential(
-        nn.Linear(784, 512), nn.LeakyReLU(0.2), nn.Dropout(0.3),
-        nn.Linear(512, 256), nn.LeakyReLU(0.2), nn.Dropout(0.3),
-        nn.Linear(256, 1), nn.Sigmoid(),
-    ).to(device)  # fmt: skip
+        nn.Linear(784, 512),
+        nn.LeakyReLU(0.2),
+        nn.Dropout(0.3),
+        nn.Linear(512, 256),
+        nn.LeakyReLU(0.2),
+        nn.Dropout(0.3),
+        nn.Linear(256, 1),
+        nn.Sigmoid(),
+    ).to(device)
     criterion = nn.BCELoss()
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_g = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))

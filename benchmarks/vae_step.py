@@ -70,8 +70,9 @@ def build(settings, adam, pixels=None, softplus=None, bf16=False, compile=False,
     if pixels is not None:
         model.binary_pixels = pixels
     step = torch.compile(model.training_step) if compile else model.training_step
-    return Variant(model, optimizer, step, bf16, softplus or vae_module.softplus,
-                   lambda: model.optimizer_stepped(optimizer))
+    return Variant(
+        model, optimizer, step, bf16, softplus or vae_module.softplus, lambda: model.optimizer_stepped(optimizer)
+    )
 
 
 def block(images, variant: Variant, steps: int, batch: int) -> float:
@@ -109,24 +110,30 @@ def profile(images, steps: int, settings: dict, batch: int) -> None:
     self_ms = {event.key: event.self_cpu_time_total / 1000 / steps for event in profiler.key_averages()}
     total = sum(self_ms.values())
     products = self_ms.get("aten::mm", 0) + self_ms.get("aten::addmm", 0)
-    print(f"profiled step: {total:.2f} ms; matrix products (aten::mm, aten::addmm) {products:.2f} ms "
-          f"({products / total:.0%}); fused Adam {self_ms.get('aten::_fused_adam_', 0):.2f} ms; "
-          f"binarization draws (aten::random_) {self_ms.get('aten::random_', 0):.2f} ms")  # fmt: skip
+    print(
+        f"profiled step: {total:.2f} ms; matrix products (aten::mm, aten::addmm) {products:.2f} ms "
+        f"({products / total:.0%}); fused Adam {self_ms.get('aten::_fused_adam_', 0):.2f} ms; "
+        f"binarization draws (aten::random_) {self_ms.get('aten::random_', 0):.2f} ms"
+    )
 
     print("\n| product | shape | GFLOP/s alone |\n| --- | --- | --- |")
     layers = [layer for layer in variant.model.modules() if isinstance(layer, torch.nn.Linear)]
     for index, layer in enumerate(layers):
         n_in, n_out = layer.in_features, layer.out_features
         x, g, w = torch.randn(batch, n_in), torch.randn(batch, n_out), torch.randn(n_out, n_in)
-        products = {"forward": (lambda x=x, w=w: x @ w.t(), f"{batch}x{n_in} @ {n_in}x{n_out}"),
-                    "weight gradient": (lambda g=g, x=x: g.t() @ x, f"{n_out}x{batch} @ {batch}x{n_in}")}  # fmt: skip
+        products = {
+            "forward": (lambda x=x, w=w: x @ w.t(), f"{batch}x{n_in} @ {n_in}x{n_out}"),
+            "weight gradient": (lambda g=g, x=x: g.t() @ x, f"{n_out}x{batch} @ {batch}x{n_in}"),
+        }
         if index > 0:  # the first layer's input (the pixels) needs no gradient
             products["input gradient"] = (lambda g=g, w=w: g @ w, f"{batch}x{n_out} @ {n_out}x{n_in}")
         for name, (function, shape) in products.items():
             rate = 2 * batch * n_in * n_out / median_seconds(function) / 1e9
             print(f"| layer {index + 1} {name} | {shape} | {rate:.0f} |")
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    print(f"| the floor's reference | 2048x2048 @ 2048x2048 | {2 * 2048**3 / median_seconds(lambda: a @ b, 20) / 1e9:.0f} |")
+    print(
+        f"| the floor's reference | 2048x2048 @ 2048x2048 | {2 * 2048**3 / median_seconds(lambda: a @ b, 20) / 1e9:.0f} |"
+    )
 
 
 def main():
@@ -134,10 +141,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--preset", default="", help="A VAE preset's network (dgm models lists them); the seed's by default.")
+    parser.add_argument(
+        "--preset", default="", help="A VAE preset's network (dgm models lists them); the seed's by default."
+    )
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--variants", default="", help="Race only the variants whose names contain one of these "
-                        "comma-separated words (fewer variants, more rounds in the same time).")  # fmt: skip
+    parser.add_argument(
+        "--variants",
+        default="",
+        help="Race only the variants whose names contain one of these "
+        "comma-separated words (fewer variants, more rounds in the same time).",
+    )
     parser.add_argument("--profile", action="store_true", help="Look inside dgm's step instead of racing variants.")
     args = parser.parse_args()
     words = [word for word in args.variants.split(",") if word]
@@ -145,7 +158,9 @@ def main():
     settings = {}
     if args.preset:  # the preset's network, whatever batch and schedule it trains with
         overrides = get_spec("vae").presets[args.preset].overrides
-        settings = {key: value for key, value in overrides.items() if key not in ("batch_size", "epochs", "sample_epochs")}
+        settings = {
+            key: value for key, value in overrides.items() if key not in ("batch_size", "epochs", "sample_epochs")
+        }
     torch.manual_seed(0)
     batch = args.batch_size
     images = torch.randint(0, 256, (args.steps * batch, 28, 28), dtype=torch.uint8)
@@ -165,8 +180,10 @@ def main():
         for name in list(built) if repeat % 2 == 0 else list(reversed(built)):
             times[name].append(block(images, built[name], args.steps, batch))
     network = args.preset or "the seed's VAE"
-    print(f"\nCPU, {torch.get_num_threads()} threads, torch {torch.__version__}, {network}, batch {batch}, "
-          f"median of {args.repeats} blocks")  # fmt: skip
+    print(
+        f"\nCPU, {torch.get_num_threads()} threads, torch {torch.__version__}, {network}, batch {batch}, "
+        f"median of {args.repeats} blocks"
+    )
     print("| variant | ms per step |\n| --- | --- |")
     for name, values in times.items():
         print(f"| {name} | {statistics.median(values):.2f} |")

@@ -69,8 +69,13 @@ def remove_stale_temporaries(folder: Path, subfolders: tuple[str, ...] = ()) -> 
     atomic_path's pattern are touched, never a real file: a temporary only replaces its target by rename.
     """
     folders = [Path(folder)] + [Path(folder) / name for name in subfolders]
-    stale = [path for where in folders if where.is_dir() for path in where.iterdir()
-             if path.is_file() and TEMPORARY_NAME.match(path.name)]  # fmt: skip
+    stale = [
+        path
+        for where in folders
+        if where.is_dir()
+        for path in where.iterdir()
+        if path.is_file() and TEMPORARY_NAME.match(path.name)
+    ]
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

@@ -55,8 +55,16 @@ def clean_key(key: str) -> str:
     return key
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, *, model_name: str, config, data: dict, train: dict,
-                    inference_only: bool = False) -> None:  # fmt: skip
+def save_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    *,
+    model_name: str,
+    config,
+    data: dict,
+    train: dict,
+    inference_only: bool = False,
+) -> None:
     tensors = {clean_key(k): v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     if inference_only:
         left_out = model.training_only_tensors()
@@ -118,7 +126,9 @@ def read_header(path: Path, *, expected_model: str | None = None) -> CheckpointI
     if not path.exists():
         raise DgmError(f"checkpoint {path} does not exist")
     if not path.is_file():
-        raise DgmError(f"checkpoint {path} is {'a folder' if path.is_dir() else 'not a regular file'}, not a checkpoint file")
+        raise DgmError(
+            f"checkpoint {path} is {'a folder' if path.is_dir() else 'not a regular file'}, not a checkpoint file"
+        )
     if path.stat().st_size == 0:
         raise DgmError(f"checkpoint {path} is empty")
     try:
@@ -143,11 +153,21 @@ def read_header(path: Path, *, expected_model: str | None = None) -> CheckpointI
     contents = metadata.get("dgm.contents", "")
     if contents not in ("", INFERENCE):
         raise DgmError(f"{path} has dgm.contents {contents!r}; this dgm reads full and {INFERENCE!r} files")
-    return CheckpointInfo(path, model_name, config, data, train, metadata.get("dgm.version", "?"), shapes,
-                          inference_only=contents == INFERENCE)  # fmt: skip
+    return CheckpointInfo(
+        path,
+        model_name,
+        config,
+        data,
+        train,
+        metadata.get("dgm.version", "?"),
+        shapes,
+        inference_only=contents == INFERENCE,
+    )
 
 
-def shape_problems(shapes: dict[str, tuple[int, ...]], model: torch.nn.Module, *, inference_only: bool = False) -> list[str]:
+def shape_problems(
+    shapes: dict[str, tuple[int, ...]], model: torch.nn.Module, *, inference_only: bool = False
+) -> list[str]:
     """What keeps tensors of these names and shapes from loading into `model` (empty: nothing); an
     inference-only file is not expected to hold the tensors only training reads."""
     left_out = model.training_only_tensors() if inference_only else set()
@@ -162,7 +182,9 @@ def shape_problems(shapes: dict[str, tuple[int, ...]], model: torch.nn.Module, *
         problems.append(f"unexpected tensors {', '.join(unexpected[:5])}")
     if wrong:
         k = wrong[0]
-        problems.append(f"wrong shapes for {', '.join(wrong[:5])} (e.g. {k}: {shapes[k]} in the file, {wanted[k]} wanted)")
+        problems.append(
+            f"wrong shapes for {', '.join(wrong[:5])} (e.g. {k}: {shapes[k]} in the file, {wanted[k]} wanted)"
+        )
     return problems
 
 
@@ -210,12 +232,19 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], *, infere
     model.inference_only = True
 
 
-def save_model(path: Path, model, *, data: dict | None = None, train: dict | None = None,
-               inference_only: bool = False) -> None:  # fmt: skip
+def save_model(
+    path: Path, model, *, data: dict | None = None, train: dict | None = None, inference_only: bool = False
+) -> None:
     """model.save: its checkpoint with the facts it was loaded with (or those given)."""
-    save_checkpoint(Path(path), model, model_name=model.model_name, config=model.config,
-                    data=model.data_facts if data is None else data,
-                    train=model.training_facts if train is None else train, inference_only=inference_only)  # fmt: skip
+    save_checkpoint(
+        Path(path),
+        model,
+        model_name=model.model_name,
+        config=model.config,
+        data=model.data_facts if data is None else data,
+        train=model.training_facts if train is None else train,
+        inference_only=inference_only,
+    )
 
 
 def check_initial_weights(info: CheckpointInfo, config) -> None:
@@ -229,22 +258,29 @@ def check_initial_weights(info: CheckpointInfo, config) -> None:
 def _averages_missing_from(info: CheckpointInfo, model: torch.nn.Module) -> list:
     """The moving averages the new run's model keeps (--ema) and the checkpoint does not: they start at the
     checkpoint's live weights, so --ema can be added to a model trained without it."""
-    return [(prefix, average, live) for prefix, average, live in model.weight_averages()
-            if not any(name.startswith(prefix) for name in info.shapes)]  # fmt: skip
+    return [
+        (prefix, average, live)
+        for prefix, average, live in model.weight_averages()
+        if not any(name.startswith(prefix) for name in info.shapes)
+    ]
 
 
 def _refuse_misfit(info: CheckpointInfo, model: torch.nn.Module) -> None:
     if info.inference_only:
-        raise DgmError(f"--init-from {info.path}: an inference-only file (a pretrained model of the zoo) holds no "
-                       "live weights or discriminator to train on from; start from a checkpoint dgm train wrote")  # fmt: skip
+        raise DgmError(
+            f"--init-from {info.path}: an inference-only file (a pretrained model of the zoo) holds no "
+            "live weights or discriminator to train on from; start from a checkpoint dgm train wrote"
+        )
     shapes = dict(info.shapes)
     for prefix, average, _ in _averages_missing_from(info, model):  # filled from the live weights, not the file
         shapes.update({prefix + name: tuple(tensor.shape) for name, tensor in average.state_dict().items()})
     problems = shape_problems(shapes, model)
     if problems:
-        raise DgmError(f"--init-from {info.path}: its weights do not fit the network these options build "
-                       f"({'; '.join(problems)}); leave out the options that change the network, so that the "
-                       "checkpoint's own are used")  # fmt: skip
+        raise DgmError(
+            f"--init-from {info.path}: its weights do not fit the network these options build "
+            f"({'; '.join(problems)}); leave out the options that change the network, so that the "
+            "checkpoint's own are used"
+        )
 
 
 def load_weights_into(model: torch.nn.Module, path: Path, *, model_name: str) -> CheckpointInfo:

@@ -46,7 +46,7 @@ from dgm_cli.cli_options import (
     config_parameters,
     parse_epochs,
     value_of,
-)  # fmt: skip
+)
 from dgm_cli.errors import DgmError, Interrupted
 from dgm_cli.progress import result_console, stderr_console
 from dgm_cli.registry import get_spec, list_models
@@ -105,7 +105,8 @@ def _version(value: bool) -> None:
 @app.callback()
 def main_options(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.", metavar="")
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.", metavar=""),
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.", metavar="")] = False,
     ctx: typer.Context = None,
@@ -113,7 +114,9 @@ def main_options(
     _settings["debug"] = debug
     if ctx is not None and ctx.invoked_subcommand not in (None, "train") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # Several copies of another command would each do all the work, and write the same files.
-        typer.echo(f"error: only dgm train runs data-parallel; run dgm {ctx.invoked_subcommand} without torchrun", err=True)
+        typer.echo(
+            f"error: only dgm train runs data-parallel; run dgm {ctx.invoked_subcommand} without torchrun", err=True
+        )
         raise typer.Exit(1)
 
 
@@ -156,11 +159,15 @@ def _flags(error: DgmError, names: dict) -> DgmError:
     return DgmError(text)
 
 
-SAMPLER_FLAGS = {f"{name}{after}": f"--{name}{after}" for name in ("sampler", "steps", "eta", "guidance")
-                 for after in (", ", ": ", " sets", " needs")}  # fmt: skip
+SAMPLER_FLAGS = {
+    f"{name}{after}": f"--{name}{after}"
+    for name in ("sampler", "steps", "eta", "guidance")
+    for after in (", ", ": ", " sets", " needs")
+}
 
 
 # ---------------------------------------------------------------- dgm train MODEL
+
 
 def _given(ctx, values: dict) -> dict:
     """The options typed on the command line (a default is not a choice), as the library takes them."""
@@ -168,16 +175,19 @@ def _given(ctx, values: dict) -> dict:
     return {name: value.value if isinstance(value, Enum) else value for name, value in given.items()}
 
 
-RESUME_MAY_CHANGE = {"epochs, the device and checkpoint_dir, save_every, precision, tensorboard":
-                     "--epochs, --device, --data-dir, --compile, --sync-batchnorm, --checkpoint-dir, --save-every, "
-                     "--precision, --tensorboard"}  # fmt: skip
+RESUME_MAY_CHANGE = {
+    "epochs, the device and checkpoint_dir, save_every, precision, tensorboard": "--epochs, --device, --data-dir, --compile, --sync-batchnorm, --checkpoint-dir, --save-every, "
+    "--precision, --tensorboard"
+}
 
 
 def _as_flags(error: DgmError) -> DgmError:
     """The library's refusal to resume, which names keyword arguments (zdim=, data=), in the command's flags."""
     if not str(error).startswith("resuming continues"):
         return error
-    text = re.sub(r"\b([a-z_]+)=", lambda m: "--dataset" if m[1] == "data" else "--" + m[1].replace("_", "-"), str(error))
+    text = re.sub(
+        r"\b([a-z_]+)=", lambda m: "--dataset" if m[1] == "data" else "--" + m[1].replace("_", "-"), str(error)
+    )
     return _flags(DgmError(text), RESUME_MAY_CHANGE)
 
 
@@ -219,8 +229,9 @@ def _report_training(run, json_output: bool) -> None:
     copied = f" and {run.checkpoint}" if run.checkpoint else ""
     fallback = " (trained on the bundled mnist-mini subset: not comparable with full-MNIST results)"
     if not rank:
-        stderr_console().print(f"done: {run.last}{copied}{fallback if run.data.get('fallback') else ''}",
-                               markup=False, soft_wrap=True)  # fmt: skip
+        stderr_console().print(
+            f"done: {run.last}{copied}{fallback if run.data.get('fallback') else ''}", markup=False, soft_wrap=True
+        )
     if json_output and not rank:
         _print_json({"model": run.model, "run": str(run.folder), "data": run.data, "final": run.records[-1]})
 
@@ -239,19 +250,38 @@ def sample(
     checkpoint: CheckpointArg = None,
     n: Annotated[int, typer.Option("-n", "--n", min=1, max=10_000, help="Number of images.")] = 64,
     out: Annotated[Path, typer.Option("--out", help="Output image (PNG).")] = Path("samples.png"),
-    nrow: Annotated[Optional[int], typer.Option("--nrow", min=1, max=10_000, help="Images per row (left out: a square grid, ceil(sqrt(n)); at most n).", show_default=False)] = None,
-    binary: Annotated[bool, typer.Option("--binary", help="Draw binary images from the pixel probabilities.", metavar="")] = False,
+    nrow: Annotated[
+        Optional[int],
+        typer.Option(
+            "--nrow",
+            min=1,
+            max=10_000,
+            help="Images per row (left out: a square grid, ceil(sqrt(n)); at most n).",
+            show_default=False,
+        ),
+    ] = None,
+    binary: Annotated[
+        bool, typer.Option("--binary", help="Draw binary images from the pixel probabilities.", metavar="")
+    ] = False,
     raw: RawOpt = False,
     temperature: Annotated[
         float,
         typer.Option(
-            "--temperature", min=0.0, max=10.0, help="Standard deviation of the latent draws (below 1: cleaner, less varied)."
+            "--temperature",
+            min=0.0,
+            max=10.0,
+            help="Standard deviation of the latent draws (below 1: cleaner, less varied).",
         ),
     ] = 1.0,
     label: Annotated[
         Optional[int],
-        typer.Option("--label", min=0, help="Conditional models: draw only this class (0..9 for MNIST); left out, one row per "
-                     "class with ceil(n / classes) images each.", show_default=False),
+        typer.Option(
+            "--label",
+            min=0,
+            help="Conditional models: draw only this class (0..9 for MNIST); left out, one row per "
+            "class with ceil(n / classes) images each.",
+            show_default=False,
+        ),
     ] = None,
     sampler: SamplerOpt = None,
     steps: StepsOpt = None,
@@ -267,14 +297,25 @@ def sample(
     net = _load(model, checkpoint, device)
     options = _sampler_options(sampler, steps, eta, guidance)
     try:
-        figure = sample_figure(net, n, label=label, nrow=nrow, seed=seed, binary=binary, raw=raw,
-                               temperature=temperature, reporter=_reporter(), **options)  # fmt: skip
+        figure = sample_figure(
+            net,
+            n,
+            label=label,
+            nrow=nrow,
+            seed=seed,
+            binary=binary,
+            raw=raw,
+            temperature=temperature,
+            reporter=_reporter(),
+            **options,
+        )
     except DgmError as error:
         raise _flags(error, SAMPLER_FLAGS) from None
     save_image_grid(figure.images, out, nrow=figure.nrow)
     how = _sampler_words(net.describe_sampler(**options))
-    stderr_console().print(f"wrote {figure.description} (temperature {temperature:g}{how}) from {net.path} to {out}",
-                           markup=False)  # fmt: skip
+    stderr_console().print(
+        f"wrote {figure.description} (temperature {temperature:g}{how}) from {net.path} to {out}", markup=False
+    )
 
 
 @app.command()
@@ -310,10 +351,23 @@ def _parse_digit_pair(text: Optional[str]) -> tuple[int, int] | None:
     return int(parts[0]), int(parts[1])
 
 
-IndexOpt = Annotated[Optional[int], typer.Option(min=0, help="With --from-images: index of that endpoint's image (row r "
-                     "uses index+r); left out: a random image per row (--seed).", show_default=False)]  # fmt: skip
-SeedOfOpt = Annotated[Optional[int], typer.Option(min=0, help="Seed of that endpoint's draw (row r uses seed+r); left "
-                      "out: drawn from --seed's stream.", show_default=False)]  # fmt: skip
+IndexOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        min=0,
+        help="With --from-images: index of that endpoint's image (row r "
+        "uses index+r); left out: a random image per row (--seed).",
+        show_default=False,
+    ),
+]
+SeedOfOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        min=0,
+        help="Seed of that endpoint's draw (row r uses seed+r); left out: drawn from --seed's stream.",
+        show_default=False,
+    ),
+]
 
 
 @app.command()
@@ -322,14 +376,19 @@ def interpolate(
     model: ModelArg,
     checkpoint: CheckpointArg = None,
     steps: Annotated[int, typer.Option("--steps", min=0, max=100, help="Points between the two endpoints.")] = 7,
-    method: Annotated[Method, typer.Option("--method", help="Straight line, or along the sphere (keeps the norm).")] = Method("slerp"),
+    method: Annotated[
+        Method, typer.Option("--method", help="Straight line, or along the sphere (keeps the norm).")
+    ] = Method("slerp"),
     rows: Annotated[int, typer.Option("--rows", min=1, max=100, help="Independent pairs of endpoints.")] = 1,
     seed_a: SeedOfOpt = None,
     seed_b: SeedOfOpt = None,
     classes: Annotated[
         Optional[str],
-        typer.Option("--classes", help="Two digits, e.g. 3,8: endpoints the classifier of the model's data (shipped "
-                     "for MNIST and Fashion-MNIST, else --classifier) assigns to them."),
+        typer.Option(
+            "--classes",
+            help="Two digits, e.g. 3,8: endpoints the classifier of the model's data (shipped "
+            "for MNIST and Fashion-MNIST, else --classifier) assigns to them.",
+        ),
     ] = None,
     classifier: ClassifierOpt = None,
     from_images: Annotated[
@@ -340,22 +399,36 @@ def interpolate(
     split: Annotated[SplitName, typer.Option("--split", help="With --from-images: which split.")] = SplitName("test"),
     label: Annotated[
         Optional[int],
-        typer.Option("--label", min=0, help="Conditional models: the class held along every walk (0..9 for MNIST); left out, "
-                     "row r walks as class r mod 10 (with --from-images: as its first image's class).",
-                     show_default=False),
+        typer.Option(
+            "--label",
+            min=0,
+            help="Conditional models: the class held along every walk (0..9 for MNIST); left out, "
+            "row r walks as class r mod 10 (with --from-images: as its first image's class).",
+            show_default=False,
+        ),
     ] = None,
     across_classes: Annotated[
         bool,
-        typer.Option("--across-classes", help="Conditional models: hold each row's latent (a prior draw, or with "
-                     "--from-images the first image's) and change the label through every class.", metavar=""),
+        typer.Option(
+            "--across-classes",
+            help="Conditional models: hold each row's latent (a prior draw, or with "
+            "--from-images the first image's) and change the label through every class.",
+            metavar="",
+        ),
     ] = False,
     dataset: CheckpointDatasetOpt = None,
     data_dir: DataDirOpt = None,
     out: Annotated[Path, typer.Option("--out", help="Output image (PNG).")] = Path("interpolation.png"),
     denoising_steps: Annotated[
         Optional[int],
-        typer.Option("--denoising-steps", min=1, max=10_000, help="Diffusion models: DDIM steps that decode (and with "
-                     "--from-images encode) each latent (default: the model's --sample-steps).", show_default=False),
+        typer.Option(
+            "--denoising-steps",
+            min=1,
+            max=10_000,
+            help="Diffusion models: DDIM steps that decode (and with "
+            "--from-images encode) each latent (default: the model's --sample-steps).",
+            show_default=False,
+        ),
     ] = None,
     guidance: GuidanceOpt = None,
     seed: SeedOpt = 0,
@@ -374,11 +447,26 @@ def interpolate(
     net = _load(model, checkpoint, device)
     try:
         figure = interpolation_figure(
-            net, rows=rows, steps=steps, method=value_of(method), seed=seed, seed_a=seed_a, seed_b=seed_b,
-            classes=digits, classifier=classifier, from_images=from_images, image_a=image_a, image_b=image_b,
-            split=value_of(split), label=label, across_classes=across_classes, data=dataset, data_dir=data_dir,
-            denoising_steps=denoising_steps, **_sampler_options(None, None, None, guidance),
-        )  # fmt: skip
+            net,
+            rows=rows,
+            steps=steps,
+            method=value_of(method),
+            seed=seed,
+            seed_a=seed_a,
+            seed_b=seed_b,
+            classes=digits,
+            classifier=classifier,
+            from_images=from_images,
+            image_a=image_a,
+            image_b=image_b,
+            split=value_of(split),
+            label=label,
+            across_classes=across_classes,
+            data=dataset,
+            data_dir=data_dir,
+            denoising_steps=denoising_steps,
+            **_sampler_options(None, None, None, guidance),
+        )
     except DgmError as error:
         raise _flags(error, {**SAMPLER_FLAGS, "steps, ": "--denoising-steps, "}) from None
     save_image_grid(figure.images, out, nrow=figure.nrow)
@@ -396,29 +484,51 @@ def evaluate(
     split: Annotated[SplitName, typer.Option("--split", help="Which split to evaluate against.")] = SplitName("test"),
     iw_samples: Annotated[
         int,
-        typer.Option("--iw-samples", min=0, max=100_000, help="Posterior draws per image (importance sampling); 0 skips likelihoods."),
+        typer.Option(
+            "--iw-samples",
+            min=0,
+            max=100_000,
+            help="Posterior draws per image (importance sampling); 0 skips likelihoods.",
+        ),
     ] = 1000,
     mc_samples: Annotated[
-        int, typer.Option("--mc-samples", min=0, max=100_000, help="Prior draws per image (naive Monte-Carlo); 0 skips.")
+        int,
+        typer.Option("--mc-samples", min=0, max=100_000, help="Prior draws per image (naive Monte-Carlo); 0 skips."),
     ] = 1000,
     dequantization_draws: Annotated[
         Optional[int],
-        typer.Option("--dequantization-draws", min=0, max=10_000, help="Flows: draws per image from the model's "
-                     "dequantization, uniform or learned (more than 1 adds the tighter importance-weighted bound); 0 "
-                     "skips likelihoods. Default: the published protocol of the checkpoint's preset (8 draws), else 1.",
-                     show_default=False),
+        typer.Option(
+            "--dequantization-draws",
+            min=0,
+            max=10_000,
+            help="Flows: draws per image from the model's "
+            "dequantization, uniform or learned (more than 1 adds the tighter importance-weighted bound); 0 "
+            "skips likelihoods. Default: the published protocol of the checkpoint's preset (8 draws), else 1.",
+            show_default=False,
+        ),
     ] = None,
     samples: Annotated[
-        int, typer.Option("--samples", min=0, max=100_000, help="Generated images for the sample-quality metrics; 0 skips.")
+        int,
+        typer.Option("--samples", min=0, max=100_000, help="Generated images for the sample-quality metrics; 0 skips."),
     ] = 10_000,
     raw: RawOpt = False,
     temperature: Annotated[
         float,
-        typer.Option("--temperature", min=0.0, max=10.0, help="Standard deviation of the latent draws of the samples "
-                     "(below 1: cleaner, less varied); recorded in the report."),
+        typer.Option(
+            "--temperature",
+            min=0.0,
+            max=10.0,
+            help="Standard deviation of the latent draws of the samples "
+            "(below 1: cleaner, less varied); recorded in the report.",
+        ),
     ] = 1.0,
     limit: Annotated[
-        Optional[int], typer.Option("--limit", min=1, help="Use only the first N images of the split (likelihoods, accuracy); left out: all of it.")
+        Optional[int],
+        typer.Option(
+            "--limit",
+            min=1,
+            help="Use only the first N images of the split (likelihoods, accuracy); left out: all of it.",
+        ),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=10_000, help="Images per batch.")] = 100,
     dataset: CheckpointDatasetOpt = None,
@@ -432,9 +542,14 @@ def evaluate(
     ] = None,
     bound_timesteps: Annotated[
         int,
-        typer.Option("--bound-timesteps", min=0, max=100_000, help="Diffusion models: terms of the variational bound "
-                     "evaluated per image: t = 1 and one drawn t in each of K - 1 equal strata of the rest (unbiased); "
-                     "the model's T or more evaluates all T terms; 0 skips the bound."),
+        typer.Option(
+            "--bound-timesteps",
+            min=0,
+            max=100_000,
+            help="Diffusion models: terms of the variational bound "
+            "evaluated per image: t = 1 and one drawn t in each of K - 1 equal strata of the rest (unbiased); "
+            "the model's T or more evaluates all T terms; 0 skips the bound.",
+        ),
     ] = 50,
     sampler: SamplerOpt = None,
     steps: StepsOpt = None,
@@ -451,11 +566,24 @@ def evaluate(
     net = _load(model, checkpoint, device)
     try:
         report = run_evaluation(
-            net, dataset, split=value_of(split), iw_samples=iw_samples, mc_samples=mc_samples,
-            dequantization_draws=dequantization_draws, bound_timesteps=bound_timesteps, samples=samples, raw=raw,
-            temperature=temperature, limit=limit, batch_size=batch_size, seed=seed, classifier=classifier,
-            data_dir=data_dir, reporter=_reporter(), **_sampler_options(sampler, steps, eta, guidance),
-        ).to_dict()  # fmt: skip
+            net,
+            dataset,
+            split=value_of(split),
+            iw_samples=iw_samples,
+            mc_samples=mc_samples,
+            dequantization_draws=dequantization_draws,
+            bound_timesteps=bound_timesteps,
+            samples=samples,
+            raw=raw,
+            temperature=temperature,
+            limit=limit,
+            batch_size=batch_size,
+            seed=seed,
+            classifier=classifier,
+            data_dir=data_dir,
+            reporter=_reporter(),
+            **_sampler_options(sampler, steps, eta, guidance),
+        ).to_dict()
     except DgmError as error:
         raise _flags(error, SAMPLER_FLAGS) from None
     print_report(result_console(json_output), report)
@@ -470,8 +598,13 @@ def evaluate(
 @app.command()
 @user_errors
 def score(
-    images: Annotated[Path, typer.Argument(help="The images to score: an .npz file holding one array (N, 28, 28) or "
-                      "(N, 1, 28, 28), uint8 or floats in [0, 1], or a folder of 28x28 PNG files.")],
+    images: Annotated[
+        Path,
+        typer.Argument(
+            help="The images to score: an .npz file holding one array (N, 28, 28) or "
+            "(N, 1, 28, 28), uint8 or floats in [0, 1], or a folder of 28x28 PNG files."
+        ),
+    ],
     dataset: Annotated[str, typer.Option("--dataset", help=f"What the images imitate: {DATASET_HELP}.")] = "mnist",
     classifier: ClassifierOpt = None,
     data_dir: DataDirOpt = None,
@@ -484,8 +617,9 @@ def score(
     from dgm_cli.reports import print_sample_quality
     from dgm_cli.scoring import sample_quality
 
-    report = sample_quality(images, dataset=dataset, classifier=classifier, data_dir=data_dir, device=device,
-                            reporter=_reporter())  # fmt: skip
+    report = sample_quality(
+        images, dataset=dataset, classifier=classifier, data_dir=data_dir, device=device, reporter=_reporter()
+    )
     report = {"images": str(images), **report}
     print_sample_quality(result_console(json_output), {**report, "model": str(images)})
     if json_output:
@@ -520,11 +654,15 @@ def presets(
 @user_errors
 def info(
     checkpoint: Annotated[
-        str, typer.Argument(help="A .safetensors checkpoint, a run folder (its best.safetensors, else last), or a "
-                            "pretrained model's name.", metavar="CHECKPOINT")
+        str,
+        typer.Argument(
+            help="A .safetensors checkpoint, a run folder (its best.safetensors, else last), or a "
+            "pretrained model's name.",
+            metavar="CHECKPOINT",
+        ),
     ],
     json_output: JsonOpt = False,
-) -> None:  # fmt: skip
+) -> None:
     """Show a checkpoint's metadata: model, config, data and training facts."""
     from dgm_cli.checkpoint import check_checkpoint
     from dgm_cli.listing import checkpoint_text
@@ -536,8 +674,12 @@ def info(
         return
     typer.echo(checkpoint_text(details))
     if details["data"].get("fallback"):
-        stderr_console().print(f"warning: trained on the bundled mnist-mini subset ({details['data'].get('fallback_reason')}); "
-                               "its numbers are not comparable with full-MNIST results", markup=False, style="yellow")  # fmt: skip
+        stderr_console().print(
+            f"warning: trained on the bundled mnist-mini subset ({details['data'].get('fallback_reason')}); "
+            "its numbers are not comparable with full-MNIST results",
+            markup=False,
+            style="yellow",
+        )
 
 
 @app.command()
@@ -568,7 +710,8 @@ def runs(
 def reproduce(
     out: Annotated[Path, typer.Option("--out", help="Where the runs, results and README.md go.")] = Path("docs/report"),
     quick: Annotated[
-        bool, typer.Option("--quick", help="A few epochs on the bundled mnist-mini subset, for CI and demos.", metavar="")
+        bool,
+        typer.Option("--quick", help="A few epochs on the bundled mnist-mini subset, for CI and demos.", metavar=""),
     ] = False,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
@@ -587,10 +730,17 @@ def reproduce(
 @app.command()
 @user_errors
 def models(
-    pretrained: Annotated[bool, typer.Option("--pretrained", help="List the pretrained models installed with dgm: "
-                          "what each is, its headline number, size and the commands that made it.", metavar="")] = False,
+    pretrained: Annotated[
+        bool,
+        typer.Option(
+            "--pretrained",
+            help="List the pretrained models installed with dgm: "
+            "what each is, its headline number, size and the commands that made it.",
+            metavar="",
+        ),
+    ] = False,
     json_output: JsonOpt = False,
-) -> None:  # fmt: skip
+) -> None:
     """List the model families and what each can do, or (--pretrained) the model zoo."""
     from dgm_cli.listing import model_entries, models_text, pretrained_text
     from dgm_cli.zoo import list_pretrained

@@ -41,14 +41,24 @@ def scored_estimate(estimates: dict[str, Estimate]) -> str:
 
 
 @torch.no_grad()
-def class_mixture(estimator: Callable, model, images: torch.Tensor, labels: torch.Tensor, *, log_prior: torch.Tensor,
-                  seed: int, batch_size: int, on_batch: Callable[[int], None] | None = None) -> dict:  # fmt: skip
+def class_mixture(
+    estimator: Callable,
+    model,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    log_prior: torch.Tensor,
+    seed: int,
+    batch_size: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict:
     """Every image scored under every class by `estimator` (an estimators.py likelihood function): the mixture
     log p(x), log p(x|y) at the true labels, and the generative classifier's accuracy."""
     columns, name, samples = [], None, 0
     for label in range(model.classes):
-        estimates = estimator(model, images, seed=seed, batch_size=batch_size, on_batch=on_batch,
-                              labels=torch.full((len(images),), label))  # fmt: skip
+        estimates = estimator(
+            model, images, seed=seed, batch_size=batch_size, on_batch=on_batch, labels=torch.full((len(images),), label)
+        )
         name = scored_estimate(estimates)
         columns.append(estimates[name].per_image)
         samples = estimates[name].samples
@@ -66,20 +76,35 @@ def class_mixture(estimator: Callable, model, images: torch.Tensor, labels: torc
         "label_prior": log_prior.exp().tolist(),
         "conditional": own.summary(),
         "mixture": mixture.summary(),
-        "generative_classifier": {"accuracy": accuracy, "per_class_accuracy": per_class_accuracy(predictions, labels, model.classes)},
-    }  # fmt: skip
+        "generative_classifier": {
+            "accuracy": accuracy,
+            "per_class_accuracy": per_class_accuracy(predictions, labels, model.classes),
+        },
+    }
 
 
 @torch.no_grad()
-def conditional_quality(classifier, samples: torch.Tensor, sample_labels: torch.Tensor, *, reference: torch.Tensor,
-                        reference_labels: torch.Tensor, held_out: torch.Tensor, held_out_labels: torch.Tensor) -> dict:  # fmt: skip
+def conditional_quality(
+    classifier,
+    samples: torch.Tensor,
+    sample_labels: torch.Tensor,
+    *,
+    reference: torch.Tensor,
+    reference_labels: torch.Tensor,
+    held_out: torch.Tensor,
+    held_out_labels: torch.Tensor,
+) -> dict:
     """Conditional accuracy of the samples drawn for each label, and each class's sample quality.
 
     All images are in [0, 1]; `reference` (the evaluated split) gives the classifier's accuracy on real
     images and each class's reference set; `held_out` each class's real-data floor.
     """
     classes = int(sample_labels.max()) + 1
-    sample_labels, reference_labels, held_out_labels = sample_labels.cpu(), reference_labels.cpu(), held_out_labels.cpu()
+    sample_labels, reference_labels, held_out_labels = (
+        sample_labels.cpu(),
+        reference_labels.cpu(),
+        held_out_labels.cpu(),
+    )
     # Each set is embedded once; every class's metrics take its rows of the features.
     sample_features, probabilities = embed(classifier, samples)
     reference_features, real_probabilities = embed(classifier, reference)
@@ -94,13 +119,15 @@ def conditional_quality(classifier, samples: torch.Tensor, sample_labels: torch.
         floor_features, floor_probabilities = held_out_features[floor][:count], held_out_probabilities[floor][:count]
         model = quality(sample_features[mine], probabilities[mine], reference_features[theirs])
         real_floor = quality(floor_features, floor_probabilities, reference_features[theirs])
-        per_class.append({
-            "label": label,
-            "samples": count,
-            "reference_images": int(theirs.sum()),
-            "model": {name: model[name] for name in PER_CLASS_METRICS},
-            "real_floor": {name: real_floor[name] for name in PER_CLASS_METRICS},
-        })  # fmt: skip
+        per_class.append(
+            {
+                "label": label,
+                "samples": count,
+                "reference_images": int(theirs.sum()),
+                "model": {name: model[name] for name in PER_CLASS_METRICS},
+                "real_floor": {name: real_floor[name] for name in PER_CLASS_METRICS},
+            }
+        )
     return {
         "accuracy": (drawn == sample_labels).double().mean().item(),
         "per_class_accuracy": per_class_accuracy(drawn, sample_labels, classes),

@@ -86,7 +86,9 @@ def from_dict(config_class, values: dict):
     known = {spec.name for spec in fields(config_class)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise DgmError(f"unknown {config_class.__name__} field(s): {', '.join(unknown)}; its fields: {', '.join(sorted(known))}")
+        raise DgmError(
+            f"unknown {config_class.__name__} field(s): {', '.join(unknown)}; its fields: {', '.join(sorted(known))}"
+        )
     hints = get_type_hints(config_class)
     converted = {
         key: tuple(value) if hints[key] == tuple[int, ...] and isinstance(value, list) else value

@@ -278,7 +278,11 @@ def default_val_size(training_file_images: int) -> int:
 
 
 def make_splits(
-    name: str, arrays: dict[str, torch.Tensor], location: str, fallback_reason: str | None, content_md5: dict[str, str],
+    name: str,
+    arrays: dict[str, torch.Tensor],
+    location: str,
+    fallback_reason: str | None,
+    content_md5: dict[str, str],
     val_size: int | None = None,
 ) -> Dataset:
     """Validation is the last `val_size` images of the official training file, by default its last sixth:
@@ -307,8 +311,15 @@ def make_splits(
     )
 
 
-def load_dataset(name: str | None, data_dir: Path | None = None, *, fit: str = "crop", skip_bad: bool = False,
-                 progress=None, val_size: int | None = None) -> Dataset:  # fmt: skip
+def load_dataset(
+    name: str | None,
+    data_dir: Path | None = None,
+    *,
+    fit: str = "crop",
+    skip_bad: bool = False,
+    progress=None,
+    val_size: int | None = None,
+) -> Dataset:
     """Load `name` ("mnist", "fashion-mnist", "mnist-mini"), a folder of images (any `name` that is not a
     dataset's), or MNIST falling back to the bundled mnist-mini when `name` is None.
 
@@ -340,7 +351,9 @@ def load_dataset(name: str | None, data_dir: Path | None = None, *, fit: str = "
         if name is not None:
             raise DgmError(message)
         return load_bundled(fallback_reason=message, val_size=val_size)
-    return make_splits(requested, read_source(source, folder), str(folder.resolve()), None, source.content_md5, val_size)
+    return make_splits(
+        requested, read_source(source, folder), str(folder.resolve()), None, source.content_md5, val_size
+    )
 
 
 def load_image_folder(root: Path, *, fit: str = "crop", skip_bad: bool = False, progress=None) -> Dataset:
@@ -388,7 +401,9 @@ def reload_dataset(recorded: dict, data_dir: Path | None, *, run: str) -> Datase
     elif name not in SOURCES:
         raise DgmError(f"{run} was trained on an unknown dataset {name!r}; this dgm knows {', '.join(DATASETS)}")
     elif name == "mnist-mini":
-        dataset = load_bundled(recorded.get("fallback_reason") if recorded.get("fallback") else None, recorded.get("val"))
+        dataset = load_bundled(
+            recorded.get("fallback_reason") if recorded.get("fallback") else None, recorded.get("val")
+        )
     else:
         root = data_dir
         location = recorded.get("location")
@@ -428,8 +443,14 @@ def reload_image_folder(recorded: dict, data_dir: Path | None, *, run: str, prog
     folder = Path(data_dir) if data_dir is not None else Path(recorded.get("location") or "")
     preparation = recorded.get("preparation") or {}
     try:
-        return load_image_folder(folder, fit=preparation.get("fit", "crop"),
-                                 skip_bad=bool(preparation.get("skip_bad_images", False)), progress=progress)  # fmt: skip
+        return load_image_folder(
+            folder,
+            fit=preparation.get("fit", "crop"),
+            skip_bad=bool(preparation.get("skip_bad_images", False)),
+            progress=progress,
+        )
     except DgmError as error:
-        raise DgmError(f"cannot find the images of {run} (the folder {recorded.get('location')}): {error}; "
-                       "pass --data-dir with the folder's new place") from None
+        raise DgmError(
+            f"cannot find the images of {run} (the folder {recorded.get('location')}): {error}; "
+            "pass --data-dir with the folder's new place"
+        ) from None

@@ -62,7 +62,9 @@ class Parallel:
         """This process's rows of a global batch of `size`: contiguous, sizes differing by at most one."""
         if not self.enabled:
             return None
-        return Shard(size * self.rank // self.world_size, size * (self.rank + 1) // self.world_size, size, self.world_size)
+        return Shard(
+            size * self.rank // self.world_size, size * (self.rank + 1) // self.world_size, size, self.world_size
+        )
 
     def rows(self, size: int) -> slice:
         shard = self.shard(size)
@@ -146,7 +148,9 @@ def start(device_name: str) -> tuple[Parallel, str]:
         return Parallel(), device_name
     rank, world_size, local_rank = (int(os.environ[name]) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
     if device_name.startswith("cuda:"):
-        raise DgmError(f"under torchrun each process takes GPU LOCAL_RANK; pass --device cuda (or auto), not {device_name}")
+        raise DgmError(
+            f"under torchrun each process takes GPU LOCAL_RANK; pass --device cuda (or auto), not {device_name}"
+        )
     use_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
     if use_cuda:
         if not torch.cuda.is_available():

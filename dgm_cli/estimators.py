@@ -245,7 +245,9 @@ def dequantized_log_likelihood(
         log_mean.append(running.log_mean().cpu())
         if on_batch is not None:
             on_batch(len(prepared[start : start + batch_size]))
-    estimates = {"dequantized": Estimate(f"{model.dequantization_name}, mean over {draws} draw(s)", draws, torch.cat(mean_log))}
+    estimates = {
+        "dequantized": Estimate(f"{model.dequantization_name}, mean over {draws} draw(s)", draws, torch.cat(mean_log))
+    }
     if draws > 1:
         estimates["importance_weighted"] = Estimate(
             f"importance-weighted over {draws} draws of the {model.dequantization_name}", draws, torch.cat(log_mean)
@@ -314,8 +316,9 @@ def timestep_bound(
         else:
             draws = [(torch.ones(rows, dtype=torch.long), 1.0)] + [
                 (torch.randint(low, high, (rows,), generator=generator), float(high - low))
-                for low, high in zip(edges[:-1], edges[1:]) if high > low
-            ]  # fmt: skip
+                for low, high in zip(edges[:-1], edges[1:])
+                if high > low
+            ]
         for t, weight in draws:
             eps = torch.randn(rows, 1, *images.shape[1:], generator=generator)
             total = total + weight * model.timestep_term(batch, t.to(model.device), eps.to(model.device), batch_labels)

@@ -62,11 +62,19 @@ def evaluation_data(model, data: "str | Path | Dataset | None", data_dir, report
         return reporter.read_data(lambda progress: load_dataset(str(data), data_dir, progress=progress))
     if not recorded:
         raise DgmError("this model records no training data (it was not loaded from a checkpoint); pass data=")
-    return reporter.read_data(lambda progress: trained_dataset(recorded, data_dir, what=str(model.path), progress=progress))
+    return reporter.read_data(
+        lambda progress: trained_dataset(recorded, data_dir, what=str(model.path), progress=progress)
+    )
 
 
-def likelihood_estimator(model, *, iw_samples: int = 1000, mc_samples: int = 1000,
-                         dequantization_draws: int | None = None, bound_timesteps: int = 50):  # fmt: skip
+def likelihood_estimator(
+    model,
+    *,
+    iw_samples: int = 1000,
+    mc_samples: int = 1000,
+    dequantization_draws: int | None = None,
+    bound_timesteps: int = 50,
+):
     """The likelihood estimator that fits the model, with its number of draws, as a function
     (model, images, *, seed, batch_size, on_batch, labels) -> {name: Estimate}; None when these options skip
     it or the model has no likelihood. A flow's draws default to its preset's protocol (8), else 1."""
@@ -83,9 +91,19 @@ def likelihood_estimator(model, *, iw_samples: int = 1000, mc_samples: int = 100
     return None
 
 
-def log_likelihood(model, images, *, labels=None, seed: int = 0, iw_samples: int = 1000, mc_samples: int = 1000,
-                   dequantization_draws: int | None = None, bound_timesteps: int = 50, batch_size: int = 100,
-                   reporter: Reporter | None = None) -> dict:  # fmt: skip
+def log_likelihood(
+    model,
+    images,
+    *,
+    labels=None,
+    seed: int = 0,
+    iw_samples: int = 1000,
+    mc_samples: int = 1000,
+    dequantization_draws: int | None = None,
+    bound_timesteps: int = 50,
+    batch_size: int = 100,
+    reporter: Reporter | None = None,
+) -> dict:
     """Estimates of log p(x) (log p(x|y) at a conditional model's `labels`) for each image, in nats.
 
     images: (N, 1, 28, 28) or (N, 28, 28), floats in [0, 1] or uint8. The estimator fits the model: the VAE's
@@ -93,8 +111,13 @@ def log_likelihood(model, images, *, labels=None, seed: int = 0, iw_samples: int
     0 skips it); a flow's "dequantized" bound (and "importance_weighted" with dequantization_draws > 1); a
     diffusion model's "variational_bound" (bound_timesteps terms per image). Returns {name: Estimate}, each with
     per_image (float64, nats), mean, standard_error and summary() (with bits per dimension)."""
-    estimator = likelihood_estimator(model, iw_samples=iw_samples, mc_samples=mc_samples,
-                                     dequantization_draws=dequantization_draws, bound_timesteps=bound_timesteps)  # fmt: skip
+    estimator = likelihood_estimator(
+        model,
+        iw_samples=iw_samples,
+        mc_samples=mc_samples,
+        dequantization_draws=dequantization_draws,
+        bound_timesteps=bound_timesteps,
+    )
     if estimator is None:
         raise DgmError(f"the {model.model_name} has no likelihood to estimate with these options")
     pixels = as_uint8_images(images)
@@ -105,11 +128,26 @@ def log_likelihood(model, images, *, labels=None, seed: int = 0, iw_samples: int
         return estimator(model, pixels, seed=seed, batch_size=batch_size, on_batch=advance, **given)
 
 
-def evaluate(model, data=None, *, split: str = "test", iw_samples: int = 1000, mc_samples: int = 1000,
-             dequantization_draws: int | None = None, bound_timesteps: int = 50, samples: int = 10_000,
-             raw: bool = False, temperature: float = 1.0, limit: int | None = None, batch_size: int = 100,
-             seed: int = 0, classifier: Path | None = None, data_dir: Path | None = None,
-             reporter: Reporter | None = None, **sampler_options) -> EvaluationReport:  # fmt: skip
+def evaluate(
+    model,
+    data=None,
+    *,
+    split: str = "test",
+    iw_samples: int = 1000,
+    mc_samples: int = 1000,
+    dequantization_draws: int | None = None,
+    bound_timesteps: int = 50,
+    samples: int = 10_000,
+    raw: bool = False,
+    temperature: float = 1.0,
+    limit: int | None = None,
+    batch_size: int = 100,
+    seed: int = 0,
+    classifier: Path | None = None,
+    data_dir: Path | None = None,
+    reporter: Reporter | None = None,
+    **sampler_options,
+) -> EvaluationReport:
     """Evaluate a model as `dgm eval` does, with its options as keyword arguments; returns an EvaluationReport.
 
     data: a dataset name, an image folder or a Dataset; left out, the data the model was trained on.
@@ -133,23 +171,51 @@ def evaluate(model, data=None, *, split: str = "test", iw_samples: int = 1000, m
     images, labels = chosen.images[:limit], chosen.labels[:limit]
     if "classifier" in model.capabilities:
         report.classification = classification(model, images, labels)
-    estimator = likelihood_estimator(model, iw_samples=iw_samples, mc_samples=mc_samples,
-                                     dequantization_draws=dequantization_draws, bound_timesteps=bound_timesteps)  # fmt: skip
+    estimator = likelihood_estimator(
+        model,
+        iw_samples=iw_samples,
+        mc_samples=mc_samples,
+        dequantization_draws=dequantization_draws,
+        bound_timesteps=bound_timesteps,
+    )
     if estimator is not None:
         estimate_likelihoods(report, estimator, model, dataset, images, labels, len(chosen), batch_size, reporter)
     if "sample" in model.capabilities and samples > 0:
         from dgm_cli.scoring import evaluate_samples
 
-        evaluate_samples(report, model, dataset, samples=samples, seed=seed, raw=raw, temperature=temperature,
-                         classifier=classifier, reporter=reporter, sampler_options=sampler_options)  # fmt: skip
-    if report.classification is None and report.likelihood is None and report.sample_quality is None \
-            and report.sample_quality_skipped is None:  # fmt: skip
+        evaluate_samples(
+            report,
+            model,
+            dataset,
+            samples=samples,
+            seed=seed,
+            raw=raw,
+            temperature=temperature,
+            classifier=classifier,
+            reporter=reporter,
+            sampler_options=sampler_options,
+        )
+    if (
+        report.classification is None
+        and report.likelihood is None
+        and report.sample_quality is None
+        and report.sample_quality_skipped is None
+    ):
         raise DgmError(f"nothing to evaluate for the {model.model_name} with these options")
     return report
 
 
-def estimate_likelihoods(report: EvaluationReport, estimator, model, dataset: Dataset, images, labels,
-                         split_size: int, batch_size: int, reporter: Reporter) -> None:  # fmt: skip
+def estimate_likelihoods(
+    report: EvaluationReport,
+    estimator,
+    model,
+    dataset: Dataset,
+    images,
+    labels,
+    split_size: int,
+    batch_size: int,
+    reporter: Reporter,
+) -> None:
     """The likelihood section, the published comparison of the model's preset and, for a conditional model
     (scored at the images' own labels, log p(x|y)), the class mixture."""
     from dgm_cli.presets import comparison
@@ -157,13 +223,26 @@ def estimate_likelihoods(report: EvaluationReport, estimator, model, dataset: Da
     given = {"labels": labels} if model.classes else {}
     with reporter.task(f"log-likelihood, {report.split} images", total=len(images)) as advance:
         estimates = estimator(model, images, seed=report.seed, batch_size=batch_size, on_batch=advance, **given)
-    report.likelihood = {"images": len(images), "conditional": bool(model.classes),
-                         **{name: estimate.summary() for name, estimate in estimates.items()}}  # fmt: skip
+    report.likelihood = {
+        "images": len(images),
+        "conditional": bool(model.classes),
+        **{name: estimate.summary() for name, estimate in estimates.items()},
+    }
     report.published = comparison(get_spec(model.model_name), model.config, report.to_dict(), split_size=split_size)
     if model.classes:
         from dgm_cli.conditional import class_mixture, label_log_prior
 
         prior = label_log_prior(dataset.split("train").labels, model.classes)
-        with reporter.task(f"log p(x|y) for each of {model.classes} classes", total=len(images) * model.classes) as advance:
-            report.class_mixture = class_mixture(estimator, model, images, labels, log_prior=prior, seed=report.seed,
-                                                 batch_size=batch_size, on_batch=advance)  # fmt: skip
+        with reporter.task(
+            f"log p(x|y) for each of {model.classes} classes", total=len(images) * model.classes
+        ) as advance:
+            report.class_mixture = class_mixture(
+                estimator,
+                model,
+                images,
+                labels,
+                log_prior=prior,
+                seed=report.seed,
+                batch_size=batch_size,
+                on_batch=advance,
+            )

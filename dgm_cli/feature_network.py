@@ -59,9 +59,14 @@ class FeatureNetwork:
         """What the eval report records about the feature space its numbers live in."""
         from dgm_cli.checkpoint import file_sha256
 
-        return {"checkpoint": str(self.path), "sha256": file_sha256(self.path), "data": self.data.get("name"),
-                "data_location": self.data.get("location"), "classes": self.classes,
-                "test_accuracy": self.test_accuracy}  # fmt: skip
+        return {
+            "checkpoint": str(self.path),
+            "sha256": file_sha256(self.path),
+            "data": self.data.get("name"),
+            "data_location": self.data.get("location"),
+            "classes": self.classes,
+            "test_accuracy": self.test_accuracy,
+        }
 
     def words(self) -> str:
         accuracy = "" if self.test_accuracy is None else f", {self.test_accuracy:.2%} test accuracy"
@@ -72,7 +77,9 @@ def load_feature_network(path: Path, device) -> FeatureNetwork:
     from dgm_cli.checkpoint import load_checkpoint
 
     if not Path(path).is_file():
-        raise DgmError(f"the classifier {path} does not exist; train one with `dgm train classifier` or pass a checkpoint")
+        raise DgmError(
+            f"the classifier {path} does not exist; train one with `dgm train classifier` or pass a checkpoint"
+        )
     classifier, info = load_checkpoint(path, expected_model="classifier", device=device)
     accuracy = (info.train.get("metrics") or {}).get("test_accuracy")
     return FeatureNetwork(classifier, Path(path), info.data, accuracy)
@@ -84,9 +91,11 @@ def feature_network(data: dict, device, *, classifier: Path | None = None) -> Fe
     if classifier is not None:
         network = load_feature_network(classifier, device)
         if not fits(network.data, data):
-            raise DgmError(f"the classifier {classifier} was trained on {describe_data(network.data)}, not on "
-                           f"{describe_data(data)}, so its features do not measure these images; pass one trained "
-                           f"on them ({train_hint(data)})")  # fmt: skip
+            raise DgmError(
+                f"the classifier {classifier} was trained on {describe_data(network.data)}, not on "
+                f"{describe_data(data)}, so its features do not measure these images; pass one trained "
+                f"on them ({train_hint(data)})"
+            )
         return network
     shipped = SHIPPED.get(domain(data))
     if shipped is None:
@@ -109,5 +118,7 @@ def train_hint(data: dict) -> str:
 
 def missing_note(data: dict, what: str) -> str:
     """The one line said instead of numbers from a feature space that does not fit."""
-    return (f"{what} skipped: no classifier fits {describe_data(data)} (its features would measure other images); "
-            f"train one with `{train_hint(data)}`")  # fmt: skip
+    return (
+        f"{what} skipped: no classifier fits {describe_data(data)} (its features would measure other images); "
+        f"train one with `{train_hint(data)}`"
+    )

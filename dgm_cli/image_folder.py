@@ -71,8 +71,16 @@ class Listing:
 
     def reordered(self, order: list[int]) -> "Listing":
         pick = lambda values: [values[i] for i in order]  # noqa: E731
-        return Listing(self.root, pick(self.files), pick(self.stats), pick(self.splits), pick(self.labels),
-                       self.class_names, self.ignored, self.split_folders)  # fmt: skip
+        return Listing(
+            self.root,
+            pick(self.files),
+            pick(self.stats),
+            pick(self.splits),
+            pick(self.labels),
+            self.class_names,
+            self.ignored,
+            self.split_folders,
+        )
 
     def key(self, fit: str) -> str:
         """The cache key: the listing (paths, sizes, times) and how the images are brought to 28x28."""
@@ -121,8 +129,10 @@ def _split_contents(folder: Path, skip: set[str]) -> tuple[list[str], dict[str, 
         else:
             others += 1
     if direct and classes:
-        raise DgmError(f"{folder} holds {len(direct)} image(s) beside the class folders {', '.join(sorted(classes)[:5])}; "
-                       "put every image in a class folder, or use a folder without subfolders for unlabelled images")  # fmt: skip
+        raise DgmError(
+            f"{folder} holds {len(direct)} image(s) beside the class folders {', '.join(sorted(classes)[:5])}; "
+            "put every image in a class folder, or use a folder without subfolders for unlabelled images"
+        )
     return direct, classes, others
 
 
@@ -130,7 +140,9 @@ def scan(root: Path) -> Listing:
     """The image files of `root` with their split and class; one-line errors for what cannot be a dataset."""
     root = Path(root).expanduser()
     if not root.exists():
-        raise DgmError(f"{root} does not exist; pass a folder of images (or a dataset name: mnist, fashion-mnist, mnist-mini)")
+        raise DgmError(
+            f"{root} does not exist; pass a folder of images (or a dataset name: mnist, fashion-mnist, mnist-mini)"
+        )
     if not root.is_dir():
         raise DgmError(f"{root} is a file, not a folder of images; pass the folder that holds them")
     given = tuple(name for name in ("val", "test") if (root / name).is_dir())
@@ -146,7 +158,9 @@ def scan(root: Path) -> Listing:
     if not labelled.get("train", False) and not contents["train"][0]:
         raise DgmError(_no_images_message(train_root, listing.ignored))
     if len(set(labelled.values())) > 1:
-        kinds = ", ".join(f"{split}/ {'in class folders' if flag else 'unlabelled'}" for split, flag in labelled.items())
+        kinds = ", ".join(
+            f"{split}/ {'in class folders' if flag else 'unlabelled'}" for split, flag in labelled.items()
+        )
         raise DgmError(f"{root}: the splits disagree on labels ({kinds}); give every split class folders, or none")
     for split in given:
         if split not in labelled:
@@ -156,8 +170,10 @@ def scan(root: Path) -> Listing:
     for split, (direct, classes) in contents.items():
         unknown = sorted(set(classes) - set(names))
         if unknown:
-            raise DgmError(f"{root / split} has class folder(s) {', '.join(unknown[:5])} that the training images lack; "
-                           "every class needs training images")  # fmt: skip
+            raise DgmError(
+                f"{root / split} has class folder(s) {', '.join(unknown[:5])} that the training images lack; "
+                "every class needs training images"
+            )
         items = [(path, -1) for path in direct] + [(path, index[c]) for c in sorted(classes) for path in classes[c]]
         prefix = len(os.path.join(str(root), ""))
         for path, label in items:
@@ -173,8 +189,10 @@ def scan(root: Path) -> Listing:
 def _no_images_message(folder: Path, others: int) -> str:
     if others == 0:
         return f"{folder} is empty; put PNG, JPEG, BMP or WebP images in it (in one subfolder per class for labels)"
-    return (f"{folder} holds no images ({others} other file(s)); dgm reads {', '.join(IMAGE_SUFFIXES)}, "
-            "directly in the folder or in one subfolder per class")  # fmt: skip
+    return (
+        f"{folder} holds no images ({others} other file(s)); dgm reads {', '.join(IMAGE_SUFFIXES)}, "
+        "directly in the folder or in one subfolder per class"
+    )
 
 
 # ---------------------------------------------------------------- decoding (runs in worker processes too)
@@ -255,8 +273,9 @@ class Decoded:
     failed: list[tuple[str, str]]  # (relative path, why)
 
 
-def decode_all(listing: Listing, fit: str, *, workers: int | None = None,
-               on_progress: Callable[[int], None] | None = None) -> Decoded:  # fmt: skip
+def decode_all(
+    listing: Listing, fit: str, *, workers: int | None = None, on_progress: Callable[[int], None] | None = None
+) -> Decoded:
     """Every file of the listing, in order: in one process for small folders, else in a pool of forked ones."""
     paths = [str(listing.root / name) for name in listing.files]
     chunks = [paths[start : start + CHUNK] for start in range(0, len(paths), CHUNK)]
@@ -313,9 +332,11 @@ def check_memory(root: Path, count: int, available: int | None) -> None:
     """Refuse, before decoding, a folder whose images would not fit in memory as training holds them."""
     need = count * BYTES_PER_IMAGE
     if available is not None and need > available:
-        raise DgmError(f"{root} holds {count:,} images, which need about {need / 2**30:.1f} GiB in memory to train on "
-                       f"(uint8 and float copies); only {available / 2**30:.1f} GiB are available; "
-                       "use a folder with fewer images")  # fmt: skip
+        raise DgmError(
+            f"{root} holds {count:,} images, which need about {need / 2**30:.1f} GiB in memory to train on "
+            f"(uint8 and float copies); only {available / 2**30:.1f} GiB are available; "
+            "use a folder with fewer images"
+        )
 
 
 def cache_dir() -> Path:
@@ -334,8 +355,13 @@ def read_cache(path: Path, files: int) -> Decoded | None:
     try:
         with safe_open(str(path), framework="pt") as handle:
             facts = json.loads(handle.metadata()["dgm.facts"])
-            decoded = Decoded(handle.get_tensor("images"), handle.get_tensor("keep"), facts["converted"],
-                              facts["resized"], [tuple(item) for item in facts["failed"]])  # fmt: skip
+            decoded = Decoded(
+                handle.get_tensor("images"),
+                handle.get_tensor("keep"),
+                facts["converted"],
+                facts["resized"],
+                [tuple(item) for item in facts["failed"]],
+            )
     except Exception:  # a damaged or foreign entry (safetensors raises its own error types): decode again
         return None
     if len(decoded.keep) != files or int(decoded.keep.sum()) != len(decoded.images):
@@ -400,8 +426,10 @@ def seeded_splits(assigned: list[str], given: tuple[str, ...]) -> list[str]:
             continue
         pool = torch.tensor([i for i, code in enumerate(codes) if code == "train"], dtype=torch.long)
         if len(pool) < 3:
-            raise DgmError(f"too few training images ({len(pool)}) to hold some out for the {split} split; "
-                           "add images, or give a test/ and a val/ folder")  # fmt: skip
+            raise DgmError(
+                f"too few training images ({len(pool)}) to hold some out for the {split} split; "
+                "add images, or give a test/ and a val/ folder"
+            )
         for index in pool[torch.randperm(len(pool), generator=generator)][: max(1, len(pool) // share)].tolist():
             codes[index] = split
     return codes
@@ -417,8 +445,13 @@ def split_slices(root: Path, codes: list[str], kept: list[bool]) -> dict[str, sl
     return {split: slice(bounds[i], bounds[i + 1]) for i, split in enumerate(SPLIT_FOLDERS)}
 
 
-def read_folder(root: Path, *, fit: str = "crop", skip_bad: bool = False,
-                progress: Callable[[int], Callable[[int], None]] | None = None) -> FolderImages:  # fmt: skip
+def read_folder(
+    root: Path,
+    *,
+    fit: str = "crop",
+    skip_bad: bool = False,
+    progress: Callable[[int], Callable[[int], None]] | None = None,
+) -> FolderImages:
     """The images of `root`, decoded (or read from the cache) and split. `progress(total)` returns the
     callback that decoding advances by each chunk's file count; it is called only when decoding is needed.
 
@@ -440,8 +473,10 @@ def read_folder(root: Path, *, fit: str = "crop", skip_bad: bool = False,
     if decoded.failed and not skip_bad:
         path, why = decoded.failed[0]
         more = f" ({len(decoded.failed)} files cannot be read)" if len(decoded.failed) > 1 else ""
-        raise DgmError(f"{listing.root / path} cannot be read as an image: {why}{more}; fix or delete it, or pass "
-                       "--skip-bad-images to leave such files out")  # fmt: skip
+        raise DgmError(
+            f"{listing.root / path} cannot be read as an image: {why}{more}; fix or delete it, or pass "
+            "--skip-bad-images to leave such files out"
+        )
     if not from_cache:
         write_cache(cache, decoded)
     kept = decoded.keep.tolist()
@@ -453,8 +488,10 @@ def read_folder(root: Path, *, fit: str = "crop", skip_bad: bool = False,
     if listing.ignored:
         notes.append(f"ignored {listing.ignored:,} file(s) that are not images ({', '.join(IMAGE_SUFFIXES)})")
     if decoded.failed:
-        notes.append(f"skipped {len(decoded.failed):,} file(s) that cannot be read as images "
-                     f"(first: {decoded.failed[0][0]}: {decoded.failed[0][1]})")  # fmt: skip
+        notes.append(
+            f"skipped {len(decoded.failed):,} file(s) that cannot be read as images "
+            f"(first: {decoded.failed[0][0]}: {decoded.failed[0][1]})"
+        )
     preparation = describe_preparation(listing, cache, fit=fit, skip_bad=skip_bad, skipped=len(decoded.failed))
     return FolderImages(listing.root, decoded.images, labels, splits, listing.class_names, preparation, notes)
 
@@ -480,5 +517,7 @@ def _decode_note(listing: Listing, decoded: Decoded, fit: str, cache: Path | Non
     if cache is not None:
         return f"read {count} from the cache ({cache})"
     how = "centre crop" if fit == "crop" else "padding with black"
-    return (f"decoded {count}: {decoded.converted:,} converted to 8-bit grayscale, {decoded.resized:,} resized to "
-            f"28x28 ({how} to a square, then Lanczos)")  # fmt: skip
+    return (
+        f"decoded {count}: {decoded.converted:,} converted to 8-bit grayscale, {decoded.resized:,} resized to "
+        f"28x28 ({how} to a square, then Lanczos)"
+    )

@@ -47,8 +47,17 @@ def prior_endpoints(latent_dim: int, rows: int, *, seed: int, seed_a: int | None
     return torch.stack(starts), torch.stack(ends)
 
 
-def image_endpoints(model, images: torch.Tensor, rows: int, *, seed: int, index_a: int | None, index_b: int | None,
-                    labels: torch.Tensor | None = None, **sampler_options):  # fmt: skip
+def image_endpoints(
+    model,
+    images: torch.Tensor,
+    rows: int,
+    *,
+    seed: int,
+    index_a: int | None,
+    index_b: int | None,
+    labels: torch.Tensor | None = None,
+    **sampler_options,
+):
     """Posterior means of pairs of images: the given indices, or distinct random ones per row.
 
     A conditional model encodes each image with its own label (`labels`, the split's); the pairs' labels
@@ -72,8 +81,16 @@ def image_endpoints(model, images: torch.Tensor, rows: int, *, seed: int, index_
 
 
 @torch.no_grad()
-def interpolation_images(model, starts: torch.Tensor, ends: torch.Tensor, *, steps: int, method: str,
-                         row_labels: torch.Tensor | None = None, sampler_options: dict | None = None) -> torch.Tensor:  # fmt: skip
+def interpolation_images(
+    model,
+    starts: torch.Tensor,
+    ends: torch.Tensor,
+    *,
+    steps: int,
+    method: str,
+    row_labels: torch.Tensor | None = None,
+    sampler_options: dict | None = None,
+) -> torch.Tensor:
     """Rows of decoded interpolations, (rows * (steps + 2), 1, 28, 28), row-major.
 
     row_labels (rows,): for a conditional model, the class each row is decoded as, held along its walk;
@@ -129,9 +146,17 @@ def class_endpoints(
     return torch.stack(starts), torch.stack(ends)
 
 
-def interpolate(model, start: torch.Tensor, end: torch.Tensor, *, steps: int = 7, method: str = "slerp",
-                labels: torch.Tensor | None = None, denoising_steps: int | None = None,
-                **sampler_options) -> torch.Tensor:  # fmt: skip
+def interpolate(
+    model,
+    start: torch.Tensor,
+    end: torch.Tensor,
+    *,
+    steps: int = 7,
+    method: str = "slerp",
+    labels: torch.Tensor | None = None,
+    denoising_steps: int | None = None,
+    **sampler_options,
+) -> torch.Tensor:
     """Images decoded along paths between latents: start and end (d,) or (rows, d), e.g. model.encode(images)
     or torch.randn(rows, model.latent_dim); returns (rows * (steps + 2), 1, 28, 28) in [0, 1], one row of
     steps + 2 images per pair, the ends included. method: "slerp" (keeps the norm) or "linear".
@@ -141,23 +166,42 @@ def interpolate(model, start: torch.Tensor, end: torch.Tensor, *, steps: int = 7
         raise DgmError(f"unknown interpolation method {method!r}; choose {' or '.join(METHODS)}")
     starts, ends = torch.atleast_2d(torch.as_tensor(start)).float(), torch.atleast_2d(torch.as_tensor(end)).float()
     if starts.shape != ends.shape or starts.shape[1] != getattr(model, "latent_dim", None):
-        raise DgmError(f"start and end must be latents of {getattr(model, 'latent_dim', '?')} numbers each, of the "
-                       f"same shape; got {tuple(starts.shape)} and {tuple(ends.shape)}")  # fmt: skip
+        raise DgmError(
+            f"start and end must be latents of {getattr(model, 'latent_dim', '?')} numbers each, of the "
+            f"same shape; got {tuple(starts.shape)} and {tuple(ends.shape)}"
+        )
     if labels is not None:
         labels = torch.as_tensor(labels).reshape(-1)
         check_labels(labels, model.classes)
     if denoising_steps is not None:
         sampler_options = {**sampler_options, "steps": denoising_steps}
-    return interpolation_images(model, starts.cpu(), ends.cpu(), steps=steps, method=method, row_labels=labels,
-                                sampler_options=sampler_options)  # fmt: skip
+    return interpolation_images(
+        model, starts.cpu(), ends.cpu(), steps=steps, method=method, row_labels=labels, sampler_options=sampler_options
+    )
 
 
-def interpolation_figure(model, *, rows: int = 1, steps: int = 7, method: str = "slerp", seed: int = 0,
-                         seed_a: int | None = None, seed_b: int | None = None, classes: tuple[int, int] | None = None,
-                         classifier=None, from_images: bool = False, image_a: int | None = None,
-                         image_b: int | None = None, split: str = "test", label: int | None = None,
-                         across_classes: bool = False, data=None, data_dir=None, denoising_steps: int | None = None,
-                         **sampler_options) -> Figure:  # fmt: skip
+def interpolation_figure(
+    model,
+    *,
+    rows: int = 1,
+    steps: int = 7,
+    method: str = "slerp",
+    seed: int = 0,
+    seed_a: int | None = None,
+    seed_b: int | None = None,
+    classes: tuple[int, int] | None = None,
+    classifier=None,
+    from_images: bool = False,
+    image_a: int | None = None,
+    image_b: int | None = None,
+    split: str = "test",
+    label: int | None = None,
+    across_classes: bool = False,
+    data=None,
+    data_dir=None,
+    denoising_steps: int | None = None,
+    **sampler_options,
+) -> Figure:
     """`dgm interpolate`'s grid: rows of walks between endpoints that are prior draws (seeded), draws the
     classifier reads as the two `classes`, or real images (from_images); for a conditional model each row is
     decoded as `label` (else row r as class r), or with across_classes one latent per row as every class.
@@ -174,12 +218,15 @@ def interpolation_figure(model, *, rows: int = 1, steps: int = 7, method: str = 
     if label is not None:
         check_labels(torch.tensor([label]), model.classes)
     if model.classes and classes is not None:
-        raise DgmError("a conditional model draws a class directly: use --label or --across-classes instead of --classes")
+        raise DgmError(
+            "a conditional model draws a class directly: use --label or --across-classes instead of --classes"
+        )
     if (image_a is not None or image_b is not None) and not from_images:
         raise DgmError("--image-a and --image-b choose real images; add --from-images")
     if from_images:
-        starts, ends, pairs, row_labels = endpoints_from_images(model, rows, seed, image_a, image_b, split, data,
-                                                               data_dir, sampler_options)  # fmt: skip
+        starts, ends, pairs, row_labels = endpoints_from_images(
+            model, rows, seed, image_a, image_b, split, data, data_dir, sampler_options
+        )
         described = f"{split} images " + ", ".join(f"{a}->{b}" for a, b in pairs)
     elif classes is not None:
         starts, ends, described = endpoints_of_classes(model, classes, rows, seed, classifier)
@@ -189,14 +236,23 @@ def interpolation_figure(model, *, rows: int = 1, steps: int = 7, method: str = 
         described, row_labels = "prior draws", None
     if across_classes:
         held = f"of {split} images " + ", ".join(str(a) for a, _ in pairs) if from_images else "a prior draw"
-        return Figure(class_sweep_images(model, starts, **sampler_options), model.classes,
-                      f"{rows} row(s), each one latent ({held}) drawn as each of {model.classes} classes")  # fmt: skip
+        return Figure(
+            class_sweep_images(model, starts, **sampler_options),
+            model.classes,
+            f"{rows} row(s), each one latent ({held}) drawn as each of {model.classes} classes",
+        )
     if model.classes:
-        row_labels = torch.full((rows,), label) if label is not None else \
-            row_labels if row_labels is not None else torch.arange(rows) % model.classes  # fmt: skip
+        row_labels = (
+            torch.full((rows,), label)
+            if label is not None
+            else row_labels
+            if row_labels is not None
+            else torch.arange(rows) % model.classes
+        )
         described += ", as class " + ",".join(map(str, row_labels.tolist()))
-    grid = interpolation_images(model, starts, ends, steps=steps, method=method, row_labels=row_labels,
-                                sampler_options=sampler_options)  # fmt: skip
+    grid = interpolation_images(
+        model, starts, ends, steps=steps, method=method, row_labels=row_labels, sampler_options=sampler_options
+    )
     return Figure(grid, steps + 2, f"{rows} {method} interpolation(s) of {steps + 2} images between {described}")
 
 
@@ -207,8 +263,9 @@ def endpoints_from_images(model, rows, seed, image_a, image_b, split, data, data
     from dgm_cli.progress import Reporter
 
     chosen = evaluation_data(model, data, data_dir, Reporter()).split(split)
-    starts, ends, pairs, pair_labels = image_endpoints(model, chosen.images, rows, seed=seed, index_a=image_a,
-                                                       index_b=image_b, labels=chosen.labels, **sampler_options)  # fmt: skip
+    starts, ends, pairs, pair_labels = image_endpoints(
+        model, chosen.images, rows, seed=seed, index_a=image_a, index_b=image_b, labels=chosen.labels, **sampler_options
+    )
     return starts, ends, pairs, None if pair_labels is None else pair_labels[:, 0]
 
 

@@ -24,7 +24,9 @@ def as_option(field: tuple) -> str:
 def format_table(header: list[str], rows: list[list[str]]) -> str:
     """Plain columns, two spaces apart, that survive a pipe (grep, sort, less) where a drawn table would not."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows])
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]
+    )
 
 
 def duration(seconds: float) -> str:
@@ -45,14 +47,24 @@ def presets_text(rows: list[dict]) -> str:
     def configuration(row):
         changed = " ".join(map(as_option, row["changes"].items()))
         if row.get("pretrained"):
-            return f"pretrained {row['pretrained']}: " + row["description"] + (f"; trained: {changed}" if changed else "")
+            return (
+                f"pretrained {row['pretrained']}: " + row["description"] + (f"; trained: {changed}" if changed else "")
+            )
         if row["variant"] is None:  # the preset's own checkpoint, trained otherwise than the preset now is, says how
             return row["description"] + (f"; this checkpoint: {changed}" if changed else "")
         return f"variant {row['variant']}: " + (changed or "the preset's configuration")
 
-    table = [[row["model"], row["name"], number(row["published"], row), number(row["dgm"], row),
-              "-" if row["dgm"] is None else f"± {number(row['dgm_standard_error'], row)}", configuration(row)]
-             for row in rows]  # fmt: skip
+    table = [
+        [
+            row["model"],
+            row["name"],
+            number(row["published"], row),
+            number(row["dgm"], row),
+            "-" if row["dgm"] is None else f"± {number(row['dgm_standard_error'], row)}",
+            configuration(row),
+        ]
+        for row in rows
+    ]
     sources = sorted({f"published: {row['metric']}; {row['reference']}" for row in rows})
     return "\n".join([format_table(["model", "preset", "published", "dgm", "s.e.", "configuration"], table), *sources])
 
@@ -61,11 +73,20 @@ def runs_text(summaries) -> str:
     """dgm runs: a row per run folder."""
     number = lambda value: "-" if value is None else f"{value:.4f}"  # noqa: E731
     rows = [
-        [s.model, s.dataset, f"{s.epochs_done}/{s.epochs_planned if s.epochs_planned is not None else '?'}",
-         f"{s.status} {s.detail}", (s.metric or "-").removeprefix("val_"), number(s.best), number(s.last),
-         duration(s.train_seconds), "-" if s.wall_seconds is None else duration(s.wall_seconds), s.path]
+        [
+            s.model,
+            s.dataset,
+            f"{s.epochs_done}/{s.epochs_planned if s.epochs_planned is not None else '?'}",
+            f"{s.status} {s.detail}",
+            (s.metric or "-").removeprefix("val_"),
+            number(s.best),
+            number(s.last),
+            duration(s.train_seconds),
+            "-" if s.wall_seconds is None else duration(s.wall_seconds),
+            s.path,
+        ]
         for s in summaries
-    ]  # fmt: skip
+    ]
     header = ["model", "data", "epochs", "status", "metric", "best val", "last val", "train time", "wall", "folder"]
     return format_table(header, rows)
 
@@ -73,16 +94,21 @@ def runs_text(summaries) -> str:
 def model_entries() -> list[dict]:
     """Each registered model: name, description, capabilities and the config's defaults."""
     return [
-        {"name": name, "description": get_spec(name).description,
-         "capabilities": sorted(get_spec(name).module_class.capabilities),
-         "config": config_tools.defaults(get_spec(name).config_class)}
+        {
+            "name": name,
+            "description": get_spec(name).description,
+            "capabilities": sorted(get_spec(name).module_class.capabilities),
+            "config": config_tools.defaults(get_spec(name).config_class),
+        }
         for name in list_models()
-    ]  # fmt: skip
+    ]
 
 
 def models_text(entries: list[dict]) -> str:
-    return format_table(["model", "what it is", "capabilities"],
-                        [[entry["name"], entry["description"], ", ".join(entry["capabilities"])] for entry in entries])
+    return format_table(
+        ["model", "what it is", "capabilities"],
+        [[entry["name"], entry["description"], ", ".join(entry["capabilities"])] for entry in entries],
+    )
 
 
 def size(count: int) -> str:
@@ -97,17 +123,25 @@ def pretrained_text(entries: list[dict]) -> str:
         also = f", also {', '.join(entry['aliases'])}" if entry["aliases"] else ""
         number = entry["headline"]
         error = "" if number["standard_error"] is None else f" ± {number['standard_error']:.2f}"
-        blocks.append("\n".join([
-            f"{entry['name']}  ({entry['family']}{also}; {size(entry['bytes'])})",
-            f"  {entry['description']}",
-            f"  {number['value']:.2f}{error} {number['unit']}".rstrip() + f": {number['what']}",
-            f"  made by: {entry['made_by']}",
-        ]))  # fmt: skip
+        blocks.append(
+            "\n".join(
+                [
+                    f"{entry['name']}  ({entry['family']}{also}; {size(entry['bytes'])})",
+                    f"  {entry['description']}",
+                    f"  {number['value']:.2f}{error} {number['unit']}".rstrip() + f": {number['what']}",
+                    f"  made by: {entry['made_by']}",
+                ]
+            )
+        )
     return "\n".join(blocks)
 
 
 def checkpoint_text(details: dict) -> str:
     """dgm info: the header line, then the config, data and training facts as JSON lines."""
     only = " (inference-only: no training state)" if details.get("inference_only") else ""
-    lines = [f"{details['path']}: {details['model']} model{only}, {details['parameters']:,} parameters, dgm {details['version']}"]
-    return "\n".join(lines + [f"{key}: {json.dumps(details[key], sort_keys=True)}" for key in ("config", "data", "train")])
+    lines = [
+        f"{details['path']}: {details['model']} model{only}, {details['parameters']:,} parameters, dgm {details['version']}"
+    ]
+    return "\n".join(
+        lines + [f"{key}: {json.dumps(details[key], sort_keys=True)}" for key in ("config", "data", "train")]
+    )

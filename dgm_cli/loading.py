@@ -29,7 +29,9 @@ def checkpoint_in(path: Path, reporter: Reporter | None = None) -> Path:
         if (path / name).is_file():
             (reporter or Reporter()).note(f"using {path / name} ({what})")
             return path / name
-    raise DgmError(f"{path} is a folder without best.safetensors or last.safetensors; pass a run folder or a checkpoint file")
+    raise DgmError(
+        f"{path} is a folder without best.safetensors or last.safetensors; pass a run folder or a checkpoint file"
+    )
 
 
 def named_checkpoint(name: str, reporter: Reporter | None = None) -> Path:
@@ -42,8 +44,10 @@ def named_checkpoint(name: str, reporter: Reporter | None = None) -> Path:
         return own
     pretrained = find(name)
     if pretrained is None:
-        raise DgmError(f"there is no pretrained {name} and {own} does not exist; train one with `dgm train {name}` "
-                       "or pass a checkpoint path")  # fmt: skip
+        raise DgmError(
+            f"there is no pretrained {name} and {own} does not exist; train one with `dgm train {name}` "
+            "or pass a checkpoint path"
+        )
     (reporter or Reporter()).note(f"using the pretrained {name} ({pretrained.path})")
     return pretrained.path
 
@@ -71,8 +75,13 @@ def resolve(source: str | Path | None, model: str | None = None, reporter: Repor
     return checkpoint_in(Path(source), reporter)
 
 
-def load(source: str | Path | None = None, *, model: str | None = None, device: str | torch.device = "auto",
-         reporter: Reporter | None = None):  # fmt: skip
+def load(
+    source: str | Path | None = None,
+    *,
+    model: str | None = None,
+    device: str | torch.device = "auto",
+    reporter: Reporter | None = None,
+):
     """A trained model (an nn.Module in eval mode on `device`) from a checkpoint file, a run folder (its best
     epoch, else its last) or a name: a family ("gan") or a pretrained model ("vae-zdim2"; `dgm models
     --pretrained` lists them), read from checkpoints/NAME.safetensors when you trained one there, else from the

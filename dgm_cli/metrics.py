@@ -102,9 +102,7 @@ def kth_neighbour_radii(points: torch.Tensor, k: int) -> torch.Tensor:
 
 def share_inside(queries: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor) -> float:
     """The share of queries that lie within the radius of at least one centre."""
-    inside = [
-        (torch.cdist(chunk, centres) <= radii[None, :]).any(dim=1) for chunk in queries.split(DISTANCE_CHUNK)
-    ]
+    inside = [(torch.cdist(chunk, centres) <= radii[None, :]).any(dim=1) for chunk in queries.split(DISTANCE_CHUNK)]
     return torch.cat(inside).double().mean().item()
 
 
@@ -140,8 +138,13 @@ def quality(features: torch.Tensor, probabilities: torch.Tensor, reference: torc
     if min(len(features), len(reference)) > NEIGHBOURS:
         kid, kid_std = kernel_distance(reference, features)
         precision, recall = precision_recall(reference, features)
-        distances = {"fid": frechet_distance(reference, features), "kid": kid, "kid_std": kid_std,
-                     "precision": precision, "recall": recall}  # fmt: skip
+        distances = {
+            "fid": frechet_distance(reference, features),
+            "kid": kid,
+            "kid_std": kid_std,
+            "precision": precision,
+            "recall": recall,
+        }
     return {
         "images": len(features),
         **distances,

@@ -65,7 +65,9 @@ def comparison(spec, config, report: dict, *, split_size: int) -> dict | None:
         "reference": preset.reference,
         "dgm": None if value is None else value[0],
         "dgm_standard_error": None if value is None else value[1],
-        "differences": protocol_differences(report, preset.protocol, split_size) if value is not None else ["no estimate"],
+        "differences": protocol_differences(report, preset.protocol, split_size)
+        if value is not None
+        else ["no estimate"],
     }
 
 
@@ -93,13 +95,21 @@ def variant_changes(spec, info) -> dict:
     preset = config_tools.to_dict(config_tools.from_dict(spec.config_class, preset_overrides(spec, mine.get("preset"))))
     from_data = {field.name for field in fields(spec.config_class) if field.metadata.get("from_data")}
     unused = set(info.config.inapplicable_fields()) if hasattr(info.config, "inapplicable_fields") else set()
-    changes = {name: value for name, value in mine.items()
-               if name not in UNCOMPUTED_FIELDS | from_data | unused and preset.get(name) != value}  # fmt: skip
+    changes = {
+        name: value
+        for name, value in mine.items()
+        if name not in UNCOMPUTED_FIELDS | from_data | unused and preset.get(name) != value
+    }
     started = info.train.get("init_from")
     if started:  # trained on from another checkpoint (dgm train --init-from): its epochs come on top of that one's
         changes = {"init_from": f"{Path(started['path']).name} (epoch {started.get('epoch')})", **changes}
     held_out, trained = info.data.get("val"), info.data.get("train")
-    if info.data.get("kind") != "image-folder" and held_out and trained and held_out != default_val_size(held_out + trained):
+    if (
+        info.data.get("kind") != "image-folder"
+        and held_out
+        and trained
+        and held_out != default_val_size(held_out + trained)
+    ):
         changes["val_size"] = held_out  # not dgm's split of the training file (dgm train --val-size)
     return changes
 
@@ -126,11 +136,15 @@ def preset_variants(spec, preset_name: str, folder: Path) -> list[tuple[Path, di
 def preset_row(model_name: str, preset, path: Path, changes: dict, *, variant=None, pretrained=None) -> dict:
     value = protocol_value(path, preset.protocol)
     return {
-        "model": model_name, **preset.as_dict(), "variant": variant, "pretrained": pretrained, "changes": changes,
+        "model": model_name,
+        **preset.as_dict(),
+        "variant": variant,
+        "pretrained": pretrained,
+        "changes": changes,
         "checkpoint": str(path) if path.is_file() else None,
         "dgm": None if value is None else value[0],
         "dgm_standard_error": None if value is None else value[1],
-    }  # fmt: skip
+    }
 
 
 def preset_rows(spec, preset, checkpoint_dir: Path) -> list[dict]:
@@ -148,11 +162,17 @@ def preset_rows(spec, preset, checkpoint_dir: Path) -> list[dict]:
         # The preset's own checkpoint may predate a change of the preset (e.g. its initialisation): say so.
         rows.append(preset_row(spec.name, preset, own, checkpoint_changes(spec, preset.name, own) or {}))
     for path, changes in preset_variants(spec, preset.name, checkpoint_dir):
-        rows.append(preset_row(spec.name, preset, path, changes, variant=path.stem[len(f"{spec.name}-{preset.name}-"):]))
+        rows.append(
+            preset_row(spec.name, preset, path, changes, variant=path.stem[len(f"{spec.name}-{preset.name}-") :])
+        )
     return rows
 
 
 def preset_table(models: list[str], checkpoint_dir: Path) -> list[dict]:
     """One row per preset: its pretrained model and your own checkpoints of it (preset_rows)."""
-    return [row for model_name in models for preset in get_spec(model_name).presets.values()
-            for row in preset_rows(get_spec(model_name), preset, checkpoint_dir)]  # fmt: skip
+    return [
+        row
+        for model_name in models
+        for preset in get_spec(model_name).presets.values()
+        for row in preset_rows(get_spec(model_name), preset, checkpoint_dir)
+    ]

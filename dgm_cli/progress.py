@@ -29,6 +29,7 @@ def quiet_console() -> Console:
 
 def make_progress(console: Console, *, extra: str = "") -> Progress:
     """A bar with counts, elapsed and remaining time; `extra` is a task field shown after the bar."""
+
     # On a narrow terminal the bar gives way and the numbers stay whole: without this, rich shrank every
     # column alike and cut the count to "5217/156…" in an 80-column window.
     def whole() -> Column:
@@ -63,8 +64,12 @@ class Reporter:
 
     def note(self, message: str, *, warning: bool = False) -> None:
         """A status line (a warning in yellow), printed whole, without rich markup: "[Errno -2]" is no style."""
-        self.console.print(("warning: " if warning else "") + message, markup=False, soft_wrap=True,
-                           style="yellow" if warning else None)  # fmt: skip
+        self.console.print(
+            ("warning: " if warning else "") + message,
+            markup=False,
+            soft_wrap=True,
+            style="yellow" if warning else None,
+        )
 
     @contextlib.contextmanager
     def decoding(self):

@@ -31,9 +31,16 @@ class Preset:
     departures: str = ""  # how dgm's configuration differs from the paper's, and why
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "description": self.description, "published": self.published,
-                "metric": self.metric, "reference": self.reference, "protocol": self.protocol,
-                "departures": self.departures, "overrides": self.overrides}  # fmt: skip
+        return {
+            "name": self.name,
+            "description": self.description,
+            "published": self.published,
+            "metric": self.metric,
+            "reference": self.reference,
+            "protocol": self.protocol,
+            "departures": self.departures,
+            "overrides": self.overrides,
+        }
 
 
 @dataclass(frozen=True)

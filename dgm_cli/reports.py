@@ -16,10 +16,19 @@ def title(report: dict, what: str, count: int) -> str:
 def print_likelihood(console, report: dict) -> None:
     section = report["likelihood"]
     conditional = section.get("conditional", False)  # a conditional model, scored at each image's own label
-    table = Table(title=title(report, "log-likelihood at the images' labels" if conditional else "log-likelihood",
-                              section["images"]))  # fmt: skip
-    for column in ("estimator", "log p(x|y) [nats]" if conditional else "log p(x) [nats]", "± s.e.", "bits/dim", "± s.e.",
-                   "mean ESS"):  # fmt: skip
+    table = Table(
+        title=title(
+            report, "log-likelihood at the images' labels" if conditional else "log-likelihood", section["images"]
+        )
+    )
+    for column in (
+        "estimator",
+        "log p(x|y) [nats]" if conditional else "log p(x) [nats]",
+        "± s.e.",
+        "bits/dim",
+        "± s.e.",
+        "mean ESS",
+    ):
         table.add_column(column, justify="left" if column == "estimator" else "right")
     for name in (name for name in section if name in LIKELIHOODS):
         summary = section[name]
@@ -117,12 +126,21 @@ def print_class_mixture(console, report: dict) -> None:
         table.add_column(column, justify="left" if column == "estimate" else "right")
     for key in ("conditional", "mixture"):
         summary = section[key]
-        table.add_row(summary["label"], f"{summary['nats']:.2f}", f"{summary['standard_error']:.2f}",
-                      f"{summary['bits_per_dim']:.4f}", f"{summary['bits_per_dim_standard_error']:.4f}")  # fmt: skip
+        table.add_row(
+            summary["label"],
+            f"{summary['nats']:.2f}",
+            f"{summary['standard_error']:.2f}",
+            f"{summary['bits_per_dim']:.4f}",
+            f"{summary['bits_per_dim_standard_error']:.4f}",
+        )
     console.print(table)
     generative = section["generative_classifier"]
-    console.print(f"generative classifier argmax_y p(x|y) p(y): accuracy {generative['accuracy']:.2%}; per class: "
-                  f"{per_class_line(generative['per_class_accuracy'])}", markup=False, soft_wrap=True)  # fmt: skip
+    console.print(
+        f"generative classifier argmax_y p(x|y) p(y): accuracy {generative['accuracy']:.2%}; per class: "
+        f"{per_class_line(generative['per_class_accuracy'])}",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 def number(value, style: str) -> str:
@@ -136,26 +154,36 @@ def per_class_line(values: list[float | None]) -> str:
 
 def print_conditional_quality(console, report: dict) -> None:
     section = report["conditional_quality"]
-    console.print(f"conditional accuracy (the classifier reads a sample drawn for y as y): {section['accuracy']:.2%}; "
-                  f"the classifier on real {report['split']} images: {section['real_accuracy']:.2%}",
-                  markup=False, soft_wrap=True)  # fmt: skip
+    console.print(
+        f"conditional accuracy (the classifier reads a sample drawn for y as y): {section['accuracy']:.2%}; "
+        f"the classifier on real {report['split']} images: {section['real_accuracy']:.2%}",
+        markup=False,
+        soft_wrap=True,
+    )
     table = Table(title=f"{report['model']}: per class, model (real floor)")
     for column in ("class", "conditional accuracy", "real accuracy", "FID", "KID", "precision", "recall"):
         table.add_column(column, justify="right")
-    for row, accuracy, real in zip(section["per_class_quality"], section["per_class_accuracy"],
-                                   section["real_per_class_accuracy"]):  # fmt: skip
+    for row, accuracy, real in zip(
+        section["per_class_quality"], section["per_class_accuracy"], section["real_per_class_accuracy"]
+    ):
         model, floor = row["model"], row["real_floor"]
-        cells = [f"{number(model[key], style)} ({number(floor[key], style)})" for key, style in
-                 (("fid", "{:.2f}"), ("kid", "{:.4f}"), ("precision", "{:.3f}"), ("recall", "{:.3f}"))]  # fmt: skip
+        cells = [
+            f"{number(model[key], style)} ({number(floor[key], style)})"
+            for key, style in (("fid", "{:.2f}"), ("kid", "{:.4f}"), ("precision", "{:.3f}"), ("recall", "{:.3f}"))
+        ]
         table.add_row(str(row["label"]), f"{accuracy:.3f}", "-" if real is None else f"{real:.3f}", *cells)
     console.print(table)
 
 
 def print_report(console, report: dict) -> None:
     """Every section an evaluation report holds, in the order dgm eval computes them."""
-    sections = (("classification", print_classification), ("likelihood", print_likelihood),
-                ("class_mixture", print_class_mixture), ("sample_quality", print_sample_quality),
-                ("conditional_quality", print_conditional_quality))  # fmt: skip
+    sections = (
+        ("classification", print_classification),
+        ("likelihood", print_likelihood),
+        ("class_mixture", print_class_mixture),
+        ("sample_quality", print_sample_quality),
+        ("conditional_quality", print_conditional_quality),
+    )
     for key, show in sections:
         if report.get(key) is not None:
             show(console, report)

@@ -35,7 +35,11 @@ from dgm_cli.state import STATE_FILE, load_state
 from dgm_cli.trainer import RunSettings, train
 
 # The seed report's numbers and published references, for the comparison table.
-SEED_REPORT = {"vae-zdim20": "-101.9 (validation ELBO)", "vae-zdim2": "-151.2 (validation ELBO)", "flow": "1.83 bits/dim"}
+SEED_REPORT = {
+    "vae-zdim20": "-101.9 (validation ELBO)",
+    "vae-zdim2": "-151.2 (validation ELBO)",
+    "flow": "1.83 bits/dim",
+}
 PUBLISHED = {
     "vae-zdim20": "about -86.8 nats test log-likelihood (larger VAEs, IWAE-style training)",
     "flow": "RealNVP 1.06, Glow 1.05 bits/dim (multi-scale convolutional flows)",
@@ -98,7 +102,9 @@ def run_training(experiment: Experiment, budget: Budget, dataset: Dataset, out: 
     return run
 
 
-def evaluate_run(experiment: Experiment, budget: Budget, dataset: Dataset, run: Path, out: Path, device, console) -> dict:
+def evaluate_run(
+    experiment: Experiment, budget: Budget, dataset: Dataset, run: Path, out: Path, device, console
+) -> dict:
     """Test-split numbers of a run's final model, cached in OUT/results/NAME.json."""
     target = out / "results" / f"{experiment.name}.json"
     if target.is_file():
@@ -106,8 +112,13 @@ def evaluate_run(experiment: Experiment, budget: Budget, dataset: Dataset, run: 
     console.print(f"{experiment.name}: evaluating on the test split", markup=False)
     model, info = load_checkpoint(run / "last.safetensors", device=device)
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    result = {"experiment": experiment.name, "model": experiment.model, "epochs": info.train["epoch"],
-              "training_seconds": round(sum(r.get("seconds", 0) for r in history), 1), "final": history[-1]}  # fmt: skip
+    result = {
+        "experiment": experiment.name,
+        "model": experiment.model,
+        "epochs": info.train["epoch"],
+        "training_seconds": round(sum(r.get("seconds", 0) for r in history), 1),
+        "final": history[-1],
+    }
     test = dataset.test.images
     # The estimator dgm eval would choose, with the report's draws: k posterior draws, one dequantization.
     estimator = likelihood_estimator(model, iw_samples=budget.iw_samples, mc_samples=0, dequantization_draws=1)
@@ -138,8 +149,10 @@ def gan_interpolation(run: Path, out: Path, device, draws: int, classes=(3, 8)) 
     model, _ = load_checkpoint(run / "last.safetensors", device=device)
     try:
         starts, ends = class_endpoints(model, load_classifier(device), classes, 1, seed=0, budget=draws)
-        caption = (f"from a latent the shipped classifier reads as {with_article(classes[0])} to one it reads as "
-                   f"{with_article(classes[1])} (with at least 90% confidence)")  # fmt: skip
+        caption = (
+            f"from a latent the shipped classifier reads as {with_article(classes[0])} to one it reads as "
+            f"{with_article(classes[1])} (with at least 90% confidence)"
+        )
     except DgmError as reason:
         starts, ends = prior_endpoints(model.latent_dim, 1, seed=0, seed_a=None, seed_b=None)
         caption = f"between two random prior draws ({reason})"
@@ -155,7 +168,9 @@ def copy_figure(source: Path, out: Path, name: str) -> str:
     return f"figures/{name}"
 
 
-def reproduce(out: Path, dataset: Dataset, *, quick: bool, device, console, on_step: Callable[[str], None] | None = None) -> dict:
+def reproduce(
+    out: Path, dataset: Dataset, *, quick: bool, device, console, on_step: Callable[[str], None] | None = None
+) -> dict:
     budget = QUICK if quick else FULL
     device = torch.device(device)
     ensure_writable_dir(out)
@@ -163,12 +178,15 @@ def reproduce(out: Path, dataset: Dataset, *, quick: bool, device, console, on_s
     runs, results = {}, {}
     for experiment in EXPERIMENTS:
         runs[experiment.name] = run_training(experiment, budget, dataset, out, device, console)
-        results[experiment.name] = evaluate_run(experiment, budget, dataset, runs[experiment.name], out, device, console)
+        results[experiment.name] = evaluate_run(
+            experiment, budget, dataset, runs[experiment.name], out, device, console
+        )
         if on_step is not None:
             on_step(experiment.name)
     interpolation = gan_interpolation(runs["gan"], out, device, budget.interpolation_draws)
-    report = write_report(out, dataset, runs, results, interpolation, quick=quick, device=device,
-                          seconds=time.perf_counter() - started)  # fmt: skip
+    report = write_report(
+        out, dataset, runs, results, interpolation, quick=quick, device=device, seconds=time.perf_counter() - started
+    )
     return {"report": str(report), "results": results}
 
 
@@ -188,8 +206,9 @@ def _sample_epochs(run: Path) -> list[int]:
     return sorted(int(path.stem.split("_")[1]) for path in (run / "samples").glob("epoch_[0-9][0-9][0-9].png"))
 
 
-def write_report(out: Path, dataset: Dataset, runs: dict, results: dict, interpolation: str, *, quick: bool, device,
-                 seconds: float) -> Path:  # fmt: skip
+def write_report(
+    out: Path, dataset: Dataset, runs: dict, results: dict, interpolation: str, *, quick: bool, device, seconds: float
+) -> Path:
     figure = lambda run, path, name: copy_figure(runs[run] / path, out, name)  # noqa: E731
     training_hours = sum(result["training_seconds"] for result in results.values()) / 3600
     lines = [
@@ -203,8 +222,11 @@ def write_report(out: Path, dataset: Dataset, runs: dict, results: dict, interpo
         "",
     ]
     if quick:
-        lines += ["**Quick mode: a few epochs on the bundled subset. These numbers say the pipeline works, not how "
-                  "good the models get.**", ""]  # fmt: skip
+        lines += [
+            "**Quick mode: a few epochs on the bundled subset. These numbers say the pipeline works, not how "
+            "good the models get.**",
+            "",
+        ]
     lines += results_table(results)
     lines += figures_section(figure, runs, interpolation)
     lines += ["## Conclusion", "", conclusion(results), ""]
@@ -215,9 +237,12 @@ def write_report(out: Path, dataset: Dataset, runs: dict, results: dict, interpo
 
 def results_table(results: dict) -> list[str]:
     """The report's table of final test-split numbers, a row per experiment, and the last validation numbers."""
-    lines = ["## Final numbers (test split)", "",
-             "| experiment | epochs | training time | test likelihood | bits/dim | FID (real floor) | seed report | published |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines = [
+        "## Final numbers (test split)",
+        "",
+        "| experiment | epochs | training time | test likelihood | bits/dim | FID (real floor) | seed report | published |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for experiment in EXPERIMENTS:
         result = results[experiment.name]
         likelihood, quality = result.get("likelihood", {}), result["sample_quality"]
@@ -232,15 +257,23 @@ def results_table(results: dict) -> list[str]:
             estimate, text = None, "none (implicit model)"
         bits = f"{estimate['bits_per_dim']:.4f} ± {estimate['bits_per_dim_standard_error']:.4f}" if estimate else ""
         fid = f"{quality['model']['fid']:.1f} ({quality['real_floor']['fid']:.1f})"
-        lines.append(f"| {experiment.title} | {result['epochs']} | {result['training_seconds'] / 60:.1f} min | {text} | "
-                     f"{bits} | {fid} | {SEED_REPORT.get(experiment.name, '')} | {PUBLISHED.get(experiment.name, '')} |")
+        lines.append(
+            f"| {experiment.title} | {result['epochs']} | {result['training_seconds'] / 60:.1f} min | {text} | "
+            f"{bits} | {fid} | {SEED_REPORT.get(experiment.name, '')} | {PUBLISHED.get(experiment.name, '')} |"
+        )
     for name in ("vae-zdim20", "vae-zdim2"):
         final = results[name]["final"]
         lines.append("")
-        lines.append(f"{name}: validation ELBO after the last epoch {final['val_elbo']:.2f} "
-                     f"(the seed report: {SEED_REPORT[name].split(' ')[0]}).")
+        lines.append(
+            f"{name}: validation ELBO after the last epoch {final['val_elbo']:.2f} "
+            f"(the seed report: {SEED_REPORT[name].split(' ')[0]})."
+        )
     final = results["flow"]["final"]
-    return lines + ["", f"flow: validation bits/dim after the last epoch {final['val_bpd']:.4f} (the seed report: 1.83).", ""]
+    return lines + [
+        "",
+        f"flow: validation bits/dim after the last epoch {final['val_bpd']:.4f} (the seed report: 1.83).",
+        "",
+    ]
 
 
 def figures_section(figure, runs: dict, interpolation: str) -> list[str]:
@@ -249,24 +282,57 @@ def figures_section(figure, runs: dict, interpolation: str) -> list[str]:
     for name in ("vae-zdim20", "vae-zdim2"):
         lines.append(f"{name}: ![ELBO curves, {name}]({figure(name, 'curves.png', f'{name}_curves.png')})")
         lines.append("")
-    lines += ["### 2. VAE samples during training (zdim 20)", "", "| " + " | ".join(
-        f"epoch {e}" for e in _sample_epochs(runs["vae-zdim20"])) + " |", "| --- " * len(_sample_epochs(runs["vae-zdim20"])) + "|"]  # fmt: skip
-    lines.append("| " + " | ".join(
-        f"![]({figure('vae-zdim20', f'samples/epoch_{e:03d}.png', f'vae-zdim20_samples_{e:03d}.png')})"
-        for e in _sample_epochs(runs["vae-zdim20"])) + " |")  # fmt: skip
+    lines += [
+        "### 2. VAE samples during training (zdim 20)",
+        "",
+        "| " + " | ".join(f"epoch {e}" for e in _sample_epochs(runs["vae-zdim20"])) + " |",
+        "| --- " * len(_sample_epochs(runs["vae-zdim20"])) + "|",
+    ]
+    lines.append(
+        "| "
+        + " | ".join(
+            f"![]({figure('vae-zdim20', f'samples/epoch_{e:03d}.png', f'vae-zdim20_samples_{e:03d}.png')})"
+            for e in _sample_epochs(runs["vae-zdim20"])
+        )
+        + " |"
+    )
     manifold = sorted(int(p.stem.split("_")[1]) for p in (runs["vae-zdim2"] / "manifold").glob("epoch_*.png"))
-    lines += ["", "### 3. The zdim-2 manifold", "", "| " + " | ".join(f"epoch {e}" for e in manifold) + " |",
-              "| --- " * len(manifold) + "|",
-              "| " + " | ".join(f"![]({figure('vae-zdim2', f'manifold/epoch_{e:03d}.png', f'vae-zdim2_manifold_{e:03d}.png')})"
-                                for e in manifold) + " |"]  # fmt: skip
+    lines += [
+        "",
+        "### 3. The zdim-2 manifold",
+        "",
+        "| " + " | ".join(f"epoch {e}" for e in manifold) + " |",
+        "| --- " * len(manifold) + "|",
+        "| "
+        + " | ".join(
+            f"![]({figure('vae-zdim2', f'manifold/epoch_{e:03d}.png', f'vae-zdim2_manifold_{e:03d}.png')})"
+            for e in manifold
+        )
+        + " |",
+    ]
     gan_epochs = _sample_epochs(runs["gan"])
-    lines += ["", "### 4. GAN samples during training (averaged generator)", "",
-              "| " + " | ".join(f"epoch {e}" for e in gan_epochs) + " |", "| --- " * len(gan_epochs) + "|",
-              "| " + " | ".join(f"![]({figure('gan', f'samples/epoch_{e:03d}.png', f'gan_samples_{e:03d}.png')})"
-                                for e in gan_epochs) + " |"]  # fmt: skip
-    lines += ["", "### 5. GAN interpolation", "",
-              f"Nine images along the sphere {interpolation} (the seed report's section 2.7, whose interpolation "
-              "figure it left out):", "", "![GAN interpolation](figures/gan_interpolation.png)", ""]  # fmt: skip
+    lines += [
+        "",
+        "### 4. GAN samples during training (averaged generator)",
+        "",
+        "| " + " | ".join(f"epoch {e}" for e in gan_epochs) + " |",
+        "| --- " * len(gan_epochs) + "|",
+        "| "
+        + " | ".join(
+            f"![]({figure('gan', f'samples/epoch_{e:03d}.png', f'gan_samples_{e:03d}.png')})" for e in gan_epochs
+        )
+        + " |",
+    ]
+    lines += [
+        "",
+        "### 5. GAN interpolation",
+        "",
+        f"Nine images along the sphere {interpolation} (the seed report's section 2.7, whose interpolation "
+        "figure it left out):",
+        "",
+        "![GAN interpolation](figures/gan_interpolation.png)",
+        "",
+    ]
     lines += ["### 6. Flow bits/dim during training", ""]
     for name in ("flow", "flow-ms"):
         lines.append(f"{name}: ![bits/dim curves, {name}]({figure(name, 'curves.png', f'{name}_curves.png')})")

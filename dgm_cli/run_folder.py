@@ -186,7 +186,9 @@ def reopen_run(folder: Path, model_name: str, *, epochs: int | None = None, data
         raise DgmError(f"cannot resume {folder}: it {what}; name the folder of a run that dgm train wrote")
     state = load_state(run.state_path)
     if state.model_name != model_name:
-        raise DgmError(f"{folder} holds a {state.model_name} run; resume it with dgm train {state.model_name} --resume {folder}")
+        raise DgmError(
+            f"{folder} holds a {state.model_name} run; resume it with dgm train {state.model_name} --resume {folder}"
+        )
     facts = run.read_config()
     config = state.config
     if epochs is not None:
@@ -194,7 +196,9 @@ def reopen_run(folder: Path, model_name: str, *, epochs: int | None = None, data
     if config.epochs < state.epoch:
         raise DgmError(f"{folder} has already trained {state.epoch} epochs; --epochs must be at least that")
     if state.finished and state.epoch >= config.epochs:
-        raise DgmError(f"{folder} has finished its {config.epochs} epochs; pass --epochs with a larger number to train on")
+        raise DgmError(
+            f"{folder} has finished its {config.epochs} epochs; pass --epochs with a larger number to train on"
+        )
     stored_checkpoint_dir = facts.get("checkpoint_dir")
     return ResumedRun(
         folder=folder,

@@ -107,7 +107,9 @@ def summarize(folder: Path) -> RunSummary:
         written = []
     good = [record for record in written if not record.get("diverged")]
     model_name, epochs_planned = facts.get("model") or "?", (facts.get("config") or {}).get("epochs")
-    model_name, epochs_planned, records, status, detail, wall_seconds = saved_status(run, model_name, epochs_planned, good)
+    model_name, epochs_planned, records, status, detail, wall_seconds = saved_status(
+        run, model_name, epochs_planned, good
+    )
     if written and written[-1].get("diverged"):
         status, detail = "diverged", f"in epoch {written[-1]['epoch']}"
     holder = live_holder(run.path)
@@ -118,7 +120,8 @@ def summarize(folder: Path) -> RunSummary:
     return RunSummary(
         path=str(folder),
         model=model_name,
-        dataset=str((facts.get("data") or {}).get("name", "?")) + (" (fallback)" if (facts.get("data") or {}).get("fallback") else ""),
+        dataset=str((facts.get("data") or {}).get("name", "?"))
+        + (" (fallback)" if (facts.get("data") or {}).get("fallback") else ""),
         epochs_done=max((r.get("epoch", 0) for r in records), default=0),
         epochs_planned=epochs_planned,
         status=status,

@@ -13,9 +13,16 @@ from dgm_cli.plots import Figure
 
 @torch.no_grad()
 def sample_images(
-    model, n: int, *, seed: int, binary: bool = False, raw: bool = False, temperature: float = 1.0,
-    labels: torch.Tensor | None = None, **sampler_options,
-) -> torch.Tensor:  # fmt: skip
+    model,
+    n: int,
+    *,
+    seed: int,
+    binary: bool = False,
+    raw: bool = False,
+    temperature: float = 1.0,
+    labels: torch.Tensor | None = None,
+    **sampler_options,
+) -> torch.Tensor:
     """n images (n, 1, 28, 28) in [0, 1].
 
     binary: a Bernoulli draw from each pixel's probability; raw: the live weights of a model that
@@ -26,8 +33,9 @@ def sample_images(
     if raw and not model.keeps_average:
         raise DgmError("this checkpoint keeps no moving average of its weights (train with --ema); leave out --raw")
     generator = torch.Generator().manual_seed(seed)
-    images = model.sample(n, generator=generator, averaged=not raw, temperature=temperature, labels=labels,
-                          **sampler_options)  # fmt: skip
+    images = model.sample(
+        n, generator=generator, averaged=not raw, temperature=temperature, labels=labels, **sampler_options
+    )
     if binary:
         if model.pixel_distribution != "bernoulli":
             raise DgmError("binary draws need a model with Bernoulli pixels (the vae); leave out --binary")
@@ -35,8 +43,9 @@ def sample_images(
     return images
 
 
-def sample_figure(model, n: int, *, label: int | None = None, nrow: int | None = None, seed: int = 0,
-                  reporter=None, **options) -> Figure:  # fmt: skip
+def sample_figure(
+    model, n: int, *, label: int | None = None, nrow: int | None = None, seed: int = 0, reporter=None, **options
+) -> Figure:
     """`dgm sample`'s grid: n samples (of class `label`; a conditional model without one: a row per class with
     ceil(n / classes) images each), with a bar over an iterative sampler's steps. options: sample_images'."""
     from dgm_cli.progress import Reporter

@@ -84,8 +84,15 @@ def pngs_in(folder: Path) -> np.ndarray:
     return np.stack(images)
 
 
-def sample_quality(images, *, dataset: "str | Path | Dataset" = "mnist", classifier: Path | None = None,
-                   data_dir: Path | None = None, device: str = "auto", reporter: Reporter | None = None) -> dict:  # fmt: skip
+def sample_quality(
+    images,
+    *,
+    dataset: "str | Path | Dataset" = "mnist",
+    classifier: Path | None = None,
+    data_dir: Path | None = None,
+    device: str = "auto",
+    reporter: Reporter | None = None,
+) -> dict:
     """FID, KID, precision/recall, Inception Score and class coverage of any images against a dataset's test
     split, beside the same metrics for as many of its real validation images (the floor).
 
@@ -104,14 +111,33 @@ def sample_quality(images, *, dataset: "str | Path | Dataset" = "mnist", classif
     if features is None:
         raise DgmError(missing_note(dataset.describe(), "scoring").replace(" skipped:", " needs a classifier, and"))
     reporter.note(f"scoring {len(pictures):,} images with {features.words()}")
-    measured = measure(features.classifier, pictures, reference=dataset.test.images.float() / 255,
-                       held_out=dataset.split(floor_split("test")).images.float() / 255)  # fmt: skip
-    return {"dataset": dataset.name, "split": "test", "feature_network": features.describe(),
-            "sample_quality": {"floor_split": floor_split("test"), **measured}}  # fmt: skip
+    measured = measure(
+        features.classifier,
+        pictures,
+        reference=dataset.test.images.float() / 255,
+        held_out=dataset.split(floor_split("test")).images.float() / 255,
+    )
+    return {
+        "dataset": dataset.name,
+        "split": "test",
+        "feature_network": features.describe(),
+        "sample_quality": {"floor_split": floor_split("test"), **measured},
+    }
 
 
-def evaluate_samples(report, model, dataset: Dataset, *, samples: int, seed: int, raw: bool, temperature: float,
-                     classifier: Path | None, reporter: Reporter, sampler_options: dict) -> None:  # fmt: skip
+def evaluate_samples(
+    report,
+    model,
+    dataset: Dataset,
+    *,
+    samples: int,
+    seed: int,
+    raw: bool,
+    temperature: float,
+    classifier: Path | None,
+    reporter: Reporter,
+    sampler_options: dict,
+) -> None:
     """dgm eval's sample-quality sections: `samples` images drawn with `seed` and measured against the evaluated
     split; a conditional model draws every class equally and is measured per class too."""
     features = feature_network(dataset.describe(), model.device, classifier=classifier)
@@ -128,25 +154,32 @@ def evaluate_samples(report, model, dataset: Dataset, *, samples: int, seed: int
         sample_labels = class_rows(model.classes, max(1, samples // model.classes))
         samples = len(sample_labels)
     reporter.note(f"sample quality: drawing {samples:,} images and embedding them with {features.words()}")
-    drawn = draw_with_progress(model, samples, reporter, seed=seed, raw=raw, labels=sample_labels,
-                               temperature=temperature, **sampler_options)  # fmt: skip
+    drawn = draw_with_progress(
+        model, samples, reporter, seed=seed, raw=raw, labels=sample_labels, temperature=temperature, **sampler_options
+    )
     described = model.describe_sampler(**sampler_options)
     report.sample_quality = {
         "floor_split": floor_split(report.split),
         "temperature": temperature,
         **({} if described is None else {"sampler": described}),
         "weights": "live" if raw or not model.keeps_average else "moving average",
-        **measure(features.classifier, drawn, reference=chosen.images.float() / 255,
-                  held_out=held_out.images.float() / 255),
-    }  # fmt: skip
+        **measure(
+            features.classifier, drawn, reference=chosen.images.float() / 255, held_out=held_out.images.float() / 255
+        ),
+    }
     if model.classes:
         from dgm_cli.conditional import conditional_quality
 
         reporter.note(f"conditional accuracy and per-class quality: {samples // model.classes:,} samples of each class")
         report.conditional_quality = conditional_quality(
-            features.classifier, drawn, sample_labels, reference=chosen.images.float() / 255,
-            reference_labels=chosen.labels, held_out=held_out.images.float() / 255, held_out_labels=held_out.labels,
-        )  # fmt: skip
+            features.classifier,
+            drawn,
+            sample_labels,
+            reference=chosen.images.float() / 255,
+            reference_labels=chosen.labels,
+            held_out=held_out.images.float() / 255,
+            held_out_labels=held_out.labels,
+        )
 
 
 def draw_with_progress(model, n: int, reporter: Reporter, **options) -> torch.Tensor:
@@ -157,5 +190,7 @@ def draw_with_progress(model, n: int, reporter: Reporter, **options) -> torch.Te
         return sample_images(model, n, **options)
     sampler_options = {k: v for k, v in options.items() if k in model.sampler_options}
     total = model.denoising_steps(n, **sampler_options)
-    with reporter.task(f"{model.describe_sampler(**sampler_options)['sampler']} sampler, {n:,} images", total) as advance:
+    with reporter.task(
+        f"{model.describe_sampler(**sampler_options)['sampler']} sampler, {n:,} images", total
+    ) as advance:
         return sample_images(model, n, on_step=advance, **options)

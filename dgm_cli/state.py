@@ -181,8 +181,15 @@ def _reason(error: Exception) -> str:
 
 def read_state_header(path: Path) -> StateHeader:
     spec, config, progress = _read_metadata(Path(path))
-    return StateHeader(spec.name, config, progress["epoch"], progress["step"], progress["history"], progress["position"],
-                       progress.get("wall_seconds", 0.0))  # fmt: skip
+    return StateHeader(
+        spec.name,
+        config,
+        progress["epoch"],
+        progress["step"],
+        progress["history"],
+        progress["position"],
+        progress.get("wall_seconds", 0.0),
+    )
 
 
 def load_state(path: Path) -> TrainingState:
@@ -193,7 +200,9 @@ def load_state(path: Path) -> TrainingState:
         tensors = load_file(str(path), device="cpu")
         position = None
         if progress["position"] is not None:
-            sums = {name[len("epoch.sums.") :]: value for name, value in tensors.items() if name.startswith("epoch.sums.")}
+            sums = {
+                name[len("epoch.sums.") :]: value for name, value in tensors.items() if name.startswith("epoch.sums.")
+            }
             position = EpochPosition(
                 progress["position"]["next_batch"], progress["position"]["seconds"], tensors["epoch.permutation"], sums
             )
@@ -229,11 +238,13 @@ def _check_progress(progress) -> None:
         and len(progress["history"]) == progress["epoch"] + 1
         and all(isinstance(record, dict) for record in progress["history"])
         and isinstance(progress["optimizers"], list)
-        and all(isinstance(o, dict) and isinstance(o["param_groups"], list) and isinstance(o["scalars"], dict)
-                for o in progress["optimizers"])
+        and all(
+            isinstance(o, dict) and isinstance(o["param_groups"], list) and isinstance(o["scalars"], dict)
+            for o in progress["optimizers"]
+        )
         and (position is None or (whole(position["next_batch"]) and isinstance(position["seconds"], (int, float))))
         and (progress["best_value"] is None or isinstance(progress["best_value"], (int, float)))
         and isinstance(progress.get("wall_seconds", 0.0), (int, float))
-    )  # fmt: skip
+    )
     if not valid:
         raise ValueError("its progress record is malformed")

@@ -29,7 +29,7 @@ def require_tensorboard():
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise DgmError(
-            "--tensorboard needs the tensorboard package; install it with pip install -e \".[tensorboard]\" "
+            '--tensorboard needs the tensorboard package; install it with pip install -e ".[tensorboard]" '
             "(or pip install tensorboard), or leave out --tensorboard"
         ) from None
     return SummaryWriter

@@ -120,11 +120,15 @@ def check_labelled(config, dataset: Dataset, *, needs_labels: bool = False) -> N
     for name in ("train", "val"):
         split = dataset.split(name)
         if dataset.classes == 0 or split.labels is None or len(split.labels) != len(split.images):
-            raise DgmError(f"{what} needs class labels, and the {name} split of {dataset.name} has none "
-                           "(an image folder gets them from one subfolder per class)")  # fmt: skip
+            raise DgmError(
+                f"{what} needs class labels, and the {name} split of {dataset.name} has none "
+                "(an image folder gets them from one subfolder per class)"
+            )
         if len(split.labels) and not (0 <= int(split.labels.min()) and int(split.labels.max()) < classes):
-            raise DgmError(f"this model takes {classes} classes (0..{classes - 1}), but the {name} split of "
-                           f"{dataset.name} has labels {int(split.labels.min())}..{int(split.labels.max())}")  # fmt: skip
+            raise DgmError(
+                f"this model takes {classes} classes (0..{classes - 1}), but the {name} split of "
+                f"{dataset.name} has labels {int(split.labels.min())}..{int(split.labels.max())}"
+            )
 
 
 def loop(t: "Training", console) -> list[dict]:
@@ -173,8 +177,19 @@ class Training:
     """What one training works on and keeps between steps; `loop` says when each of its actions happens."""
 
     def __init__(self, model_name, config, dataset, settings: RunSettings, run: RunFolder, interrupt, resume):
-        self.model_name, self.config, self.dataset, self.run, self.interrupt = model_name, config, dataset, run, interrupt
-        self.settings, self.device, self.parallel, self.seed = settings, settings.device, settings.parallel, settings.seed
+        self.model_name, self.config, self.dataset, self.run, self.interrupt = (
+            model_name,
+            config,
+            dataset,
+            run,
+            interrupt,
+        )
+        self.settings, self.device, self.parallel, self.seed = (
+            settings,
+            settings.device,
+            settings.parallel,
+            settings.seed,
+        )
         device = self.device
         # The same seed in every process: the same initial weights, permutations and noise (distributed.py).
         torch.manual_seed(self.seed)
@@ -191,8 +206,12 @@ class Training:
         # The configured rates, which learning_rate_factor scales (a resumed optimizer holds the last scaled ones).
         self.base_rates = [[group["lr"] for group in optimizer.param_groups] for optimizer in self.optimizers]
         # A resumed run prepares its splits again from the seed: the same draws as at its start.
-        self.train_images = self.model.prepare_split(dataset.train.images, train=True, generator=self.data_generator).to(device)
-        self.val_images = self.model.prepare_split(dataset.val.images, train=False, generator=self.data_generator).to(device)
+        self.train_images = self.model.prepare_split(
+            dataset.train.images, train=True, generator=self.data_generator
+        ).to(device)
+        self.val_images = self.model.prepare_split(dataset.val.images, train=False, generator=self.data_generator).to(
+            device
+        )
         self.train_labels, self.val_labels = dataset.train.labels.to(device), dataset.val.labels.to(device)
 
         self._record_facts(started_from)
@@ -217,20 +236,37 @@ class Training:
     def _record_facts(self, started_from: dict | None) -> None:
         """What every checkpoint of the run records about it (run_facts), and the run's config.json."""
         settings, device, config, model_name = self.settings, self.device, self.config, self.model_name
-        self.run_facts = {"seed": self.seed, "device": str(device), "precision": settings.precision,
-                          "torch": torch.__version__, "dgm": __version__}  # fmt: skip
+        self.run_facts = {
+            "seed": self.seed,
+            "device": str(device),
+            "precision": settings.precision,
+            "torch": torch.__version__,
+            "dgm": __version__,
+        }
         if self.parallel.enabled:
             self.run_facts["processes"] = self.parallel.world_size
         if started_from is not None:
             self.run_facts["init_from"] = started_from
         preset = preset_of(get_spec(model_name), config)
         if preset is not None:  # the published number travels with every checkpoint of the run
-            self.run_facts["preset"] = {"name": preset.name, "published": preset.published, "metric": preset.metric,
-                                        "reference": preset.reference}  # fmt: skip
+            self.run_facts["preset"] = {
+                "name": preset.name,
+                "published": preset.published,
+                "metric": preset.metric,
+                "reference": preset.reference,
+            }
         checkpoint_dir = None if settings.checkpoint_dir is None else str(settings.checkpoint_dir)
-        self.run.write_config({"model": model_name, "config": config_tools.to_dict(config), "data": self.dataset.describe(),
-                          **self.run_facts, "checkpoint_dir": checkpoint_dir, "tensorboard": settings.tensorboard,
-                          "save_every": settings.save_every})  # fmt: skip
+        self.run.write_config(
+            {
+                "model": model_name,
+                "config": config_tools.to_dict(config),
+                "data": self.dataset.describe(),
+                **self.run_facts,
+                "checkpoint_dir": checkpoint_dir,
+                "tensorboard": settings.tensorboard,
+                "save_every": settings.save_every,
+            }
+        )
 
     def _plan_epochs(self) -> None:
         """Which epochs draw figures, how many images and steps an epoch has, how often the bar refreshes."""
@@ -255,8 +291,13 @@ class Training:
         if self.settings.init_from is None:
             return None
         info = load_weights_into(model, self.settings.init_from, model_name=self.model_name)
-        return {"path": str(Path(self.settings.init_from).resolve()), "sha256": file_sha256(self.settings.init_from),
-                "epoch": info.train.get("epoch"), "step": info.train.get("step"), "data": info.data.get("name")}  # fmt: skip
+        return {
+            "path": str(Path(self.settings.init_from).resolve()),
+            "sha256": file_sha256(self.settings.init_from),
+            "epoch": info.train.get("epoch"),
+            "step": info.train.get("step"),
+            "data": info.data.get("name"),
+        }
 
     def _restore(self, resume: TrainingState) -> None:
         try:
@@ -274,10 +315,16 @@ class Training:
         from dgm_cli.tensorboard_log import TensorBoardLog
 
         monitored = [f"val/{name}" for name in self.model.headline_metrics]
-        hyperparameters = {"model": self.model_name, "dataset": self.dataset.name, **self.run_facts,
-                           **config_tools.to_dict(self.config)}  # fmt: skip
+        hyperparameters = {
+            "model": self.model_name,
+            "dataset": self.dataset.name,
+            **self.run_facts,
+            **config_tools.to_dict(self.config),
+        }
         continue_at = None if resume is None else resume.epoch + 1
-        return TensorBoardLog(self.run.path, hyperparameters=hyperparameters, metrics=monitored, continue_at=continue_at)
+        return TensorBoardLog(
+            self.run.path, hyperparameters=hyperparameters, metrics=monitored, continue_at=continue_at
+        )
 
     def close(self) -> None:
         if self.tensorboard is not None:
@@ -338,18 +385,26 @@ class Training:
         broken = {name: value for name, value in train_metrics.items() if not math.isfinite(value)}
         if broken:
             # metrics.jsonl shows the epoch that diverged (dgm runs reads it); the state keeps the last good one.
-            self.run.write_metrics(self.history + [{"epoch": epoch, "step": self.step, **train_metrics, "diverged": True}])
+            self.run.write_metrics(
+                self.history + [{"epoch": epoch, "step": self.step, **train_metrics, "diverged": True}]
+            )
             raise DgmError(
                 f"training diverged in epoch {epoch} ({', '.join(f'{k} = {v}' for k, v in broken.items())}); "
                 f"{self.run.last_path} still holds epoch {self.saved_epoch}; try a smaller --lr"
             )
         seconds = time.perf_counter() - current.started
-        record = {"epoch": epoch, "step": self.step, **train_metrics, **self.validation(self.val_images, self.val_labels, "val_")}
+        record = {
+            "epoch": epoch,
+            "step": self.step,
+            **train_metrics,
+            **self.validation(self.val_images, self.val_labels, "val_"),
+        }
         return {**record, "seconds": round(seconds, 3), "images_per_second": round(self.n / seconds, 1)}
 
     def epoch_line(self, record: dict) -> str:
         shown = "  ".join(
-            f"{name} {record[f'train_{name}']:.3f}" + (f"/{record[f'val_{name}']:.3f}" if f"val_{name}" in record else "")
+            f"{name} {record[f'train_{name}']:.3f}"
+            + (f"/{record[f'val_{name}']:.3f}" if f"val_{name}" in record else "")
             for name in self.model.headline_metrics
         )
         seconds = record["seconds"]
@@ -367,17 +422,27 @@ class Training:
         if self.model.monitor is not None:
             monitor, direction = self.model.monitor
             value = record[f"val_{monitor}"]
-            is_best = self.best_value is None or (value > self.best_value if direction == "max" else value < self.best_value)
+            is_best = self.best_value is None or (
+                value > self.best_value if direction == "max" else value < self.best_value
+            )
             self.best_value = value if is_best else self.best_value
         if not self.run.writes:  # the figures draw from their own seeded generators, so skipping them changes no stream
             return
         epoch = record["epoch"]
-        figures = self.save_figures(epoch) if epoch in self.sample_epochs and "sample" in self.model.capabilities else []
-        checkpoint = epoch % self.settings.save_every == 0 or epoch == self.config.epochs or self.interrupt.requested is not None
+        figures = (
+            self.save_figures(epoch) if epoch in self.sample_epochs and "sample" in self.model.capabilities else []
+        )
+        checkpoint = (
+            epoch % self.settings.save_every == 0 or epoch == self.config.epochs or self.interrupt.requested is not None
+        )
         self.save_progress(record, is_best=is_best, checkpoint=checkpoint)
         if checkpoint:  # drawing thousands of points each epoch would cost a long run a tenth of its time
-            save_curves(self.history, self.run.curves_path, title=f"{self.model_name} on {self.dataset.name}",
-                        reference_lines=self.model.reference_lines)  # fmt: skip
+            save_curves(
+                self.history,
+                self.run.curves_path,
+                title=f"{self.model_name} on {self.dataset.name}",
+                reference_lines=self.model.reference_lines,
+            )
         if self.tensorboard is not None:
             self.tensorboard.record(record)
             self.tensorboard.images(figures, epoch)
@@ -400,7 +465,9 @@ class Training:
         for path, images in grids:
             save_image_grid(images, path, nrow=nrow)
         if manifold:
-            save_image_grid(manifold_images(model, MANIFOLD_GRID), run.figure_path("manifold", epoch), nrow=MANIFOLD_GRID)
+            save_image_grid(
+                manifold_images(model, MANIFOLD_GRID), run.figure_path("manifold", epoch), nrow=MANIFOLD_GRID
+            )
         model.train()
         return [path for path, _ in grids] + ([run.figure_path("manifold", epoch)] if manifold else [])
 
@@ -409,8 +476,14 @@ class Training:
         self.run.write_metrics(self.history)
         train_facts = {**self.run_facts, "epoch": record["epoch"], "step": self.step, "metrics": record}
         for name in ((LAST_FILE,) if checkpoint else ()) + ((BEST_FILE,) if is_best else ()):
-            self.run.save_model(name, self.model, model_name=self.model_name, config=self.config,
-                                data=self.dataset.describe(), train=train_facts)  # fmt: skip
+            self.run.save_model(
+                name,
+                self.model,
+                model_name=self.model_name,
+                config=self.config,
+                data=self.dataset.describe(),
+                train=train_facts,
+            )
         if checkpoint:
             self.save_state(record["epoch"])
             self.saved_epoch = record["epoch"]
@@ -420,8 +493,19 @@ class Training:
             return
         optimizers = [optimizer.state_dict() for optimizer in self.optimizers]
         wall_seconds = round(self.wall_before + time.perf_counter() - self.started, 3)
-        state = TrainingState(self.model_name, self.config, epoch, self.step, self.history, self.best_value,
-                              self.model.state_dict(), optimizers, capture_rng(self.device), position, wall_seconds)  # fmt: skip
+        state = TrainingState(
+            self.model_name,
+            self.config,
+            epoch,
+            self.step,
+            self.history,
+            self.best_value,
+            self.model.state_dict(),
+            optimizers,
+            capture_rng(self.device),
+            position,
+            wall_seconds,
+        )
         save_state(self.run.state_path, state)
 
     # ------------------------------------------------------------ stopping and finishing
@@ -442,8 +526,12 @@ class Training:
         """Save where the run stopped (inside epoch_done + 1 at `position`, or after epoch_done) and raise Interrupted."""
         if position is not None:
             # Rank 0 saves every process's own metric sums, so a resumed run adds in the same order.
-            position = EpochPosition(position.next_batch, position.seconds, position.permutation,
-                                     self.parallel.gather(position.sums, self.device))  # fmt: skip
+            position = EpochPosition(
+                position.next_batch,
+                position.seconds,
+                position.permutation,
+                self.parallel.gather(position.sums, self.device),
+            )
             self.save_state(epoch_done, position)
         where = f"epoch {epoch_done + 1}, batch {position.next_batch}" if position else f"the end of epoch {epoch_done}"
         raise Interrupted(
@@ -459,10 +547,14 @@ class Training:
         # On a forked generator, so that a run extended later with --epochs continues the random stream
         # it would have had without this evaluation.
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            self.history[-1].update(self.validation(test_images.to(self.device), self.dataset.test.labels.to(self.device), "test_"))
+            self.history[-1].update(
+                self.validation(test_images.to(self.device), self.dataset.test.labels.to(self.device), "test_")
+            )
         self.save_progress(self.history[-1], is_best=False)
         if self.tensorboard is not None:  # the epoch's other numbers were logged when it ended
-            self.tensorboard.record({k: v for k, v in self.history[-1].items() if k == "epoch" or k.startswith("test_")})
+            self.tensorboard.record(
+                {k: v for k, v in self.history[-1].items() if k == "epoch" or k.startswith("test_")}
+            )
         if self.settings.checkpoint_dir is not None and self.run.writes:
             target = default_checkpoint(self.model_name, self.settings.checkpoint_dir)
             kept = publish_checkpoint(self.run.last_path, target)
@@ -478,7 +570,9 @@ def check_parallel_settings(model_name: str, config, settings: RunSettings) -> N
         if not parallel.enabled:
             raise DgmError("--sync-batchnorm only matters under torchrun with more than one process; leave it out")
         if settings.device.type != "cuda":
-            raise DgmError("--sync-batchnorm needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel); leave it out on the CPU")
+            raise DgmError(
+                "--sync-batchnorm needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel); leave it out on the CPU"
+            )
         module = get_spec(model_name).module_class(config)
         if not any(isinstance(layer, torch.nn.modules.batchnorm._BatchNorm) for layer in module.modules()):
             raise DgmError(f"the {model_name} has no batch normalisation; leave out --sync-batchnorm")

@@ -55,13 +55,30 @@ class Run:
         return load(path, model=self.model, device=device)
 
 
-def train(name: str, config=None, *, data=None, out: Path | None = None, resume: bool | str | Path = False,
-          init_from: Path | None = None, data_dir: Path | None = None, val_size: int | None = None,
-          image_fit: str | None = None, skip_bad_images: bool | None = None, seed: int | None = None,
-          device: str = "auto", checkpoint_dir: Path | None = None, save_every: int | None = None,
-          compile: bool = False, precision: str | None = None, sync_batchnorm: bool = False,
-          tensorboard: bool | None = None, on_epoch: Callable[[dict], None] | None = None,
-          reporter: Reporter | None = None, **fields) -> Run:  # fmt: skip
+def train(
+    name: str,
+    config=None,
+    *,
+    data=None,
+    out: Path | None = None,
+    resume: bool | str | Path = False,
+    init_from: Path | None = None,
+    data_dir: Path | None = None,
+    val_size: int | None = None,
+    image_fit: str | None = None,
+    skip_bad_images: bool | None = None,
+    seed: int | None = None,
+    device: str = "auto",
+    checkpoint_dir: Path | None = None,
+    save_every: int | None = None,
+    compile: bool = False,
+    precision: str | None = None,
+    sync_batchnorm: bool = False,
+    tensorboard: bool | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+    reporter: Reporter | None = None,
+    **fields,
+) -> Run:
     """Train a model as `dgm train NAME` does, into the run folder `out` (default runs/NAME/DATE-TIME).
 
     config: a config object or a dict of fields; fields: more config fields (`dgm train NAME --help` lists them,
@@ -80,13 +97,35 @@ def train(name: str, config=None, *, data=None, out: Path | None = None, resume:
     finished = False
     try:
         given = {**chosen_fields(config), **fields}
-        news = {"data": data, "val_size": val_size, "image_fit": image_fit, "skip_bad_images": skip_bad_images,
-                "seed": seed, "init_from": init_from}  # fmt: skip
-        recorded = {"save_every": save_every, "precision": precision, "tensorboard": tensorboard,
-                    "checkpoint_dir": checkpoint_dir}  # fmt: skip
-        run = run_in_process(name, given, news, recorded, out=out, resume=resume, data_dir=data_dir,
-                             device_name=device_name, parallel=parallel, compile=compile, sync_batchnorm=sync_batchnorm,
-                             on_epoch=on_epoch, reporter=reporter or Reporter())  # fmt: skip
+        news = {
+            "data": data,
+            "val_size": val_size,
+            "image_fit": image_fit,
+            "skip_bad_images": skip_bad_images,
+            "seed": seed,
+            "init_from": init_from,
+        }
+        recorded = {
+            "save_every": save_every,
+            "precision": precision,
+            "tensorboard": tensorboard,
+            "checkpoint_dir": checkpoint_dir,
+        }
+        run = run_in_process(
+            name,
+            given,
+            news,
+            recorded,
+            out=out,
+            resume=resume,
+            data_dir=data_dir,
+            device_name=device_name,
+            parallel=parallel,
+            compile=compile,
+            sync_batchnorm=sync_batchnorm,
+            on_epoch=on_epoch,
+            reporter=reporter or Reporter(),
+        )
         finished = run.status == "finished"
         return run
     finally:
@@ -99,11 +138,29 @@ def chosen_fields(config) -> dict:
     if config is None or isinstance(config, dict):
         return dict(config or {})
     defaults = config_tools.defaults(type(config))
-    return {key: value for key, value in config_tools.to_dict(config).items() if value != defaults.get(key, value) or key not in defaults}
+    return {
+        key: value
+        for key, value in config_tools.to_dict(config).items()
+        if value != defaults.get(key, value) or key not in defaults
+    }
 
 
-def run_in_process(name, given: dict, news: dict, recorded: dict, *, out, resume, data_dir, device_name, parallel,
-                   compile, sync_batchnorm, on_epoch, reporter: Reporter) -> Run:  # fmt: skip
+def run_in_process(
+    name,
+    given: dict,
+    news: dict,
+    recorded: dict,
+    *,
+    out,
+    resume,
+    data_dir,
+    device_name,
+    parallel,
+    compile,
+    sync_batchnorm,
+    on_epoch,
+    reporter: Reporter,
+) -> Run:
     """One process's training; under torchrun every process runs this."""
     from dgm_cli.device import resolve_device
     from dgm_cli.trainer import RunSettings
@@ -123,15 +180,29 @@ def run_in_process(name, given: dict, news: dict, recorded: dict, *, out, resume
         folder = Path(out) if out is not None else default_run_path(name)
         RunFolder(folder, writes=parallel.is_main).refuse_existing()  # before the data are read
         dataset = read_training_data(news, data_dir, reporter)
-    settings = RunSettings(out_dir=folder, seed=seed, device=device, parallel=parallel, compile=compile,
-                           sync_batchnorm=sync_batchnorm, init_from=news["init_from"], on_epoch=on_epoch,
-                           **{key: default if recorded[key] is None else recorded[key]
-                              for key, default in RECORDED_SETTINGS.items()})  # fmt: skip
+    settings = RunSettings(
+        out_dir=folder,
+        seed=seed,
+        device=device,
+        parallel=parallel,
+        compile=compile,
+        sync_batchnorm=sync_batchnorm,
+        init_from=news["init_from"],
+        on_epoch=on_epoch,
+        **{key: default if recorded[key] is None else recorded[key] for key, default in RECORDED_SETTINGS.items()},
+    )
     announce(name, dataset, settings, state, reporter)
     try:
         records = loop_over_epochs(name, config, dataset, settings, reporter.console, resume=state)
     except Interrupted as stopped:
-        return Run(name, folder, RunFolder(folder, writes=False).read_metrics(), "interrupted", dataset.describe(), str(stopped))
+        return Run(
+            name,
+            folder,
+            RunFolder(folder, writes=False).read_metrics(),
+            "interrupted",
+            dataset.describe(),
+            str(stopped),
+        )
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, without saving; the last saved state is kept
         hint = RunFolder(folder, writes=False).resume_hint(name)
         if parallel.is_main and hint is not None:
@@ -144,10 +215,14 @@ def run_in_process(name, given: dict, news: dict, recorded: dict, *, out, resume
 def resumed(name: str, given: dict, news: dict, recorded: dict, resume, out, data_dir):
     """The run `resume` names, reopened, after checking that only what may change was given; the recorded
     settings not given now are filled in `recorded`."""
-    refused = [f"{key}=" for key in given if key != "epochs"] + [f"{key}=" for key, value in news.items() if value is not None]
+    refused = [f"{key}=" for key in given if key != "epochs"] + [
+        f"{key}=" for key, value in news.items() if value is not None
+    ]
     if refused:
-        raise DgmError(f"resuming continues a run with its own settings; leave out {', '.join(refused)} "
-                       "(only epochs, the device and checkpoint_dir, save_every, precision, tensorboard may change)")  # fmt: skip
+        raise DgmError(
+            f"resuming continues a run with its own settings; leave out {', '.join(refused)} "
+            "(only epochs, the device and checkpoint_dir, save_every, precision, tensorboard may change)"
+        )
     if resume is True:
         if out is None:
             raise DgmError("resume=True continues the run in `out`; name it (or pass the folder as resume=)")
@@ -172,7 +247,9 @@ def new_config(name: str, given: dict, init_from: Path | None):
         values = {**{k: v for k, v in stored.items() if k not in config_tools.data_fields(spec.config_class)}, **given}
     # A checkpoint's recorded preset is already in its fields; a preset named now applies over them.
     from_preset = preset_overrides(spec, values.get("preset")) if init_from is None or "preset" in given else {}
-    config = config_tools.from_dict(spec.config_class, {**values, **{k: v for k, v in from_preset.items() if k not in given}})
+    config = config_tools.from_dict(
+        spec.config_class, {**values, **{k: v for k, v in from_preset.items() if k not in given}}
+    )
     refuse_inapplicable(config, set(given))
     if init_from is not None:
         from dgm_cli.checkpoint import check_initial_weights
@@ -188,30 +265,47 @@ def refuse_inapplicable(config, given: set[str]) -> None:
     if refused:
         option = lambda name: "--" + name.replace("_", "-")  # noqa: E731
         reasons = "; ".join(f"{option(name)} belongs to {inapplicable[name]}" for name in refused)
-        raise DgmError(f"{', '.join(map(option, refused))} would change nothing in this configuration ({reasons}); "
-                       f"leave {'them' if len(refused) > 1 else 'it'} out or choose the setting it belongs to")  # fmt: skip
+        raise DgmError(
+            f"{', '.join(map(option, refused))} would change nothing in this configuration ({reasons}); "
+            f"leave {'them' if len(refused) > 1 else 'it'} out or choose the setting it belongs to"
+        )
 
 
 def read_training_data(news: dict, data_dir, reporter: Reporter) -> Dataset:
     if isinstance(news["data"], Dataset):
         return news["data"]
-    return reporter.read_data(lambda progress: load_dataset(
-        None if news["data"] is None else str(news["data"]), data_dir, fit=news["image_fit"] or "crop",
-        skip_bad=bool(news["skip_bad_images"]), progress=progress, val_size=news["val_size"]))  # fmt: skip
+    return reporter.read_data(
+        lambda progress: load_dataset(
+            None if news["data"] is None else str(news["data"]),
+            data_dir,
+            fit=news["image_fit"] or "crop",
+            skip_bad=bool(news["skip_bad_images"]),
+            progress=progress,
+            val_size=news["val_size"],
+        )
+    )
 
 
 def announce(name: str, dataset: Dataset, settings, state, reporter: Reporter) -> None:
     """What is about to happen, in a line or three: the fallback data, the run, where it starts from."""
     if dataset.fallback_reason:
         reporter.note(dataset.fallback_reason, warning=True)
-        reporter.note(f"training on the bundled mnist-mini subset instead ({len(dataset.train):,} train / "
-                      f"{len(dataset.val):,} val / {len(dataset.test):,} test images); its numbers are not comparable "
-                      "with full-MNIST results.", warning=True)  # fmt: skip
+        reporter.note(
+            f"training on the bundled mnist-mini subset instead ({len(dataset.train):,} train / "
+            f"{len(dataset.val):,} val / {len(dataset.test):,} test images); its numbers are not comparable "
+            "with full-MNIST results.",
+            warning=True,
+        )
     start = f"; starting from the weights of {settings.init_from}" if settings.init_from is not None else ""
     if state is not None:
-        start = f"; resuming after epoch {state.epoch}" if state.position is None else \
-            f"; resuming epoch {state.epoch + 1} at batch {state.position.next_batch}"  # fmt: skip
+        start = (
+            f"; resuming after epoch {state.epoch}"
+            if state.position is None
+            else f"; resuming epoch {state.epoch + 1} at batch {state.position.next_batch}"
+        )
     parallel = settings.parallel
     processes = f" x {parallel.world_size} processes (torchrun)" if parallel.enabled else ""
-    reporter.note(f"training {name} on {dataset.name} ({len(dataset.train):,} images) on {settings.device}"
-                  f"{processes}; run folder {settings.out_dir}{start}")  # fmt: skip
+    reporter.note(
+        f"training {name} on {dataset.name} ({len(dataset.train):,} images) on {settings.device}"
+        f"{processes}; run folder {settings.out_dir}{start}"
+    )

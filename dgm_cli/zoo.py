@@ -43,9 +43,16 @@ class Pretrained:
         return headline_of(self.read_report(), self.measure)
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "aliases": list(self.aliases), "family": self.family,
-                "description": self.description, "file": str(self.path), "bytes": self.path.stat().st_size,
-                "headline": self.headline(), "made_by": self.made_by}  # fmt: skip
+        return {
+            "name": self.name,
+            "aliases": list(self.aliases),
+            "family": self.family,
+            "description": self.description,
+            "file": str(self.path),
+            "bytes": self.path.stat().st_size,
+            "headline": self.headline(),
+            "made_by": self.made_by,
+        }
 
 
 def _likelihood_headline(report: dict, measure: str) -> dict:
@@ -54,10 +61,18 @@ def _likelihood_headline(report: dict, measure: str) -> dict:
     estimate = likelihood[key]
     scope = f"{report['split']} split, {likelihood['images']:,} images, {estimate['label']}"
     if measure == "nll":
-        return {"value": -estimate["nats"], "standard_error": estimate["standard_error"], "unit": "nats",
-                "what": f"NLL ({scope})"}  # fmt: skip
-    return {"value": estimate["bits_per_dim"], "standard_error": estimate["bits_per_dim_standard_error"],
-            "unit": "bits/dim", "what": f"bits/dim ({scope})"}  # fmt: skip
+        return {
+            "value": -estimate["nats"],
+            "standard_error": estimate["standard_error"],
+            "unit": "nats",
+            "what": f"NLL ({scope})",
+        }
+    return {
+        "value": estimate["bits_per_dim"],
+        "standard_error": estimate["bits_per_dim_standard_error"],
+        "unit": "bits/dim",
+        "what": f"bits/dim ({scope})",
+    }
 
 
 def headline_of(report: dict, measure: str) -> dict:
@@ -68,18 +83,30 @@ def headline_of(report: dict, measure: str) -> dict:
         quality = report["sample_quality"]
         sampler = quality.get("sampler")
         how = "" if not sampler else f", {sampler['sampler']} {sampler['steps']} steps, eta {sampler['eta']:g}"
-        return {"value": quality["model"]["fid"], "standard_error": None, "unit": "",
-                "what": f"FID ({quality['samples']:,} samples against {quality['reference_images']:,} "
-                        f"{report['split']} images{how}; real floor {quality['real_floor']['fid']:.2f})"}  # fmt: skip
+        return {
+            "value": quality["model"]["fid"],
+            "standard_error": None,
+            "unit": "",
+            "what": f"FID ({quality['samples']:,} samples against {quality['reference_images']:,} "
+            f"{report['split']} images{how}; real floor {quality['real_floor']['fid']:.2f})",
+        }
     if measure == "accuracy":
         classification = report["classification"]
-        return {"value": 100 * classification["accuracy"], "standard_error": None, "unit": "%",
-                "what": f"accuracy ({report['split']} split, {classification['images']:,} images)"}  # fmt: skip
+        return {
+            "value": 100 * classification["accuracy"],
+            "standard_error": None,
+            "unit": "%",
+            "what": f"accuracy ({report['split']} split, {classification['images']:,} images)",
+        }
     if measure == "conditional_accuracy":
         quality = report["sample_quality"]
-        return {"value": 100 * report["conditional_quality"]["accuracy"], "standard_error": None, "unit": "%",
-                "what": f"of {quality['samples']:,} samples at temperature {quality['temperature']:g} read as the class "
-                        "asked for by the shipped classifier"}  # fmt: skip
+        return {
+            "value": 100 * report["conditional_quality"]["accuracy"],
+            "standard_error": None,
+            "unit": "%",
+            "what": f"of {quality['samples']:,} samples at temperature {quality['temperature']:g} read as the class "
+            "asked for by the shipped classifier",
+        }
     raise ValueError(f"unknown measure {measure!r}")
 
 
@@ -88,58 +115,92 @@ IWAE_EVAL = "dgm eval vae FILE --iw-samples 5000 --mc-samples 0 --samples 0"
 
 PRETRAINED = (
     Pretrained(
-        "vae", "vae", "VAE, 20-dimensional latent, 784-512-256 MLPs, 40 epochs (the seed report's model)",
-        "zoo/vae.safetensors", "zoo/vae.eval.json", "nll",
+        "vae",
+        "vae",
+        "VAE, 20-dimensional latent, 784-512-256 MLPs, 40 epochs (the seed report's model)",
+        "zoo/vae.safetensors",
+        "zoo/vae.eval.json",
+        "nll",
         f"dgm train vae --zdim 20 --epochs 40 {SEED_DATA}; dgm eval vae FILE",
     ),
     Pretrained(
-        "vae-zdim2", "vae", "VAE with a 2-D latent space, 40 epochs: the one `dgm manifold` draws",
-        "zoo/vae-zdim2.safetensors", "zoo/vae-zdim2.eval.json", "nll",
+        "vae-zdim2",
+        "vae",
+        "VAE with a 2-D latent space, 40 epochs: the one `dgm manifold` draws",
+        "zoo/vae-zdim2.safetensors",
+        "zoo/vae-zdim2.eval.json",
+        "nll",
         f"dgm train vae --zdim 2 --epochs 40 {SEED_DATA}; dgm eval vae FILE",
     ),
     Pretrained(
-        "flow-tutorial-multiscale", "flow",
+        "flow-tutorial-multiscale",
+        "flow",
         "multi-scale RealNVP with variational dequantization (the tutorial-multiscale preset), 2 of its 200 epochs",
-        "zoo/flow-tutorial-multiscale.safetensors", "zoo/flow-tutorial-multiscale.eval.json", "bits_per_dim",
+        "zoo/flow-tutorial-multiscale.safetensors",
+        "zoo/flow-tutorial-multiscale.eval.json",
+        "bits_per_dim",
         f"dgm train flow --preset tutorial-multiscale {SEED_DATA}, stopped after epoch 2 (its best.safetensors); "
         "dgm eval flow FILE --samples 0 --batch-size 200",
         aliases=("flow",),
     ),
     Pretrained(
-        "flow-conditional", "flow", "class-conditional multi-scale RealNVP (the label in its prior and couplings), 20 epochs",
-        "zoo/flow-conditional.safetensors", "zoo/flow-conditional.eval.json", "conditional_accuracy",
+        "flow-conditional",
+        "flow",
+        "class-conditional multi-scale RealNVP (the label in its prior and couplings), 20 epochs",
+        "zoo/flow-conditional.safetensors",
+        "zoo/flow-conditional.eval.json",
+        "conditional_accuracy",
         f"dgm train flow --arch realnvp-ms --conditional --epochs 20 --max-grad-norm 100 {SEED_DATA}; "
         "dgm eval flow FILE --dequantization-draws 0 --samples 10000 --temperature 0.7",
     ),
     Pretrained(
-        "diffusion", "diffusion", "DDPM with a width-16 U-Net, 41 epochs, sampled by its weights' moving average",
-        "zoo/diffusion.safetensors", "zoo/diffusion.eval.json", "fid",
+        "diffusion",
+        "diffusion",
+        "DDPM with a width-16 U-Net, 41 epochs, sampled by its weights' moving average",
+        "zoo/diffusion.safetensors",
+        "zoo/diffusion.eval.json",
+        "fid",
         f"dgm train diffusion --width 16 --epochs 24 --lr 5e-4 {SEED_DATA}; then 17 more epochs: "
         f"dgm train diffusion --init-from FILE --epochs 60 {SEED_DATA}, stopped after its epoch 17; "
         "dgm eval diffusion FILE --bound-timesteps 0 --steps 50 --eta 1",
     ),
     Pretrained(
-        "vae-iwae-1l-vae", "vae", "IWAE paper, table 1 row 1: one stochastic layer (784-200-200-50, tanh), VAE objective",
-        "zoo/vae-iwae-1l-vae.safetensors", "zoo/vae-iwae-1l-vae.eval.json", "nll",
+        "vae-iwae-1l-vae",
+        "vae",
+        "IWAE paper, table 1 row 1: one stochastic layer (784-200-200-50, tanh), VAE objective",
+        "zoo/vae-iwae-1l-vae.safetensors",
+        "zoo/vae-iwae-1l-vae.eval.json",
+        "nll",
         f"dgm train vae --preset iwae-1l-vae --val-size 400 {SEED_DATA}; then dgm train vae --init-from FILE "
         f"--val-size 400 --lr 1e-4 --lr-schedule constant --epochs 100 {SEED_DATA}; {IWAE_EVAL}",
     ),
     Pretrained(
-        "vae-iwae-1l-k5", "vae", "IWAE paper, table 1 row 2: one stochastic layer, IWAE objective with k=5",
-        "zoo/vae-iwae-1l-k5.safetensors", "zoo/vae-iwae-1l-k5.eval.json", "nll",
+        "vae-iwae-1l-k5",
+        "vae",
+        "IWAE paper, table 1 row 2: one stochastic layer, IWAE objective with k=5",
+        "zoo/vae-iwae-1l-k5.safetensors",
+        "zoo/vae-iwae-1l-k5.eval.json",
+        "nll",
         f"dgm train vae --preset iwae-1l-k5 --ema 0 {SEED_DATA}; then dgm train vae --init-from FILE --ema 0.9995 "
         f"--lr 1e-4 --lr-schedule constant --epochs 150 {SEED_DATA}; {IWAE_EVAL}",
     ),
     Pretrained(
-        "vae-iwae-2l-vae", "vae",
+        "vae-iwae-2l-vae",
+        "vae",
         "IWAE paper, table 1 row 4: two stochastic layers (784-200-200-100-100-50, tanh), VAE objective",
-        "zoo/vae-iwae-2l-vae.safetensors", "zoo/vae-iwae-2l-vae.eval.json", "nll",
+        "zoo/vae-iwae-2l-vae.safetensors",
+        "zoo/vae-iwae-2l-vae.eval.json",
+        "nll",
         f"dgm train vae --preset iwae-2l-vae --ema 0 {SEED_DATA}; then dgm train vae --init-from FILE --ema 0.9995 "
         f"--lr 1e-4 --lr-schedule constant --epochs 40 {SEED_DATA}; {IWAE_EVAL}",
     ),
     Pretrained(
-        "classifier", "classifier", "MNIST digit classifier (a small CNN) whose features the sample-quality metrics use",
-        "classifier/classifier.safetensors", "zoo/classifier.eval.json", "accuracy",
+        "classifier",
+        "classifier",
+        "MNIST digit classifier (a small CNN) whose features the sample-quality metrics use",
+        "classifier/classifier.safetensors",
+        "zoo/classifier.eval.json",
+        "accuracy",
         f"dgm train classifier {SEED_DATA}; dgm eval classifier FILE",
     ),
 )
@@ -162,8 +223,10 @@ def family_of(name: str) -> str:
         return name
     entry = find(name)
     if entry is None:
-        raise DgmError(f"unknown model {name!r}; families: {', '.join(list_models())}; pretrained: "
-                       f"{', '.join(sorted(by_name()))} (dgm models --pretrained)")  # fmt: skip
+        raise DgmError(
+            f"unknown model {name!r}; families: {', '.join(list_models())}; pretrained: "
+            f"{', '.join(sorted(by_name()))} (dgm models --pretrained)"
+        )
     return entry.family
 
 

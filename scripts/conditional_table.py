@@ -51,8 +51,17 @@ def main() -> None:
     parser.add_argument("runs", type=Path)
     parser.add_argument("--models", default="gan,vae,flow,flow-ms,flow-ms-epoch20")
     args = parser.parse_args()
-    header = ["model", "kind", "epochs", "FID (real floor)", "conditional accuracy (classifier on real)",
-              "log p(x\\|y), nats", "log p(x), nats", "generative classifier", "s/epoch"]  # fmt: skip
+    header = [
+        "model",
+        "kind",
+        "epochs",
+        "FID (real floor)",
+        "conditional accuracy (classifier on real)",
+        "log p(x\\|y), nats",
+        "log p(x), nats",
+        "generative classifier",
+        "s/epoch",
+    ]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for model in args.models.split(","):

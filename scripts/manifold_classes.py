@@ -23,7 +23,9 @@ from dgm_cli.sampling import manifold_images  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("checkpoint", nargs="?", default="vae-zdim2", help="a checkpoint, run folder or pretrained name")
+    parser.add_argument(
+        "checkpoint", nargs="?", default="vae-zdim2", help="a checkpoint, run folder or pretrained name"
+    )
     parser.add_argument("--grid", type=int, default=20)
     parser.add_argument("--edge", type=float, default=0.05)
     args = parser.parse_args()
@@ -34,7 +36,9 @@ def main() -> None:
     labels = probabilities.argmax(1)
     print(f"{args.checkpoint}: {args.grid}x{args.grid} = {len(cells)} cells, edge {args.edge}")
     for digit in range(10):
-        print(f"digit {digit}: {int((labels == digit).sum()):4d} cells, highest probability {probabilities[:, digit].max():.2f}")
+        print(
+            f"digit {digit}: {int((labels == digit).sum()):4d} cells, highest probability {probabilities[:, digit].max():.2f}"
+        )
 
 
 if __name__ == "__main__":

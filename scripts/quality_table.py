@@ -15,9 +15,15 @@ from pathlib import Path
 
 
 def quality_cells(numbers: dict) -> list[str]:
-    return [f"{numbers['fid']:.1f}", f"{numbers['kid']:.2f} ± {numbers['kid_std']:.2f}",
-            f"{numbers['precision']:.3f}", f"{numbers['recall']:.3f}", f"{numbers['inception_score']:.2f}",
-            f"{numbers['entropy_bits']:.2f}", str(numbers["classes_at_5_percent"])]  # fmt: skip
+    return [
+        f"{numbers['fid']:.1f}",
+        f"{numbers['kid']:.2f} ± {numbers['kid_std']:.2f}",
+        f"{numbers['precision']:.3f}",
+        f"{numbers['recall']:.3f}",
+        f"{numbers['inception_score']:.2f}",
+        f"{numbers['entropy_bits']:.2f}",
+        str(numbers["classes_at_5_percent"]),
+    ]
 
 
 def likelihood_cell(report: dict) -> str:
@@ -42,18 +48,25 @@ def main() -> None:
     args = parser.parse_args()
     reports = [json.loads(path.read_text()) for path in args.reports]
     first = reports[0]["sample_quality"]
-    print(f"{first['samples']:,} samples against {first['reference_images']:,} {reports[0]['dataset']} "
-          f"{reports[0]['split']} images; feature network {reports[0]['feature_network']['checkpoint']} "
-          f"(trained on {reports[0]['feature_network']['data']})\n")
-    print("| images | epochs | FID | KID (± std over subsets) | precision | recall | Inception Score | class entropy [bits] | "
-          "classes >= 5% | test log p(x) |")
+    print(
+        f"{first['samples']:,} samples against {first['reference_images']:,} {reports[0]['dataset']} "
+        f"{reports[0]['split']} images; feature network {reports[0]['feature_network']['checkpoint']} "
+        f"(trained on {reports[0]['feature_network']['data']})\n"
+    )
+    print(
+        "| images | epochs | FID | KID (± std over subsets) | precision | recall | Inception Score | class entropy [bits] | "
+        "classes >= 5% | test log p(x) |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     print("| **real floor** (validation split) | | " + " | ".join(quality_cells(first["real_floor"])) + " | |")
     for report in reports:
         weights = report["sample_quality"].get("weights", "")
         name = f"{report['model']}" + (f" ({weights} weights)" if weights == "moving average" else "")
-        print(f"| {name} | {epochs_of(report)} | " + " | ".join(quality_cells(report["sample_quality"]["model"]))
-              + f" | {likelihood_cell(report)} |")
+        print(
+            f"| {name} | {epochs_of(report)} | "
+            + " | ".join(quality_cells(report["sample_quality"]["model"]))
+            + f" | {likelihood_cell(report)} |"
+        )
 
 
 if __name__ == "__main__":

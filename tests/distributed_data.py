@@ -11,6 +11,9 @@ def small_dataset(train_images: int) -> Dataset:
         return Split(split.images[:n].clone(), split.labels[:n].clone())
 
     return Dataset(
-        name="mnist-mini", train=head(mini.train, train_images), val=head(mini.val, 300), test=head(mini.test, 300),
+        name="mnist-mini",
+        train=head(mini.train, train_images),
+        val=head(mini.val, 300),
+        test=head(mini.test, 300),
         location=mini.location,
-    )  # fmt: skip
+    )

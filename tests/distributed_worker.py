@@ -38,8 +38,9 @@ def train_case(model_name: str, fields: dict, out: Path, dataset, parallel, devi
 
     module_class.distribute = recording
     try:
-        settings = RunSettings(out_dir=out / "run", seed=3, device=torch.device(device), checkpoint_dir=None,
-                               parallel=parallel)  # fmt: skip
+        settings = RunSettings(
+            out_dir=out / "run", seed=3, device=torch.device(device), checkpoint_dir=None, parallel=parallel
+        )
         train(model_name, create_config(model_name, **fields), dataset, settings, quiet_console())
     finally:
         module_class.distribute = original

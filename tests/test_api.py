@@ -18,8 +18,17 @@ SHIPPED_CLASSIFIER = Path(dgm.__file__).parent / "assets" / "classifier" / "clas
 
 
 def test_every_public_name_is_there_with_a_docstring():
-    assert set(dgm.__all__) >= {"list_models", "create_model", "load", "load_dataset", "evaluate", "log_likelihood",
-                                "sample_quality", "train", "interpolate"}  # fmt: skip
+    assert set(dgm.__all__) >= {
+        "list_models",
+        "create_model",
+        "load",
+        "load_dataset",
+        "evaluate",
+        "log_likelihood",
+        "sample_quality",
+        "train",
+        "interpolate",
+    }
     for name in dgm.__all__:
         if name != "__version__":
             assert getattr(dgm, name).__doc__, name
@@ -69,7 +78,9 @@ def test_sample_takes_a_seed_and_sampler_options_as_arguments():
     assert torch.equal(images, vae.sample(6, seed=1)) and not torch.equal(images, vae.sample(6, seed=2))
     two, three = diffusion.sample(2, seed=0, steps=2), diffusion.sample(2, seed=0, steps=3)
     assert not torch.equal(two, three) and torch.equal(two, diffusion.sample(2, seed=0, steps=2))
-    assert torch.equal(diffusion.sample(2, seed=0, sampler="ancestral"), diffusion.sample(2, seed=0, sampler="ancestral"))
+    assert torch.equal(
+        diffusion.sample(2, seed=0, sampler="ancestral"), diffusion.sample(2, seed=0, sampler="ancestral")
+    )
     with pytest.raises(dgm.DgmError, match="steps: not a sampler option of the vae; it draws in one pass"):
         vae.sample(2, steps=3)
     with pytest.raises(dgm.DgmError, match="guidance needs a conditional model"):
@@ -158,8 +169,17 @@ def test_dgm_score_prints_what_sample_quality_returns(tmp_path):
 
 def test_train_returns_a_run_and_reports_each_epoch_as_it_ends(tmp_path):
     seen = []
-    run = dgm.train("vae", zdim=2, hidden=16, epochs=1, data="mnist-mini", out=tmp_path / "run",
-                    checkpoint_dir=tmp_path / "ck", sample_epochs=(), on_epoch=seen.append)  # fmt: skip
+    run = dgm.train(
+        "vae",
+        zdim=2,
+        hidden=16,
+        epochs=1,
+        data="mnist-mini",
+        out=tmp_path / "run",
+        checkpoint_dir=tmp_path / "ck",
+        sample_epochs=(),
+        on_epoch=seen.append,
+    )
     assert run.status == "finished" and [record["epoch"] for record in seen] == [0, 1]
     on_disk = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert run.records == on_disk and seen[1]["val_elbo"] == on_disk[1]["val_elbo"]

@@ -52,8 +52,13 @@ def test_stale_temporaries_are_removed_and_real_files_kept(tmp_path):
 
     (tmp_path / "samples").mkdir()
     (tmp_path / "elsewhere").mkdir()
-    real = [tmp_path / "last.safetensors", tmp_path / "samples" / "epoch_001.png", tmp_path / "metrics.jsonl",
-            tmp_path / ".notes.tmp", tmp_path / "elsewhere" / ".last.abcd1234.tmp.safetensors"]
+    real = [
+        tmp_path / "last.safetensors",
+        tmp_path / "samples" / "epoch_001.png",
+        tmp_path / "metrics.jsonl",
+        tmp_path / ".notes.tmp",
+        tmp_path / "elsewhere" / ".last.abcd1234.tmp.safetensors",
+    ]
     stale = [tmp_path / ".last.abcd1234.tmp.safetensors", tmp_path / "samples" / ".epoch_002.x9_k2m7q.tmp.png"]
     for path in real + stale:
         path.write_text("x")
@@ -92,8 +97,20 @@ def test_checkpoints_and_states_get_the_usual_permissions_too(tmp_path):
     try:
         model = create_model("vae", hidden=4, zdim=2)
         save_checkpoint(tmp_path / "last.safetensors", model, model_name="vae", config=model.config, data={}, train={})
-        save_state(tmp_path / "state.safetensors", TrainingState("vae", create_config("vae"), 0, 0, [{"epoch": 0}], None,
-                                                                 model.state_dict(), [], {"rng.torch": torch.get_rng_state()}))
+        save_state(
+            tmp_path / "state.safetensors",
+            TrainingState(
+                "vae",
+                create_config("vae"),
+                0,
+                0,
+                [{"epoch": 0}],
+                None,
+                model.state_dict(),
+                [],
+                {"rng.torch": torch.get_rng_state()},
+            ),
+        )
     finally:
         os.umask(umask)
     for name in ("last.safetensors", "state.safetensors"):

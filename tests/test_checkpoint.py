@@ -57,7 +57,9 @@ def test_compile_and_ddp_prefixes_are_stripped(tmp_path):
             self._orig_mod = inner
 
     model = create_model("vae", zdim=2, hidden=8)
-    save_checkpoint(tmp_path / "c.safetensors", Wrapper(model), model_name="vae", config=model.config, data={}, train={})
+    save_checkpoint(
+        tmp_path / "c.safetensors", Wrapper(model), model_name="vae", config=model.config, data={}, train={}
+    )
     assert all(not key.startswith("_orig_mod") for key in load_file(str(tmp_path / "c.safetensors")))
     load_checkpoint(tmp_path / "c.safetensors")
 
@@ -106,7 +108,11 @@ def bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     case("empty", b"", "is empty")
     for offset in (4, 9, 200, len(blob) // 2, len(blob) - 1):
         case(f"truncated-{offset}", blob[:offset], "not a readable safetensors checkpoint")
-    case("random", torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8).numpy().tobytes(), "not a readable safetensors checkpoint")
+    case(
+        "random",
+        torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8).numpy().tobytes(),
+        "not a readable safetensors checkpoint",
+    )
     case("pickle", pickle.dumps(Booby(tmp_path / "PWNED")), "not a readable safetensors checkpoint")
     plain = case("plain", None, "without dgm metadata")
     save_file({"w": torch.zeros(2)}, str(plain))

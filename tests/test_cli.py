@@ -41,8 +41,23 @@ def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("trained")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
-        result = ok("train", "vae", "--zdim", "2", "--epochs", "2", "--dataset", "mnist-mini", "--out", "run",
-                    "--sample-epochs", "0,2", "--device", "cpu", "--json")
+        result = ok(
+            "train",
+            "vae",
+            "--zdim",
+            "2",
+            "--epochs",
+            "2",
+            "--dataset",
+            "mnist-mini",
+            "--out",
+            "run",
+            "--sample-epochs",
+            "0,2",
+            "--device",
+            "cpu",
+            "--json",
+        )
     return folder, json.loads(result.stdout)
 
 
@@ -74,8 +89,13 @@ def test_training_writes_the_whole_run_folder(trained):
     run = folder / "run"
     for name in ("config.json", "metrics.jsonl", "curves.png", "last.safetensors", "best.safetensors"):
         assert (run / name).is_file(), name
-    for name in ("samples/epoch_000.png", "samples/epoch_002.png", "samples/epoch_002_binary.png",
-                 "manifold/epoch_000.png", "manifold/epoch_002.png"):
+    for name in (
+        "samples/epoch_000.png",
+        "samples/epoch_002.png",
+        "samples/epoch_002_binary.png",
+        "manifold/epoch_000.png",
+        "manifold/epoch_002.png",
+    ):
         assert (run / name).is_file(), name
     assert (folder / "checkpoints" / "vae.safetensors").read_bytes() == (run / "last.safetensors").read_bytes()
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -129,8 +149,22 @@ def test_manifold_and_its_error_for_other_latent_sizes(trained, tmp_path):
 
 def test_eval_reports_all_three_estimators(trained):
     folder, _ = trained
-    result = ok("eval", "vae", folder / "run" / "best.safetensors", "--limit", "40", "--iw-samples", "64",
-                "--mc-samples", "64", "--samples", "0", "--json", "--device", "cpu")
+    result = ok(
+        "eval",
+        "vae",
+        folder / "run" / "best.safetensors",
+        "--limit",
+        "40",
+        "--iw-samples",
+        "64",
+        "--mc-samples",
+        "64",
+        "--samples",
+        "0",
+        "--json",
+        "--device",
+        "cpu",
+    )
     report = json.loads(result.stdout)
     assert report["dataset"] == "mnist-mini" and report["split"] == "test"
     assert "sample_quality" not in report
@@ -144,12 +178,35 @@ def test_eval_reports_all_three_estimators(trained):
         assert estimate["bits_per_dim"] == pytest.approx(-estimate["nats"] / (784 * 0.6931471805599453))
     for words in ("importance-weighted", "prior Monte-Carlo", "bits/dim"):
         assert words in result.stderr
-    again = json.loads(ok("eval", "vae", folder / "run" / "best.safetensors", "--limit", "40", "--iw-samples",
-                          "64", "--mc-samples", "0", "--samples", "0", "--json").stdout)
+    again = json.loads(
+        ok(
+            "eval",
+            "vae",
+            folder / "run" / "best.safetensors",
+            "--limit",
+            "40",
+            "--iw-samples",
+            "64",
+            "--mc-samples",
+            "0",
+            "--samples",
+            "0",
+            "--json",
+        ).stdout
+    )
     assert "prior_monte_carlo" not in again["likelihood"]
     assert again["likelihood"]["importance_weighted"] == likelihood["importance_weighted"]  # seeded
-    fails(1, "eval", "vae", folder / "run" / "best.safetensors", "--iw-samples", "0", "--samples", "0",
-          message="nothing to evaluate")
+    fails(
+        1,
+        "eval",
+        "vae",
+        folder / "run" / "best.safetensors",
+        "--iw-samples",
+        "0",
+        "--samples",
+        "0",
+        message="nothing to evaluate",
+    )
 
 
 def test_training_without_a_dataset_falls_back_with_a_warning_and_records_it():
@@ -177,8 +234,22 @@ def test_a_second_ctrl_c_still_says_how_to_continue(monkeypatch):
 
 
 def test_static_binarization_trains(tmp_path):
-    ok("train", "vae", "--epochs", "1", "--hidden", "16", "--binarize", "static", "--dataset", "mnist-mini",
-       "--out", "st", "--sample-epochs", "")
+    ok(
+        "train",
+        "vae",
+        "--epochs",
+        "1",
+        "--hidden",
+        "16",
+        "--binarize",
+        "static",
+        "--dataset",
+        "mnist-mini",
+        "--out",
+        "st",
+        "--sample-epochs",
+        "",
+    )
     assert json.loads(ok("info", "st/last.safetensors", "--json").stdout)["config"]["binarize"] == "static"
     assert not Path("st/samples").exists()
 
@@ -217,8 +288,18 @@ def test_runtime_errors_exit_1_with_one_line(tmp_path):
     fails(1, "train", "vae", "--dataset", "mnist", "--epochs", "0", message="t10k-labels-idx1-ubyte.gz")
     assert not Path("runs").exists()  # nothing is created for a run that cannot start
     Path("blocker").write_text("a file where a folder should be")
-    fails(1, "train", "vae", "--epochs", "0", "--dataset", "mnist-mini", "--out", "blocker/run",
-          message="cannot write to blocker/run")
+    fails(
+        1,
+        "train",
+        "vae",
+        "--epochs",
+        "0",
+        "--dataset",
+        "mnist-mini",
+        "--out",
+        "blocker/run",
+        message="cannot write to blocker/run",
+    )
     fails(1, "sample", "vae", tmp_path / "junk.safetensors", "--out", "x.png", message="not a readable")
     assert not Path("x.png").exists()
 
@@ -259,8 +340,20 @@ def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(monkeypatch):
         return {**metrics, "loss": metrics["loss"] * float("nan")}
 
     monkeypatch.setattr(VAE, "training_step", diverging)
-    fails(1, "train", "vae", "--epochs", "2", "--hidden", "8", "--dataset", "mnist-mini", "--out", "nan",
-          message="training diverged in epoch 1")
+    fails(
+        1,
+        "train",
+        "vae",
+        "--epochs",
+        "2",
+        "--hidden",
+        "8",
+        "--dataset",
+        "mnist-mini",
+        "--out",
+        "nan",
+        message="training diverged in epoch 1",
+    )
     assert json.loads(ok("info", "nan/last.safetensors", "--json").stdout)["train"]["epoch"] == 0
     assert not Path("checkpoints/vae.safetensors").exists()
 
@@ -271,8 +364,9 @@ def test_results_go_to_stdout_and_progress_to_stderr(trained):
     result = ok("eval", "vae", checkpoint, "--limit", "20", "--iw-samples", "8", "--mc-samples", "0", "--samples", "0")
     assert "importance-weighted" in result.stdout and "bits/dim" in result.stdout  # `dgm eval vae > results.txt`
     assert "importance-weighted" not in result.stderr
-    as_json = ok("eval", "vae", checkpoint, "--limit", "20", "--iw-samples", "8", "--mc-samples", "0", "--samples",
-                 "0", "--json")  # fmt: skip
+    as_json = ok(
+        "eval", "vae", checkpoint, "--limit", "20", "--iw-samples", "8", "--mc-samples", "0", "--samples", "0", "--json"
+    )
     assert json.loads(as_json.stdout)["likelihood"]["images"] == 20  # stdout is exactly one JSON object
     assert "importance-weighted" in as_json.stderr  # the tables move to stderr
     assert "vae " in ok("models").stdout  # `dgm models | grep vae`
@@ -286,7 +380,15 @@ def test_a_run_folder_stands_for_its_best_checkpoint(trained, tmp_path):
     ok("sample", "vae", run / "best.safetensors", "-n", "4", "--out", tmp_path / "t.png", "--seed", "3")
     assert (tmp_path / "s.png").read_bytes() == (tmp_path / "t.png").read_bytes()
     assert json.loads(ok("info", run, "--json").stdout)["path"] == str(run / "best.safetensors")
-    fails(1, "sample", "vae", tmp_path, "--out", tmp_path / "u.png", message="without best.safetensors or last.safetensors")
+    fails(
+        1,
+        "sample",
+        "vae",
+        tmp_path,
+        "--out",
+        tmp_path / "u.png",
+        message="without best.safetensors or last.safetensors",
+    )
 
 
 def test_a_row_longer_than_the_images_is_clipped_to_them(trained, tmp_path):

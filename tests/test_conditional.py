@@ -63,8 +63,9 @@ def test_labels_change_samples_and_a_labelless_draw_cycles_through_the_classes(n
     assert not torch.allclose(threes, sevens, atol=1e-4)
     assert torch.equal(draw(torch.full((4,), 3)), threes)  # the seed fixes everything else
     cycled = model.sample(12, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(cycled, model.sample(12, generator=torch.Generator().manual_seed(0),
-                                            labels=torch.arange(12) % 10))  # fmt: skip
+    assert torch.equal(
+        cycled, model.sample(12, generator=torch.Generator().manual_seed(0), labels=torch.arange(12) % 10)
+    )
 
 
 def before_conditioning(name: str, tmp_path: Path) -> Path:
@@ -95,8 +96,9 @@ def test_an_unconditional_checkpoint_from_before_conditioning_still_loads_and_sa
 def test_a_conditional_flow_from_before_the_conditioning_option_loads_as_what_it_was_a_class_prior_alone(tmp_path):
     """Written by the code before --conditioning existed (a 2-coupling conditional MLP flow): its coupling
     networks take no label, and loading it must not build them with one (today's default)."""
-    model, info = load_checkpoint(FIXTURES / "flow-conditional-prior-only.safetensors", expected_model="flow",
-                                  device="cpu")  # fmt: skip
+    model, info = load_checkpoint(
+        FIXTURES / "flow-conditional-prior-only.safetensors", expected_model="flow", device="cpu"
+    )
     assert info.config.conditioning == "prior" and model.classes == 10
     assert create_config("flow", conditional=True).conditioning == "couplings"  # what a new run gets
     threes = model.eval().sample(2, generator=torch.Generator().manual_seed(0), labels=torch.tensor([3, 3]))
@@ -162,8 +164,15 @@ def test_the_class_mixture_and_the_generative_classifier_match_a_direct_computat
     images, labels = data.test.images[:40], data.test.labels[:40]
     log_prior = label_log_prior(data.train.labels, 10)
     assert math.isclose(log_prior.exp().sum().item(), 1.0)
-    mixture = class_mixture(functools.partial(dequantized_log_likelihood, draws=1), model, images, labels, log_prior=log_prior, seed=5,
-                            batch_size=40)  # fmt: skip
+    mixture = class_mixture(
+        functools.partial(dequantized_log_likelihood, draws=1),
+        model,
+        images,
+        labels,
+        log_prior=log_prior,
+        seed=5,
+        batch_size=40,
+    )
 
     torch.manual_seed(5)  # the estimator's one uniform dequantization draw, the same for every class
     w = images.flatten(1).float() + torch.rand(40, 784)
@@ -192,8 +201,27 @@ def test_conditional_training_needs_labels_in_range_and_writes_nothing_otherwise
 
 
 def test_cli_conditional_train_sample_interpolate_eval(tmp_path):
-    run = dgm("train", "vae", "--conditional", "--hidden", "32", "--zdim", "2", "--epochs", "1", "--dataset",
-              "mnist-mini", "--out", "run", "--checkpoint-dir", "ck", "--sample-epochs", "1", "--device", "cpu")  # fmt: skip
+    run = dgm(
+        "train",
+        "vae",
+        "--conditional",
+        "--hidden",
+        "32",
+        "--zdim",
+        "2",
+        "--epochs",
+        "1",
+        "--dataset",
+        "mnist-mini",
+        "--out",
+        "run",
+        "--checkpoint-dir",
+        "ck",
+        "--sample-epochs",
+        "1",
+        "--device",
+        "cpu",
+    )
     assert run.exit_code == 0, run.output
     width, height = Image.open(tmp_path / "run" / "samples" / "epoch_001.png").size  # 10 rows (classes) of 7
     assert height > width
@@ -204,12 +232,30 @@ def test_cli_conditional_train_sample_interpolate_eval(tmp_path):
     assert dgm("sample", "vae", "run", "-n", "4", "--label", "7", "--out", "sevens.png").exit_code == 0
     assert dgm("manifold", "vae", "run", "--label", "3", "--grid", "4", "--out", "m.png").exit_code == 0
     swept = dgm("interpolate", "vae", "run", "--across-classes", "--rows", "2", "--out", "sweep.png")
-    assert swept.exit_code == 0 and Image.open(tmp_path / "sweep.png").size[0] > Image.open(tmp_path / "sweep.png").size[1]
+    assert (
+        swept.exit_code == 0 and Image.open(tmp_path / "sweep.png").size[0] > Image.open(tmp_path / "sweep.png").size[1]
+    )
     walked = dgm("interpolate", "vae", "run", "--label", "4", "--out", "walk.png")
     assert walked.exit_code == 0 and "as class 4" in walked.stderr
 
-    result = dgm("eval", "vae", "run", "--iw-samples", "4", "--mc-samples", "0", "--samples", "100", "--limit", "30",
-                 "--temperature", "0.8", "--dataset", "mnist-mini", "--json")  # fmt: skip
+    result = dgm(
+        "eval",
+        "vae",
+        "run",
+        "--iw-samples",
+        "4",
+        "--mc-samples",
+        "0",
+        "--samples",
+        "100",
+        "--limit",
+        "30",
+        "--temperature",
+        "0.8",
+        "--dataset",
+        "mnist-mini",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["likelihood"]["conditional"] is True
@@ -229,17 +275,28 @@ def test_cli_conditional_train_sample_interpolate_eval(tmp_path):
         (("manifold", "vae", "{conditional}"), "add --label"),
         (("interpolate", "vae", "{conditional}", "--classes", "3,8"), "use --label or --across-classes"),
         (("interpolate", "vae", "{unconditional}", "--across-classes"), "unconditional"),
-        (("train", "vae", "--conditional", "--stochastic-layers", "2", "--dataset", "mnist-mini", "--out", "bad"),
-         "one stochastic layer"),
+        (
+            ("train", "vae", "--conditional", "--stochastic-layers", "2", "--dataset", "mnist-mini", "--out", "bad"),
+            "one stochastic layer",
+        ),
     ],
 )
 def test_bad_conditional_input_gets_one_line_and_writes_nothing(tmp_path, arguments, message):
     conditional = tiny("vae", conditional=True)
-    paths = {"conditional": tmp_path / "c.safetensors", "unconditional": FIXTURES / "vae-before-conditional.safetensors"}
+    paths = {
+        "conditional": tmp_path / "c.safetensors",
+        "unconditional": FIXTURES / "vae-before-conditional.safetensors",
+    }
     from dgm_cli.checkpoint import save_checkpoint
 
-    save_checkpoint(paths["conditional"], conditional, model_name="vae", config=conditional.config,
-                    data=load_bundled().describe(), train={"epoch": 0, "step": 0, "seed": 0})  # fmt: skip
+    save_checkpoint(
+        paths["conditional"],
+        conditional,
+        model_name="vae",
+        config=conditional.config,
+        data=load_bundled().describe(),
+        train={"epoch": 0, "step": 0, "seed": 0},
+    )
     before = set(tmp_path.iterdir())
     output = () if arguments[0] == "train" else ("--out", "x.png")
     result = dgm(*[argument.format(**paths) for argument in arguments], *output)

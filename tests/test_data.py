@@ -139,4 +139,6 @@ def test_written_idx_files_carry_no_timestamp(tmp_path):
     values = torch.arange(10, dtype=torch.uint8)
     write_idx_gz(tmp_path / "a.gz", values)
     write_idx_gz(tmp_path / "b.gz", values)
-    assert hashlib.md5((tmp_path / "a.gz").read_bytes()).digest() == hashlib.md5((tmp_path / "b.gz").read_bytes()).digest()
+    assert (
+        hashlib.md5((tmp_path / "a.gz").read_bytes()).digest() == hashlib.md5((tmp_path / "b.gz").read_bytes()).digest()
+    )

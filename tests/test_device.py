@@ -43,8 +43,14 @@ def small_data() -> Dataset:
     """2,000 training images of the bundled subset: enough for ten steps an epoch, quick on a CPU."""
     mini = load_dataset("mnist-mini", None)
     cut = lambda split, n: Split(split.images[:n], split.labels[:n])  # noqa: E731
-    return Dataset("mnist-mini", cut(mini.train, 2000), cut(mini.val, 400), cut(mini.test, 400), mini.location,
-                   content_md5=mini.content_md5)  # fmt: skip
+    return Dataset(
+        "mnist-mini",
+        cut(mini.train, 2000),
+        cut(mini.val, 400),
+        cut(mini.test, 400),
+        mini.location,
+        content_md5=mini.content_md5,
+    )
 
 
 def quiet() -> Console:
@@ -62,7 +68,9 @@ def run_settings(folder: Path, **changes) -> RunSettings:
 @pytest.mark.parametrize("name", list(TINY))
 def test_training_on_the_device_gives_a_checkpoint_the_cpu_reads_to_the_same_numbers(name, small_data, tmp_path):
     model_name = model_of(name)
-    history = train(model_name, create_config(model_name, **TINY[name]), small_data, run_settings(tmp_path / name), quiet())
+    history = train(
+        model_name, create_config(model_name, **TINY[name]), small_data, run_settings(tmp_path / name), quiet()
+    )
     assert all(torch.isfinite(torch.tensor(v)) for v in history[-1].values() if isinstance(v, float))
     model, info = load_checkpoint(tmp_path / name / "last.safetensors", device="cpu")
     assert info.train["device"] == str(DEVICE)
@@ -80,7 +88,9 @@ def test_training_on_the_device_gives_a_checkpoint_the_cpu_reads_to_the_same_num
 
 
 @pytest.mark.parametrize("name", ["vae", "gan", "flow"])
-def test_a_run_interrupted_and_resumed_on_the_device_ends_where_an_uninterrupted_one_does(name, small_data, tmp_path, monkeypatch):
+def test_a_run_interrupted_and_resumed_on_the_device_ends_where_an_uninterrupted_one_does(
+    name, small_data, tmp_path, monkeypatch
+):
     model_name = model_of(name)
     config = create_config(model_name, **TINY[name])
     whole = train(model_name, config, small_data, run_settings(tmp_path / "whole"), quiet())
@@ -125,7 +135,13 @@ def test_each_precision_the_device_allows_trains_the_vae_to_fp32s_numbers(precis
 @pytest.mark.parametrize("name", ["vae", "gan", "flow"])
 def test_seeded_samples_on_the_device_match_the_cpus(name, small_data, tmp_path):
     model_name = model_of(name)
-    train(model_name, create_config(model_name, **{**TINY[name], "epochs": 1}), small_data, run_settings(tmp_path / "r"), quiet())
+    train(
+        model_name,
+        create_config(model_name, **{**TINY[name], "epochs": 1}),
+        small_data,
+        run_settings(tmp_path / "r"),
+        quiet(),
+    )
     on_device, _ = load_checkpoint(tmp_path / "r" / "last.safetensors", device=DEVICE)
     on_cpu, _ = load_checkpoint(tmp_path / "r" / "last.safetensors", device="cpu")
     a, b = sample_images(on_device, 16, seed=3), sample_images(on_cpu, 16, seed=3)
@@ -134,7 +150,9 @@ def test_seeded_samples_on_the_device_match_the_cpus(name, small_data, tmp_path)
 
 
 def test_the_vae_likelihood_estimators_agree_between_the_device_and_the_cpu(small_data, tmp_path):
-    train("vae", create_config("vae", **{**TINY["vae"], "epochs": 1}), small_data, run_settings(tmp_path / "r"), quiet())
+    train(
+        "vae", create_config("vae", **{**TINY["vae"], "epochs": 1}), small_data, run_settings(tmp_path / "r"), quiet()
+    )
     images = small_data.test.images[:50]
     estimates = {}
     for device in {DEVICE, torch.device("cpu")}:

@@ -46,7 +46,9 @@ def test_the_closed_form_marginal_equals_repeated_single_steps(schedule):
     x0 = torch.full((20_000, 1, 1, 1), 0.7, dtype=torch.float64)
     x = x0.clone()
     for t in range(1, 31):
-        x = (1 - betas[t - 1]).sqrt() * x + betas[t - 1].sqrt() * torch.randn(x.shape, generator=generator, dtype=torch.float64)
+        x = (1 - betas[t - 1]).sqrt() * x + betas[t - 1].sqrt() * torch.randn(
+            x.shape, generator=generator, dtype=torch.float64
+        )
     one_shot = model.noisy(x0.float(), torch.full((20_000,), 30), torch.randn(x.shape, generator=generator))
     assert x.mean().item() == pytest.approx(one_shot.mean().item(), abs=0.03)
     assert x.std().item() == pytest.approx(one_shot.std().item(), rel=0.03)
@@ -76,8 +78,9 @@ def test_the_bound_terms_against_torch_distributions():
             expected = -torch.log(bins.cdf(upper) - bins.cdf(lower)).flatten(1).sum(1)
             assert torch.allclose(term, expected, rtol=1e-4)
         else:
-            posterior_mean = (math.sqrt(abar_prev) * beta / (1 - abar)) * x0 + \
-                (math.sqrt(1 - beta) * (1 - abar_prev) / (1 - abar)) * xt.double()  # fmt: skip
+            posterior_mean = (math.sqrt(abar_prev) * beta / (1 - abar)) * x0 + (
+                math.sqrt(1 - beta) * (1 - abar_prev) / (1 - abar)
+            ) * xt.double()
             std = math.sqrt((1 - abar_prev) / (1 - abar) * beta)
             expected = kl_divergence(Normal(posterior_mean, std), Normal(model_mean, std)).flatten(1).sum(1)
             assert torch.allclose(term, expected, rtol=1e-4)
@@ -131,10 +134,12 @@ def test_the_sampled_timestep_bound_is_unbiased_for_the_sum_of_all_terms():
     """T times the mean of K uniformly drawn terms against all T terms: equal in expectation, so over 20 seeds
     each their means differ by no more than noise (4 standard errors of the difference)."""
     model, batch = tiny(), images(2)
-    every = torch.stack([timestep_bound(model, batch, seed=s, timesteps=10)["variational_bound"].per_image
-                         for s in range(20)])  # fmt: skip
-    sampled = torch.stack([timestep_bound(model, batch, seed=100 + s, timesteps=5)["variational_bound"].per_image
-                           for s in range(20)])  # fmt: skip
+    every = torch.stack(
+        [timestep_bound(model, batch, seed=s, timesteps=10)["variational_bound"].per_image for s in range(20)]
+    )
+    sampled = torch.stack(
+        [timestep_bound(model, batch, seed=100 + s, timesteps=5)["variational_bound"].per_image for s in range(20)]
+    )
     difference = sampled.mean(0) - every.mean(0)
     error = (sampled.var(0) / 20 + every.var(0) / 20).sqrt()
     assert (difference.abs() < 4 * error).all(), (difference, error)
@@ -148,7 +153,9 @@ def test_ddim_encoding_inverts_decoding_for_a_model_that_predicts_no_noise():
     model = Diffusion(DiffusionConfig(width=4, timesteps=20, sample_steps=7)).eval()
     batch = images(2)
     latents = model.encode_images(batch)
-    assert torch.allclose(latents, model.alphas_bar[-1].sqrt().float() * (batch.float().flatten(1) / 127.5 - 1), atol=1e-5)
+    assert torch.allclose(
+        latents, model.alphas_bar[-1].sqrt().float() * (batch.float().flatten(1) / 127.5 - 1), atol=1e-5
+    )
     assert torch.allclose(model.decode_images(latents).flatten(1) * 255, batch.float().flatten(1), atol=1e-3)
 
 
@@ -163,17 +170,37 @@ def test_checkpoint_round_trip_samples_the_same(tmp_path):
 
 
 def test_train_sample_eval_interpolate_through_the_cli(tmp_path):
-    small = ["--width", "4", "--timesteps", "20", "--sample-steps", "4", "--epochs", "1", "--batch-size", "500",
-             "--dataset", "mnist-mini", "--sample-epochs", "1", "--checkpoint-dir", str(tmp_path / "ck")]  # fmt: skip
+    small = [
+        "--width",
+        "4",
+        "--timesteps",
+        "20",
+        "--sample-steps",
+        "4",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "500",
+        "--dataset",
+        "mnist-mini",
+        "--sample-epochs",
+        "1",
+        "--checkpoint-dir",
+        str(tmp_path / "ck"),
+    ]
     result = runner.invoke(app, ["train", "diffusion", *small, "--out", "runs/d"])
     assert result.exit_code == 0, result.output
     history = [json.loads(line) for line in open("runs/d/metrics.jsonl")]
     assert history[0]["val_noise_mse"] == pytest.approx(1.0, abs=0.05)  # an untrained model predicts no noise
     result = runner.invoke(app, ["sample", "diffusion", "runs/d", "-n", "8", "--steps", "3", "--out", "s.png"])
     assert result.exit_code == 0 and "ddim 3 steps" in result.stderr, result.output
-    result = runner.invoke(app, ["sample", "diffusion", "runs/d", "-n", "2", "--sampler", "ancestral", "--out", "a.png"])
+    result = runner.invoke(
+        app, ["sample", "diffusion", "runs/d", "-n", "2", "--sampler", "ancestral", "--out", "a.png"]
+    )
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["sample", "diffusion", "runs/d", "-n", "2", "--steps", "3", "--eta", "1", "--out", "e.png"])
+    result = runner.invoke(
+        app, ["sample", "diffusion", "runs/d", "-n", "2", "--steps", "3", "--eta", "1", "--out", "e.png"]
+    )
     assert result.exit_code == 0 and "ddim 3 steps, eta 1" in result.stderr, result.output
     result = runner.invoke(app, ["sample", "diffusion", "runs/d", "--sampler", "ancestral", "--eta", "0.5"])
     assert result.exit_code == 1 and "--eta sets DDIM's noise" in result.stderr
@@ -181,23 +208,68 @@ def test_train_sample_eval_interpolate_through_the_cli(tmp_path):
     assert result.exit_code == 1 and "not between 1 and the model's 20 diffusion steps" in result.stderr
     result = runner.invoke(app, ["sample", "diffusion", "runs/d", "--guidance", "2"])
     assert result.exit_code == 1 and "needs a conditional model" in result.stderr
-    result = runner.invoke(app, ["eval", "diffusion", "runs/d", "--limit", "20", "--bound-timesteps", "20",
-                                 "--samples", "40", "--steps", "2", "--json"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "diffusion",
+            "runs/d",
+            "--limit",
+            "20",
+            "--bound-timesteps",
+            "20",
+            "--samples",
+            "40",
+            "--steps",
+            "2",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     bound = report["likelihood"]["variational_bound"]
     assert "all 20 terms" in bound["label"] and bound["bits_per_dim"] > 0
     assert report["sample_quality"]["sampler"] == {"sampler": "ddim", "steps": 2, "eta": 0.0, "guidance": 0.0}
-    result = runner.invoke(app, ["interpolate", "diffusion", "runs/d", "--from-images", "--denoising-steps", "2",
-                                 "--steps", "3", "--out", "i.png"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "interpolate",
+            "diffusion",
+            "runs/d",
+            "--from-images",
+            "--denoising-steps",
+            "2",
+            "--steps",
+            "3",
+            "--out",
+            "i.png",
+        ],
+    )
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["sample", "vae", "--steps", "5"])  # the pretrained VAE
     assert result.exit_code == 1 and "draws in one pass" in result.stderr
 
 
 def test_a_conditional_model_samples_a_class_with_guidance(tmp_path):
-    small = ["--width", "4", "--timesteps", "10", "--sample-steps", "2", "--epochs", "1", "--batch-size", "1000",
-             "--dataset", "mnist-mini", "--sample-epochs", "", "--conditional", "--checkpoint-dir", str(tmp_path)]  # fmt: skip
+    small = [
+        "--width",
+        "4",
+        "--timesteps",
+        "10",
+        "--sample-steps",
+        "2",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "1000",
+        "--dataset",
+        "mnist-mini",
+        "--sample-epochs",
+        "",
+        "--conditional",
+        "--checkpoint-dir",
+        str(tmp_path),
+    ]
     result = runner.invoke(app, ["train", "diffusion", *small, "--out", "runs/c"])
     assert result.exit_code == 0, result.output
     model = tiny(conditional=True)  # random weights, so that the label embedding matters from the start

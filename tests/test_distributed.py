@@ -32,16 +32,37 @@ SMALL = {
     # Adam turns float-rounding differences in near-zero gradients into steps of up to lr, so the
     # multi-scale flow, whose actnorm layers start from the first batch's statistics, is compared at a
     # tiny rate: what it checks is that every process starts its actnorm layers from the global batch.
-    "flow-ms": {"arch": "realnvp-ms", "steps": 1, "channels": 8, "epochs": 1, "batch_size": 101, "lr": 1e-7,
-                "sample_epochs": ()},
+    "flow-ms": {
+        "arch": "realnvp-ms",
+        "steps": 1,
+        "channels": 8,
+        "epochs": 1,
+        "batch_size": 101,
+        "lr": 1e-7,
+        "sample_epochs": (),
+    },
     "gan": {"latent_dim": 8, "ema": 0.9, "epochs": 1, "batch_size": 101, "sample_epochs": ()},
     # A conditional model's labels are sharded with its images: each process scores its rows under their own labels.
-    "vae-conditional": {"hidden": 32, "zdim": 4, "epochs": 1, "batch_size": 101, "sample_epochs": (), "conditional": True},
+    "vae-conditional": {
+        "hidden": 32,
+        "zdim": 4,
+        "epochs": 1,
+        "batch_size": 101,
+        "sample_epochs": (),
+        "conditional": True,
+    },
     # The diffusion model steps its own optimizer and average (like the GAN) through one wrapped network.
     # Its zero-initialised output layers get near-zero gradients that Adam turns into full steps, so it is
     # compared at a tiny rate, like the multi-scale flow; its losses (below) show the noise is the global batch's.
-    "diffusion": {"width": 4, "timesteps": 10, "sample_steps": 2, "epochs": 1, "batch_size": 101, "lr": 1e-7,
-                  "sample_epochs": ()},
+    "diffusion": {
+        "width": 4,
+        "timesteps": 10,
+        "sample_steps": 2,
+        "epochs": 1,
+        "batch_size": 101,
+        "lr": 1e-7,
+        "sample_epochs": (),
+    },
 }
 
 
@@ -62,8 +83,11 @@ def two_process_runs(tmp_path_factory) -> Path:
     cases = {name: [name.split("-")[0], config] for name, config in SMALL.items()}
     done = subprocess.run(
         torchrun(str(WORKER), str(out), json.dumps(cases), str(TRAIN_IMAGES)),
-        capture_output=True, text=True, timeout=600, env=environment(),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=environment(),
+    )
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     assert_finished_cleanly(done)
     return out
@@ -92,8 +116,10 @@ def test_two_processes_compute_what_one_process_computes(model_name, two_process
     for name in single:
         torch.testing.assert_close(rank0[name], single[name], rtol=1e-4, atol=1e-5, msg=name)
     # The epoch's training and validation metrics: every step's noise and shards added up as one process's.
-    two, one = (json.loads((folder / "metrics.jsonl").read_text().splitlines()[1])
-                for folder in (two_process_runs / model_name / "run", tmp_path / "one"))  # fmt: skip
+    two, one = (
+        json.loads((folder / "metrics.jsonl").read_text().splitlines()[1])
+        for folder in (two_process_runs / model_name / "run", tmp_path / "one")
+    )
     for name in (key for key in one if key.startswith(("train_", "val_"))):
         assert two[name] == pytest.approx(one[name], rel=1e-4), name
 
@@ -149,8 +175,13 @@ def test_settings_that_cannot_run_data_parallel_are_refused_with_what_to_do():
 def test_one_gpu_named_for_every_process_is_refused(monkeypatch):
     from dgm_cli import distributed
 
-    for name, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
-                        "MASTER_PORT": "29500"}.items():  # fmt: skip
+    for name, value in {
+        "RANK": "1",
+        "WORLD_SIZE": "2",
+        "LOCAL_RANK": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29500",
+    }.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(DgmError, match="pass --device cuda"):
         distributed.start("cuda:0")
@@ -161,8 +192,22 @@ def cli(*arguments: str, out: Path, processes: int) -> subprocess.CompletedProce
     return subprocess.run(command, capture_output=True, text=True, timeout=240, env=environment(), cwd=out)
 
 
-VAE_OPTIONS = ("--dataset", "mnist-mini", "--hidden", "32", "--zdim", "4", "--batch-size", "101", "--device", "cpu",
-               "--checkpoint-dir", "checkpoints", "--sample-epochs", "0,2")  # fmt: skip
+VAE_OPTIONS = (
+    "--dataset",
+    "mnist-mini",
+    "--hidden",
+    "32",
+    "--zdim",
+    "4",
+    "--batch-size",
+    "101",
+    "--device",
+    "cpu",
+    "--checkpoint-dir",
+    "checkpoints",
+    "--sample-epochs",
+    "0,2",
+)
 
 
 def metrics(run: Path) -> list[dict]:
@@ -187,7 +232,9 @@ def whole_cli_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """One uninterrupted `dgm train vae` under torchrun that the tests below read: the folder holding its run
     `whole`, and the finished launch."""
     folder = tmp_path_factory.mktemp("torchrun-cli")
-    done = cli("train", "vae", *VAE_OPTIONS, "--epochs", CLI_EPOCHS, "--out", "whole", "--json", out=folder, processes=2)
+    done = cli(
+        "train", "vae", *VAE_OPTIONS, "--epochs", CLI_EPOCHS, "--out", "whole", "--json", out=folder, processes=2
+    )
     assert_finished_cleanly(done)
     return folder, done
 
@@ -198,9 +245,14 @@ def test_torchrun_cli_trains_like_one_process_and_only_rank_0_speaks_and_writes(
     assert json.loads(two.stdout)["final"]["epoch"] == int(CLI_EPOCHS)
     assert two.stderr.count("done: ") == 1 and "x 2 processes (torchrun)" in two.stderr
     assert sorted(p.name for p in (folder / "whole").iterdir()) == [
-        "best.safetensors", "config.json", "curves.png", "last.safetensors", "metrics.jsonl", "samples",
+        "best.safetensors",
+        "config.json",
+        "curves.png",
+        "last.safetensors",
+        "metrics.jsonl",
+        "samples",
         "state.safetensors",
-    ]  # fmt: skip
+    ]
     assert json.loads((folder / "whole" / "config.json").read_text())["processes"] == 2
     # The first epochs of a one-process run (a constant learning rate: they do not depend on the run's length).
     one = cli("train", "vae", *VAE_OPTIONS, "--epochs", "3", "--out", "run", out=tmp_path, processes=1)
@@ -241,8 +293,9 @@ def test_ctrl_c_to_torchrun_saves_once_and_resume_under_torchrun_ends_where_an_u
 ):
     whole = whole_cli_run[0] / "whole"
     command = torchrun("-m", "dgm_cli", "train", "vae", *VAE_OPTIONS, "--epochs", CLI_EPOCHS, "--out", "cut")
-    launcher = subprocess.Popen(command, cwd=tmp_path, env=environment(), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+    launcher = subprocess.Popen(
+        command, cwd=tmp_path, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     state = tmp_path / "cut" / "state.safetensors"
     deadline = time.monotonic() + 120
     while not state.exists() and time.monotonic() < deadline:  # after epoch 1 has been saved

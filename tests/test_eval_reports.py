@@ -18,14 +18,17 @@ PATH_KEYS = {"checkpoint", "data_location"}
 ADDED_KEYS = {"sha256"}
 CASES = {
     "vae": ("vae", "vae.safetensors", ["--iw-samples", 20, "--mc-samples", 20]),
-    "vae-raw": ("vae", "vae.safetensors",
-                ["--iw-samples", 10, "--mc-samples", 0, "--raw", "--split", "val", "--temperature", 0.8]),
+    "vae-raw": (
+        "vae",
+        "vae.safetensors",
+        ["--iw-samples", 10, "--mc-samples", 0, "--raw", "--split", "val", "--temperature", 0.8],
+    ),
     "vae-conditional": ("vae", "vae-conditional.safetensors", ["--iw-samples", 10, "--mc-samples", 10]),
     "gan": ("gan", None, []),
     "flow": ("flow", "flow.safetensors", ["--dequantization-draws", 2]),
     "diffusion": ("diffusion", "diffusion.safetensors", ["--bound-timesteps", 10, "--steps", 5, "--eta", 0.5]),
     "classifier": ("classifier", ASSETS / "classifier" / "classifier.safetensors", ["--dataset", "mnist-mini"]),
-}  # fmt: skip
+}
 
 
 def assert_same(expected, actual, where="report"):
@@ -48,8 +51,24 @@ def assert_same(expected, actual, where="report"):
 
 def untrained_gan() -> Path:
     """The GAN of gan.json: its seeded initialisation, written by an --epochs 0 run (8 MB, so not committed)."""
-    ok("train", "gan", "--latent-dim", 8, "--dataset", "mnist-mini", "--epochs", 0, "--sample-epochs", "",
-       "--seed", 1, "--out", "gan-run", "--checkpoint-dir", "")  # fmt: skip
+    ok(
+        "train",
+        "gan",
+        "--latent-dim",
+        8,
+        "--dataset",
+        "mnist-mini",
+        "--epochs",
+        0,
+        "--sample-epochs",
+        "",
+        "--seed",
+        1,
+        "--out",
+        "gan-run",
+        "--checkpoint-dir",
+        "",
+    )
     return Path("gan-run") / "last.safetensors"
 
 

@@ -32,13 +32,29 @@ from dgm_cli.registry import create_model
 # and variational dequantization.
 SMALL = {
     "realnvp-mlp": {"arch": "realnvp-mlp", "hidden": 16, "couplings": 4},
-    "realnvp-conv": {"arch": "realnvp-conv", "couplings": 2, "checkerboard_channels": 4, "coupling_net": "gated",
-                     "gated_blocks": 1},
+    "realnvp-conv": {
+        "arch": "realnvp-conv",
+        "couplings": 2,
+        "checkerboard_channels": 4,
+        "coupling_net": "gated",
+        "gated_blocks": 1,
+    },
     "realnvp-ms": {"arch": "realnvp-ms", "channels": 8, "steps": 2},
-    "realnvp-ms-full": {"arch": "realnvp-ms", "checkerboard_steps": 2, "checkerboard_channels": 4, "channels": 6,
-                        "steps": 1, "final_steps": 2, "final_channels": 8, "coupling_net": "gated", "gated_blocks": 1,
-                        "dequantization": "variational", "dequantization_steps": 2, "dequantization_channels": 4},
-}  # fmt: skip
+    "realnvp-ms-full": {
+        "arch": "realnvp-ms",
+        "checkerboard_steps": 2,
+        "checkerboard_channels": 4,
+        "channels": 6,
+        "steps": 1,
+        "final_steps": 2,
+        "final_channels": 8,
+        "coupling_net": "gated",
+        "gated_blocks": 1,
+        "dequantization": "variational",
+        "dequantization_steps": 2,
+        "dequantization_channels": 4,
+    },
+}
 ARCHS = tuple(SMALL)
 ALPHA = 1e-5
 
@@ -122,8 +138,11 @@ def layer_cases():
     torch.manual_seed(0)
     cases = {}
     coupling = perturbed(MLPCoupling(5, 7, hidden=6)).double()
-    cases["mlp coupling"] = (lambda v: torch.cat([v[:5], coupling(v[None, :5], v[None, 5:])[0][0]]),
-                             lambda v: coupling(v[None, :5], v[None, 5:])[1][0], 12)
+    cases["mlp coupling"] = (
+        lambda v: torch.cat([v[:5], coupling(v[None, :5], v[None, 5:])[0][0]]),
+        lambda v: coupling(v[None, :5], v[None, 5:])[1][0],
+        12,
+    )
     shape = (4, 3, 3)
     for name, layer in {
         "actnorm": perturbed(ActNorm(4)),
@@ -131,14 +150,18 @@ def layer_cases():
         "conv coupling": perturbed(ConvCoupling(4, hidden=5)),
         "gated conv coupling": perturbed(ConvCoupling(4, hidden=5, net="gated", blocks=1)),
         "checkerboard coupling": perturbed(CheckerboardCoupling(4, 5, parity=0, net="simple", height=3, width=3)),
-        "gated checkerboard coupling": perturbed(CheckerboardCoupling(4, 5, parity=1, net="gated", blocks=2,
-                                                                      height=3, width=3)),
+        "gated checkerboard coupling": perturbed(
+            CheckerboardCoupling(4, 5, parity=1, net="gated", blocks=2, height=3, width=3)
+        ),
     }.items():
         layer = layer.double().eval()
         if isinstance(layer, ActNorm):
             layer.initialized.fill_(1)
-        cases[name] = (lambda v, layer=layer: layer(v.view(1, *shape))[0].flatten(),
-                       lambda v, layer=layer: layer(v.view(1, *shape))[1][0], 36)
+        cases[name] = (
+            lambda v, layer=layer: layer(v.view(1, *shape))[0].flatten(),
+            lambda v, layer=layer: layer(v.view(1, *shape))[1][0],
+            36,
+        )
     split = perturbed(SplitPrior(4, hidden=5)).double()
 
     def split_map(v):
@@ -149,10 +172,16 @@ def layer_cases():
     conditioned = perturbed(CheckerboardCoupling(4, 5, parity=0, net="gated", blocks=1, context=2, height=3, width=3))
     conditioned = conditioned.double()
     context = torch.randn(1, 2, 3, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    cases["checkerboard coupling with a context"] = (lambda v: conditioned(v.view(1, *shape), context)[0].flatten(),
-                                                     lambda v: conditioned(v.view(1, *shape), context)[1][0], 36)
-    cases["logit preprocessing"] = (lambda v: to_logit_space(v[None], ALPHA)[0][0],
-                                    lambda v: to_logit_space(v[None], ALPHA)[1][0], 10)
+    cases["checkerboard coupling with a context"] = (
+        lambda v: conditioned(v.view(1, *shape), context)[0].flatten(),
+        lambda v: conditioned(v.view(1, *shape), context)[1][0],
+        36,
+    )
+    cases["logit preprocessing"] = (
+        lambda v: to_logit_space(v[None], ALPHA)[0][0],
+        lambda v: to_logit_space(v[None], ALPHA)[1][0],
+        10,
+    )
     return cases
 
 
@@ -362,8 +391,24 @@ def test_train_sample_eval_and_interpolate_a_flow(arch, tmp_path):
     from PIL import Image
 
     sizes = [f"--{name.replace('_', '-')}={value}" for name, value in SMALL[arch].items()]
-    trained = dgm("train", "flow", *sizes, "--epochs", "1", "--dataset", "mnist-mini",
-                  "--out", "run", "--checkpoint-dir", "ckpt", "--max-grad-norm", "50", "--device", "cpu", "--json")
+    trained = dgm(
+        "train",
+        "flow",
+        *sizes,
+        "--epochs",
+        "1",
+        "--dataset",
+        "mnist-mini",
+        "--out",
+        "run",
+        "--checkpoint-dir",
+        "ckpt",
+        "--max-grad-norm",
+        "50",
+        "--device",
+        "cpu",
+        "--json",
+    )
     final = json.loads(trained.stdout)["final"]
     assert final["val_bpd"] < 7  # one epoch on 5,000 digits is already far below the 8 bits of noise
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -376,8 +421,20 @@ def test_train_sample_eval_and_interpolate_a_flow(arch, tmp_path):
     dgm("sample", "flow", "ckpt/flow.safetensors", "-n", "16", "--temperature", "0.7", "--out", "cold.png")
     assert Image.open("cold.png").size == (2 * (4 * 30 + 2),) * 2  # 4x4 digits of 28 + 2 padding, drawn at 2x
 
-    report = json.loads(dgm("eval", "flow", "ckpt/flow.safetensors", "--limit", "50", "--dequantization-draws", "4",
-                            "--samples", "100", "--json").stdout)
+    report = json.loads(
+        dgm(
+            "eval",
+            "flow",
+            "ckpt/flow.safetensors",
+            "--limit",
+            "50",
+            "--dequantization-draws",
+            "4",
+            "--samples",
+            "100",
+            "--json",
+        ).stdout
+    )
     likelihood = report["likelihood"]
     assert likelihood["images"] == 50
     assert likelihood["importance_weighted"]["nats"] >= likelihood["dequantized"]["nats"]
@@ -388,8 +445,18 @@ def test_train_sample_eval_and_interpolate_a_flow(arch, tmp_path):
     assert report["sample_quality"]["model"]["fid"] > 0
 
     dgm("interpolate", "flow", "ckpt/flow.safetensors", "--rows", "2", "--steps", "3", "--out", "walk.png")
-    dgm("interpolate", "flow", "ckpt/flow.safetensors", "--from-images", "--dataset", "mnist-mini", "--steps", "3",
-        "--out", "real.png")
+    dgm(
+        "interpolate",
+        "flow",
+        "ckpt/flow.safetensors",
+        "--from-images",
+        "--dataset",
+        "mnist-mini",
+        "--steps",
+        "3",
+        "--out",
+        "real.png",
+    )
     assert Image.open("walk.png").size == (2 * (5 * 30 + 2), 2 * (2 * 30 + 2))  # two rows of 3 steps + 2 ends
     assert Image.open("real.png").size == (2 * (5 * 30 + 2), 2 * (30 + 2))
 
@@ -474,8 +541,15 @@ def test_variational_bounds_stay_below_the_exact_discrete_probability_and_traini
     torch.manual_seed(0)
     # an untrained body (the preprocessing alone, whose discrete probability is known exactly)
     # with a variational dequantization trained for it
-    model = create_model("flow", hidden=16, couplings=2, dequantization="variational", dequantization_steps=2,
-                         dequantization_channels=8, gated_blocks=1).double()  # fmt: skip
+    model = create_model(
+        "flow",
+        hidden=16,
+        couplings=2,
+        dequantization="variational",
+        dequantization_steps=2,
+        dequantization_channels=8,
+        gated_blocks=1,
+    ).double()
     x = dark_and_mid_range_digits()
     exact = exact_log_probability_of_an_identity_flow(x)
 

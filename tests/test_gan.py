@@ -101,8 +101,9 @@ def test_training_command_writes_gan_figures_and_metrics(tmp_path):
 
     runner = CliRunner()
     # the default sample epochs 0, 2, 8, 100, 200 are clipped to this one-epoch run: 0 and 1
-    result = runner.invoke(app, ["train", "gan", "--epochs", "1", "--ema", "0.99", "--dataset", "mnist-mini",
-                                 "--out", "gan-run", "--json"])
+    result = runner.invoke(
+        app, ["train", "gan", "--epochs", "1", "--ema", "0.99", "--dataset", "mnist-mini", "--out", "gan-run", "--json"]
+    )
     assert result.exit_code == 0, result.output
     run = tmp_path / "gan-run"
     for name in ("samples/epoch_000.png", "samples/epoch_001.png", "samples/epoch_001_raw.png", "curves.png"):
@@ -112,7 +113,9 @@ def test_training_command_writes_gan_figures_and_metrics(tmp_path):
     final = json.loads(result.stdout)["final"]
     assert {"train_d_loss", "train_g_loss", "train_d_real", "train_d_fake", "val_d_real", "val_d_fake"} <= set(final)
     for flags in ([], ["--raw"]):
-        sampled = runner.invoke(app, ["sample", "gan", "checkpoints/gan.safetensors", "-n", "64", "--out", "s.png", *flags])
+        sampled = runner.invoke(
+            app, ["sample", "gan", "checkpoints/gan.safetensors", "-n", "64", "--out", "s.png", *flags]
+        )
         assert sampled.exit_code == 0, sampled.output
     info = json.loads(runner.invoke(app, ["info", "checkpoints/gan.safetensors", "--json"]).stdout)
     assert any(name.startswith("generator_ema.") for name in info["tensors"])
@@ -124,7 +127,11 @@ def test_a_collapsing_gan_stops_with_the_last_good_checkpoint(monkeypatch):
     from dgm_cli.cli import app
 
     healthy = GAN.training_step
-    monkeypatch.setattr(GAN, "training_step", lambda self, batch, labels=None: {**healthy(self, batch), "g_loss": torch.tensor(float("inf"))})
+    monkeypatch.setattr(
+        GAN,
+        "training_step",
+        lambda self, batch, labels=None: {**healthy(self, batch), "g_loss": torch.tensor(float("inf"))},
+    )
     result = CliRunner().invoke(app, ["train", "gan", "--epochs", "1", "--dataset", "mnist-mini", "--out", "bad"])
     assert result.exit_code == 1 and "training diverged in epoch 1 (train_g_loss = inf)" in result.stderr
 
@@ -135,8 +142,23 @@ def test_a_last_batch_of_one_image_is_skipped_rather_than_crashing_batchnorm():
     from dgm_cli.cli import app
 
     # 5,000 training images in batches of 4,999 leave one image over.
-    result = CliRunner().invoke(app, ["train", "gan", "--epochs", "1", "--batch-size", "4999", "--dataset",
-                                      "mnist-mini", "--out", "odd", "--sample-epochs", ""])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "gan",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4999",
+            "--dataset",
+            "mnist-mini",
+            "--out",
+            "odd",
+            "--sample-epochs",
+            "",
+        ],
+    )
     assert result.exit_code == 0, result.output
 
 

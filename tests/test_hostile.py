@@ -107,9 +107,11 @@ def test_out_of_range_and_malformed_options_are_usage_errors(args):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["flow", "--arch", "realnvp-ms", "--couplings", "4", "--hidden", "16"],
-         "--couplings, --hidden would change nothing in this configuration (--couplings belongs to --arch "
-         "realnvp-mlp or realnvp-conv; --hidden belongs to --arch realnvp-mlp); leave them out"),
+        (
+            ["flow", "--arch", "realnvp-ms", "--couplings", "4", "--hidden", "16"],
+            "--couplings, --hidden would change nothing in this configuration (--couplings belongs to --arch "
+            "realnvp-mlp or realnvp-conv; --hidden belongs to --arch realnvp-mlp); leave them out",
+        ),
         (["flow", "--channels", "8"], "--channels belongs to --arch realnvp-ms"),
         (["flow", "--dequantization-steps", "2"], "--dequantization-steps belongs to --dequantization variational"),
         (["flow", "--lr-decay", "0.9"], "--lr-decay belongs to --lr-schedule exponential"),
@@ -142,8 +144,20 @@ def test_a_state_that_does_not_fit_its_model_is_refused(tmp_path):
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"seed": 0, "data": load_dataset("mnist-mini", None).describe()}))
     alien = torch.nn.Linear(2, 2)
-    save_state(folder / "state.safetensors", TrainingState("vae", create_config("vae"), 0, 0, [{"epoch": 0}], None,
-                                                         alien.state_dict(), [], {"rng.torch": torch.get_rng_state()}))
+    save_state(
+        folder / "state.safetensors",
+        TrainingState(
+            "vae",
+            create_config("vae"),
+            0,
+            0,
+            [{"epoch": 0}],
+            None,
+            alien.state_dict(),
+            [],
+            {"rng.torch": torch.get_rng_state()},
+        ),
+    )
     refused(1, "train", "vae", "--resume", folder, message="does not fit its own model and optimizers")
     refused(1, "train", "gan", "--resume", folder, message="holds a vae run; resume it with dgm train vae")
 
@@ -177,8 +191,9 @@ DAMAGE = {
 def test_damaged_data_files_are_named_and_nothing_is_written(name, tmp_path):
     damage, message = DAMAGE[name]
     folder = data_folder(tmp_path, name, damage)
-    result = refused(1, "train", "vae", "--dataset", "mnist", "--data-dir", folder, "--out", tmp_path / "run",
-                     message=message)
+    result = refused(
+        1, "train", "vae", "--dataset", "mnist", "--data-dir", folder, "--out", tmp_path / "run", message=message
+    )
     assert FILES["train_images"] in result.stderr
     assert not (tmp_path / "run").exists()
 
@@ -244,8 +259,20 @@ def test_fuzzed_training_states_load_or_raise_dgm_error(tmp_path, data):
     model(torch.ones(1, 2)).sum().backward()
     optimizer.step()
     good = tmp_path / "good.safetensors"
-    save_state(good, TrainingState("vae", create_config("vae"), 1, 5, [{"epoch": 1}], -100.0, model.state_dict(),
-                                   [optimizer.state_dict()], {"rng.torch": torch.get_rng_state()}))
+    save_state(
+        good,
+        TrainingState(
+            "vae",
+            create_config("vae"),
+            1,
+            5,
+            [{"epoch": 1}],
+            -100.0,
+            model.state_dict(),
+            [optimizer.state_dict()],
+            {"rng.torch": torch.get_rng_state()},
+        ),
+    )
     path = tmp_path / "fuzzed.safetensors"
     path.write_bytes(mutate(good.read_bytes(), data))
     try:

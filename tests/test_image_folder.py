@@ -220,8 +220,23 @@ def test_the_shipped_classifier_that_fits_is_chosen():
 def test_train_sample_eval_interpolate_on_a_folder(tmp_path, digits):
     write_labelled(tmp_path / "own", digits, 140)
     small = ["--epochs", "1", "--batch-size", "32", "--checkpoint-dir", str(tmp_path / "ck")]
-    result = runner.invoke(app, ["train", "vae", "--dataset", "own", "--zdim", "2", "--hidden", "32", "--conditional",
-                                 "--out", "runs/cvae", *small])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "vae",
+            "--dataset",
+            "own",
+            "--zdim",
+            "2",
+            "--hidden",
+            "32",
+            "--conditional",
+            "--out",
+            "runs/cvae",
+            *small,
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "decoded 140 images in 3 classes" in result.stderr
     config = json.loads(Path("runs/cvae/config.json").read_text())
@@ -283,5 +298,7 @@ def test_resume_finds_a_moved_folder_by_content(tmp_path, digits):
     (tmp_path / "first").rename(tmp_path / "moved")
     result = runner.invoke(app, ["train", "vae", "--resume", "runs/v", "--epochs", "2"])
     assert result.exit_code == 1 and "pass --data-dir" in result.stderr
-    result = runner.invoke(app, ["train", "vae", "--resume", "runs/v", "--epochs", "2", "--data-dir", str(tmp_path / "moved")])
+    result = runner.invoke(
+        app, ["train", "vae", "--resume", "runs/v", "--epochs", "2", "--data-dir", str(tmp_path / "moved")]
+    )
     assert result.exit_code == 0, result.output

@@ -25,8 +25,14 @@ def _average_differs_from_live(model):
     return model
 
 
-@pytest.mark.parametrize("name, config", [("vae", {"hidden": 16, "ema": 0.9}), ("gan", {"ema": 0.9}),
-                                          ("diffusion", {"width": 8, "timesteps": 20, "sample_steps": 5, "ema": 0.9})])
+@pytest.mark.parametrize(
+    "name, config",
+    [
+        ("vae", {"hidden": 16, "ema": 0.9}),
+        ("gan", {"ema": 0.9}),
+        ("diffusion", {"width": 8, "timesteps": 20, "sample_steps": 5, "ema": 0.9}),
+    ],
+)
 def test_an_inference_only_file_samples_as_the_full_checkpoint_and_refuses_the_live_weights(name, config):
     model = _average_differs_from_live(create_model(name, **config))
     save_checkpoint(Path("full.safetensors"), model, model_name=name, config=model.config, data={}, train={})
@@ -48,7 +54,8 @@ def test_an_inference_only_file_samples_as_the_full_checkpoint_and_refuses_the_l
 def test_training_on_from_an_inference_only_file_is_refused_with_one_line():
     model = create_model("vae", hidden=16, ema=0.9)
     model.save("slim.safetensors", inference_only=True)
-    result = dgm_cli("train", "vae", "--init-from", "slim.safetensors", "--dataset", "mnist-mini", "--epochs", "1",
-                     "--out", "run")  # fmt: skip
+    result = dgm_cli(
+        "train", "vae", "--init-from", "slim.safetensors", "--dataset", "mnist-mini", "--epochs", "1", "--out", "run"
+    )
     assert result.exit_code == 1 and "inference-only" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not Path("run").exists()

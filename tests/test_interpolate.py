@@ -57,8 +57,21 @@ def test_prior_endpoints_use_one_seed_per_row():
 def checkpoints(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ckpts")
     for args in (["gan", "--latent-dim", "16"], ["vae", "--hidden", "16"]):
-        result = runner.invoke(app, ["train", *args, "--epochs", "0", "--dataset", "mnist-mini", "--out",
-                                     str(folder / args[0]), "--checkpoint-dir", str(folder)])
+        result = runner.invoke(
+            app,
+            [
+                "train",
+                *args,
+                "--epochs",
+                "0",
+                "--dataset",
+                "mnist-mini",
+                "--out",
+                str(folder / args[0]),
+                "--checkpoint-dir",
+                str(folder),
+            ],
+        )
         assert result.exit_code == 0, result.output
     return folder
 
@@ -69,19 +82,63 @@ def columns_and_rows(path) -> tuple[int, int]:
 
 
 def test_interpolate_command_draws_rows_of_steps_plus_two(checkpoints, tmp_path):
-    result = runner.invoke(app, ["interpolate", "gan", str(checkpoints / "gan.safetensors"), "--rows", "3",
-                                 "--out", str(tmp_path / "g.png"), "--seed-a", "1", "--seed-b", "2"])
+    result = runner.invoke(
+        app,
+        [
+            "interpolate",
+            "gan",
+            str(checkpoints / "gan.safetensors"),
+            "--rows",
+            "3",
+            "--out",
+            str(tmp_path / "g.png"),
+            "--seed-a",
+            "1",
+            "--seed-b",
+            "2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert columns_and_rows(tmp_path / "g.png") == (9, 3)
-    runner.invoke(app, ["interpolate", "gan", str(checkpoints / "gan.safetensors"), "--rows", "3",
-                        "--out", str(tmp_path / "again.png"), "--seed-a", "1", "--seed-b", "2"])
+    runner.invoke(
+        app,
+        [
+            "interpolate",
+            "gan",
+            str(checkpoints / "gan.safetensors"),
+            "--rows",
+            "3",
+            "--out",
+            str(tmp_path / "again.png"),
+            "--seed-a",
+            "1",
+            "--seed-b",
+            "2",
+        ],
+    )
     assert (tmp_path / "g.png").read_bytes() == (tmp_path / "again.png").read_bytes()
 
 
 def test_vae_walks_between_two_real_images(checkpoints, tmp_path):
-    result = runner.invoke(app, ["interpolate", "vae", str(checkpoints / "vae.safetensors"), "--from-images",
-                                 "--image-a", "0", "--image-b", "1", "--steps", "3", "--method", "linear",
-                                 "--out", str(tmp_path / "v.png")])
+    result = runner.invoke(
+        app,
+        [
+            "interpolate",
+            "vae",
+            str(checkpoints / "vae.safetensors"),
+            "--from-images",
+            "--image-a",
+            "0",
+            "--image-b",
+            "1",
+            "--steps",
+            "3",
+            "--method",
+            "linear",
+            "--out",
+            str(tmp_path / "v.png"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "test images 0->1" in result.stderr
     assert columns_and_rows(tmp_path / "v.png") == (5, 1)

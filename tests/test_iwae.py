@@ -70,7 +70,9 @@ def test_the_batched_log_weights_match_torch_distributions_draw_by_draw(layers):
             q2 = gaussian(model.encoder_top(z1))
             z2 = q2.mean + q2.stddev * eps2[:, i]
             expected_q = expected_q + q2.log_prob(z2)
-            expected_prior = Independent(Normal(0.0, torch.ones_like(z2)), 1).log_prob(z2) + gaussian(model.decoder_top(z2)).log_prob(z1)
+            expected_prior = Independent(Normal(0.0, torch.ones_like(z2)), 1).log_prob(z2) + gaussian(
+                model.decoder_top(z2)
+            ).log_prob(z1)
         else:
             expected_prior = Independent(Normal(0.0, torch.ones_like(z1)), 1).log_prob(z1)
         expected_x = Independent(Bernoulli(logits=model.decoder(z1)), 1).log_prob(x)
@@ -98,7 +100,9 @@ def test_the_k_sample_bound_does_not_decrease_with_k(layers):
     with torch.no_grad():
         for k in (1, 5, 50, 200):
             torch.manual_seed(0)
-            bounds.append(torch.logsumexp(model.log_weights(images, k, proposal="posterior"), 1).sub(math.log(k)).mean().item())
+            bounds.append(
+                torch.logsumexp(model.log_weights(images, k, proposal="posterior"), 1).sub(math.log(k)).mean().item()
+            )
     assert bounds == sorted(bounds) and bounds[-1] > bounds[0] + 1.0, bounds
 
 
@@ -140,7 +144,9 @@ def test_the_iwae_schedule_steps_at_the_papers_stage_boundaries():
 def test_each_preset_builds_trains_a_step_and_round_trips_through_a_checkpoint(name, tmp_path):
     preset = PRESETS[name]
     config = create_config("vae", preset=name)
-    assert config.preset == name and all(getattr(config, key) == value for key, value in preset.overrides.items() if key != "preset")
+    assert config.preset == name and all(
+        getattr(config, key) == value for key, value in preset.overrides.items() if key != "preset"
+    )
     assert create_config("vae", preset=name, epochs=3).epochs == 3  # options beside a preset still apply
     model = get_spec("vae").module_class(config)
     [optimizer] = model.configure_optimizers()

@@ -41,7 +41,9 @@ def unbiased_mmd2(x: torch.Tensor, y: torch.Tensor) -> float:
     kernel = lambda a, b: (a @ b.T / d + 1) ** 3  # noqa: E731
     kxx, kyy, kxy = kernel(x, x), kernel(y, y), kernel(x, y)
     m = len(x)
-    return ((kxx.sum() - kxx.trace()) / (m * (m - 1)) + (kyy.sum() - kyy.trace()) / (m * (m - 1)) - 2 * kxy.mean()).item()
+    return (
+        (kxx.sum() - kxx.trace()) / (m * (m - 1)) + (kyy.sum() - kyy.trace()) / (m * (m - 1)) - 2 * kxy.mean()
+    ).item()
 
 
 def test_kernel_distance_is_the_unbiased_mmd_and_is_centred_on_zero_for_one_distribution():
@@ -50,8 +52,10 @@ def test_kernel_distance_is_the_unbiased_mmd_and_is_centred_on_zero_for_one_dist
     mean, _ = kernel_distance(x, y)  # one subset of all 300: the full-sample statistic
     assert mean == pytest.approx(unbiased_mmd2(x, y), rel=1e-6)
     # Same distribution: an unbiased estimator averages to zero (a biased one would stay positive).
-    values = [kernel_distance(torch.randn(300, 4, dtype=torch.float64), torch.randn(300, 4, dtype=torch.float64))[0]
-              for _ in range(30)]
+    values = [
+        kernel_distance(torch.randn(300, 4, dtype=torch.float64), torch.randn(300, 4, dtype=torch.float64))[0]
+        for _ in range(30)
+    ]
     spread = torch.tensor(values).std().item()
     assert abs(sum(values) / len(values)) < 3 * spread / math.sqrt(len(values))
 
@@ -96,7 +100,9 @@ def test_shipped_accuracy_is_what_the_eval_command_reports(mnist_root):
     from dgm_cli.checkpoint import read_header
 
     recorded = read_header(SHIPPED_CLASSIFIER).train["metrics"]["test_accuracy"]
-    result = runner.invoke(app, ["eval", "classifier", str(SHIPPED_CLASSIFIER), "--data-dir", str(mnist_root), "--json"])
+    result = runner.invoke(
+        app, ["eval", "classifier", str(SHIPPED_CLASSIFIER), "--data-dir", str(mnist_root), "--json"]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["classification"]["accuracy"] == recorded
 
@@ -139,8 +145,23 @@ def test_fid_in_the_classifier_space_is_zero_for_a_set_against_itself_and_grows_
 
 
 def test_eval_prints_sample_quality_beside_the_real_floor(tmp_path):
-    trained = runner.invoke(app, ["train", "gan", "--epochs", "0", "--latent-dim", "8", "--dataset", "mnist-mini",
-                                  "--out", "g", "--checkpoint-dir", str(tmp_path)])
+    trained = runner.invoke(
+        app,
+        [
+            "train",
+            "gan",
+            "--epochs",
+            "0",
+            "--latent-dim",
+            "8",
+            "--dataset",
+            "mnist-mini",
+            "--out",
+            "g",
+            "--checkpoint-dir",
+            str(tmp_path),
+        ],
+    )
     assert trained.exit_code == 0, trained.output
     result = runner.invoke(app, ["eval", "gan", str(tmp_path / "gan.safetensors"), "--samples", "300", "--json"])
     assert result.exit_code == 0, result.output
@@ -184,8 +205,23 @@ def test_interpolate_classes_option_and_an_impossible_request(shipped, tmp_path)
     from dgm_cli.interpolation import class_endpoints
     from dgm_cli.registry import create_model
 
-    trained = runner.invoke(app, ["train", "vae", "--epochs", "0", "--hidden", "8", "--dataset", "mnist-mini",
-                                  "--out", "v", "--checkpoint-dir", str(tmp_path)])
+    trained = runner.invoke(
+        app,
+        [
+            "train",
+            "vae",
+            "--epochs",
+            "0",
+            "--hidden",
+            "8",
+            "--dataset",
+            "mnist-mini",
+            "--out",
+            "v",
+            "--checkpoint-dir",
+            str(tmp_path),
+        ],
+    )
     assert trained.exit_code == 0
     bad = runner.invoke(app, ["interpolate", "vae", str(tmp_path / "vae.safetensors"), "--classes", "3"])
     assert bad.exit_code == 2 and "two digits" in bad.stderr

@@ -35,8 +35,11 @@ def test_a_preset_sets_its_fields_and_explicit_options_override_them():
     config = json.loads(Path("run/config.json").read_text())["config"]
     preset = PRESETS["iwae-1l-k5"].overrides
     assert config["hidden"] == 16 and config["epochs"] == 1 and config["batch_size"] == 500  # given
-    assert {key: config[key] for key in ("activation", "hidden_layers", "zdim", "objective", "k", "adam_eps", "lr_schedule")} == {
-        key: preset[key] for key in ("activation", "hidden_layers", "zdim", "objective", "k", "adam_eps", "lr_schedule")}
+    assert {
+        key: config[key] for key in ("activation", "hidden_layers", "zdim", "objective", "k", "adam_eps", "lr_schedule")
+    } == {
+        key: preset[key] for key in ("activation", "hidden_layers", "zdim", "objective", "k", "adam_eps", "lr_schedule")
+    }
     assert config["preset"] == "iwae-1l-k5"
     info = json.loads(ok("info", "run/last.safetensors", "--json").stdout)
     assert info["train"]["preset"]["published"] == 85.54 and info["config"]["preset"] == "iwae-1l-k5"
@@ -48,12 +51,30 @@ def test_a_preset_sets_its_fields_and_explicit_options_override_them():
 
 def test_eval_prints_the_published_number_and_says_when_the_protocol_differs():
     ok("train", "vae", "--preset", "iwae-1l-vae", "--out", "run", *SMALL)
-    result = ok("eval", "vae", "run/last.safetensors", "--iw-samples", "20", "--mc-samples", "0", "--samples", "0",
-                "--limit", "50", "--json", "--result", "run/last.eval.json")  # fmt: skip
+    result = ok(
+        "eval",
+        "vae",
+        "run/last.safetensors",
+        "--iw-samples",
+        "20",
+        "--mc-samples",
+        "0",
+        "--samples",
+        "0",
+        "--limit",
+        "50",
+        "--json",
+        "--result",
+        "run/last.eval.json",
+    )
     report = json.loads(result.stdout)
     published = report["published"]
     assert published["published"] == 86.76 and published["dgm"] == -report["likelihood"]["importance_weighted"]["nats"]
-    assert published["differences"] == ["mnist-mini instead of mnist", "k=20 instead of 5000", "50 of the split's 1000 images"]
+    assert published["differences"] == [
+        "mnist-mini instead of mnist",
+        "k=20 instead of 5000",
+        "50 of the split's 1000 images",
+    ]
     assert "preset iwae-1l-vae: published 86.76, dgm" in result.stderr and "not comparable" in result.stderr
     assert json.loads(Path("run/last.eval.json").read_text()) == report  # --result writes what --json prints
 
@@ -67,14 +88,27 @@ def test_presets_lists_the_published_numbers_and_dgms_own_where_evaluated_by_the
     for row in listing:
         pretrained = find(f"vae-{row['name']}")
         assert row["pretrained"] == (pretrained and pretrained.name)
-        expected = None if pretrained is None else -pretrained.read_report()["likelihood"]["importance_weighted"]["nats"]
+        expected = (
+            None if pretrained is None else -pretrained.read_report()["likelihood"]["importance_weighted"]["nats"]
+        )
         assert row["dgm"] == expected
 
     ok("train", "vae", "--preset", "iwae-1l-vae", "--out", "run", *SMALL)
     Path("checkpoints").mkdir(exist_ok=True)
     Path("run/last.safetensors").replace("checkpoints/vae-iwae-1l-vae.safetensors")
-    ok("eval", "vae", "checkpoints/vae-iwae-1l-vae.safetensors", "--iw-samples", "10", "--mc-samples", "0",
-       "--samples", "0", "--result", "checkpoints/vae-iwae-1l-vae.eval.json")  # fmt: skip
+    ok(
+        "eval",
+        "vae",
+        "checkpoints/vae-iwae-1l-vae.safetensors",
+        "--iw-samples",
+        "10",
+        "--mc-samples",
+        "0",
+        "--samples",
+        "0",
+        "--result",
+        "checkpoints/vae-iwae-1l-vae.eval.json",
+    )
     row = own_rows()[0]
     assert row["checkpoint"] == "checkpoints/vae-iwae-1l-vae.safetensors" and row["dgm"] is None  # not the protocol
 
@@ -86,7 +120,12 @@ def test_presets_lists_the_published_numbers_and_dgms_own_where_evaluated_by_the
     row = own_rows()[0]
     assert row["dgm"] == -report["likelihood"]["importance_weighted"]["nats"]
     table = ok("presets", "vae").stdout.splitlines()
-    assert table[1].split()[:4] == ["vae", "iwae-1l-vae", "86.76", f"{listing[0]['dgm']:.2f}"]  # the pretrained row first
+    assert table[1].split()[:4] == [
+        "vae",
+        "iwae-1l-vae",
+        "86.76",
+        f"{listing[0]['dgm']:.2f}",
+    ]  # the pretrained row first
     assert table[2].split()[:4] == ["vae", "iwae-1l-vae", "86.76", f"{row['dgm']:.2f}"]
     assert dgm("presets", "gan").exit_code == 0
 
@@ -98,8 +137,19 @@ def test_presets_lists_a_variant_of_a_preset_with_the_options_it_changed():
     Path("checkpoints/vae-iwae-1l-vae-junk.safetensors").write_bytes(b"not a checkpoint")  # passed over
     ok("train", "vae", "--preset", "iwae-1l-k5", "--out", "run2", *SMALL)
     Path("run2/last.safetensors").replace("checkpoints/vae-iwae-1l-vae-other.safetensors")  # another preset's model
-    ok("eval", "vae", "checkpoints/vae-iwae-1l-vae-small.safetensors", "--iw-samples", "10", "--mc-samples", "0",
-       "--samples", "0", "--result", "checkpoints/vae-iwae-1l-vae-small.eval.json")  # fmt: skip
+    ok(
+        "eval",
+        "vae",
+        "checkpoints/vae-iwae-1l-vae-small.safetensors",
+        "--iw-samples",
+        "10",
+        "--mc-samples",
+        "0",
+        "--samples",
+        "0",
+        "--result",
+        "checkpoints/vae-iwae-1l-vae-small.eval.json",
+    )
     result = Path("checkpoints/vae-iwae-1l-vae-small.eval.json")  # as if it had been the protocol
     report = json.loads(result.read_text())
     report["dataset"], report["likelihood"]["importance_weighted"]["samples"] = "mnist", 5000
@@ -120,7 +170,13 @@ def test_a_flow_presets_checkpoint_is_evaluated_by_its_published_protocol_unless
     from dgm_cli.checkpoint import save_checkpoint
     from dgm_cli.registry import create_model
 
-    tiny = {"checkerboard_channels": 2, "channels": 4, "final_channels": 4, "gated_blocks": 1, "dequantization_channels": 2}
+    tiny = {
+        "checkerboard_channels": 2,
+        "channels": 4,
+        "final_channels": 4,
+        "gated_blocks": 1,
+        "dequantization_channels": 2,
+    }
     model = create_model("flow", preset="tutorial-multiscale", **tiny)
     save_checkpoint(Path("flow.safetensors"), model, model_name="flow", config=model.config, data={}, train={})
     common = ["eval", "flow", "flow.safetensors", "--dataset", "mnist-mini", "--limit", "6", "--samples", "0", "--json"]
@@ -141,7 +197,12 @@ def test_a_presets_own_checkpoint_trained_otherwise_says_how_and_unused_fields_a
     Path("checkpoints").mkdir(exist_ok=True)
     Path("run/last.safetensors").replace("checkpoints/vae-iwae-1l-vae.safetensors")
     row = own_rows()[0]
-    assert row["variant"] is None and row["changes"] == {"hidden": 16, "epochs": 1, "batch_size": 500, "init": "pytorch"}
+    assert row["variant"] is None and row["changes"] == {
+        "hidden": 16,
+        "epochs": 1,
+        "batch_size": 500,
+        "init": "pytorch",
+    }
     line = next(line for line in ok("presets", "vae").stdout.splitlines() if "this checkpoint" in line)
     assert line.endswith("; this checkpoint: --hidden 16 --epochs 1 --batch-size 500 --init pytorch")
 
@@ -153,13 +214,34 @@ def test_a_presets_own_checkpoint_trained_otherwise_says_how_and_unused_fields_a
 
 def test_a_variant_trained_on_from_another_checkpoint_names_it():
     ok("train", "vae", "--preset", "iwae-1l-vae", "--out", "run", *SMALL)
-    ok("train", "vae", "--init-from", "run/last.safetensors", "--ema", "0.9", "--dataset", "mnist-mini", "--epochs", "1",
-       "--sample-epochs", "", "--out", "more")  # fmt: skip
+    ok(
+        "train",
+        "vae",
+        "--init-from",
+        "run/last.safetensors",
+        "--ema",
+        "0.9",
+        "--dataset",
+        "mnist-mini",
+        "--epochs",
+        "1",
+        "--sample-epochs",
+        "",
+        "--out",
+        "more",
+    )
     Path("checkpoints").mkdir(exist_ok=True)
     Path("more/last.safetensors").replace("checkpoints/vae-iwae-1l-vae-more.safetensors")
     row = next(row for row in json.loads(ok("presets", "vae", "--json").stdout)["presets"] if row["variant"] == "more")
     # The checkpoint's options (the small network) come over; the 1 epoch is on top of the first run's 1.
-    assert row["changes"] == {"init_from": "last.safetensors (epoch 1)", "hidden": 16, "epochs": 1, "batch_size": 500,
-                              "ema": 0.9}  # fmt: skip
+    assert row["changes"] == {
+        "init_from": "last.safetensors (epoch 1)",
+        "hidden": 16,
+        "epochs": 1,
+        "batch_size": 500,
+        "ema": 0.9,
+    }
     line = next(line for line in ok("presets", "vae").stdout.splitlines() if "variant more" in line)
-    assert line.endswith("variant more: --init-from last.safetensors (epoch 1) --hidden 16 --epochs 1 --batch-size 500 --ema 0.9")
+    assert line.endswith(
+        "variant more: --init-from last.safetensors (epoch 1) --hidden 16 --epochs 1 --batch-size 500 --ema 0.9"
+    )

@@ -27,8 +27,14 @@ SMALL = {
     "gan": {"latent_dim": 8, "ema": 0.9, "epochs": 2, "batch_size": 256, "sample_epochs": (2,)},
     "flow": {"hidden": 16, "couplings": 2, "epochs": 2, "batch_size": 256, "sample_epochs": (2,)},
     # Conditional: the labels are drawn with the images, so a resumed run meets the same ones.
-    "vae-conditional": {"hidden": 32, "zdim": 4, "epochs": 2, "batch_size": 256, "sample_epochs": (2,),
-                        "conditional": True},
+    "vae-conditional": {
+        "hidden": 32,
+        "zdim": 4,
+        "epochs": 2,
+        "batch_size": 256,
+        "sample_epochs": (2,),
+        "conditional": True,
+    },
 }
 # What differs between two runs of the same computation: the clock.
 TIMING = {"seconds", "images_per_second"}
@@ -102,7 +108,10 @@ def test_resuming_at_an_epoch_boundary_with_save_every(mini, tmp_path):
     # extending a finished run continues the same random stream; only the old end's test metrics differ
     assert without_timing(resumed)[3] == without_timing(whole)[3]
     assert without_timing(resumed)[1] == without_timing(whole)[1]
-    expected, actual = load_file(tmp_path / "whole" / "last.safetensors"), load_file(tmp_path / "cut" / "last.safetensors")
+    expected, actual = (
+        load_file(tmp_path / "whole" / "last.safetensors"),
+        load_file(tmp_path / "cut" / "last.safetensors"),
+    )
     assert all(torch.equal(expected[key], actual[key]) for key in expected)
 
 
@@ -155,8 +164,18 @@ def launch(folder: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-TRAIN_ARGS = ("--hidden", "64", "--batch-size", "64", "--dataset", "mnist-mini", "--sample-epochs", "0",
-              "--checkpoint-dir", "ckpt")
+TRAIN_ARGS = (
+    "--hidden",
+    "64",
+    "--batch-size",
+    "64",
+    "--dataset",
+    "mnist-mini",
+    "--sample-epochs",
+    "0",
+    "--checkpoint-dir",
+    "ckpt",
+)
 
 
 def wait_for(path: Path, timeout: float = 60) -> None:

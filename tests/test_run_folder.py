@@ -65,8 +65,21 @@ def test_a_training_that_would_replace_the_shipped_model_keeps_it_and_says_where
 
 def test_publishing_the_same_model_again_keeps_no_copy_and_a_taken_name_gets_a_number(tmp_path):
     ok("train", "vae", "--epochs", "0", "--dataset", "mnist-mini", "--out", "a", "--checkpoint-dir", "none", *TINY)
-    ok("train", "vae", "--epochs", "0", "--dataset", "mnist-mini", "--out", "b", "--seed", "1",
-       "--checkpoint-dir", "none", *TINY)  # fmt: skip
+    ok(
+        "train",
+        "vae",
+        "--epochs",
+        "0",
+        "--dataset",
+        "mnist-mini",
+        "--out",
+        "b",
+        "--seed",
+        "1",
+        "--checkpoint-dir",
+        "none",
+        *TINY,
+    )
     target = tmp_path / "ckpt" / "vae.safetensors"
     target.parent.mkdir()
     assert publish_checkpoint(Path("a/last.safetensors"), target) is None
@@ -81,8 +94,20 @@ def test_publishing_the_same_model_again_keeps_no_copy_and_a_taken_name_gets_a_n
 
 def test_a_checkpoint_dir_that_is_a_file_leaves_no_run_folder_behind():
     Path("taken").write_text("a file")
-    fails("train", "vae", "--epochs", "0", "--dataset", "mnist-mini", "--out", "run", "--checkpoint-dir", "taken",
-          *TINY, message="cannot write to taken")  # fmt: skip
+    fails(
+        "train",
+        "vae",
+        "--epochs",
+        "0",
+        "--dataset",
+        "mnist-mini",
+        "--out",
+        "run",
+        "--checkpoint-dir",
+        "taken",
+        *TINY,
+        message="cannot write to taken",
+    )
     assert not Path("run").exists()
 
 
@@ -120,21 +145,60 @@ def test_a_validation_size_is_the_end_of_the_training_file_and_every_later_comma
     ok("train", "vae", "--resume", "run", "--epochs", "2")  # the recorded split is found again, not the default
     assert read_header(Path("run/last.safetensors")).data["train"] == len(whole) - 100
     for named in ([], ["--dataset", "mnist-mini"]):  # eval splits as the checkpoint was trained, named or not
-        report = json.loads(ok("eval", "vae", "run/last.safetensors", "--split", "val", "--iw-samples", "2",
-                               "--mc-samples", "0", "--samples", "0", "--json", *named).stdout)  # fmt: skip
+        report = json.loads(
+            ok(
+                "eval",
+                "vae",
+                "run/last.safetensors",
+                "--split",
+                "val",
+                "--iw-samples",
+                "2",
+                "--mc-samples",
+                "0",
+                "--samples",
+                "0",
+                "--json",
+                *named,
+            ).stdout
+        )
         assert report["likelihood"]["images"] == 100
     fails("train", "vae", "--resume", "run", "--epochs", "3", "--val-size", "50", message="leave out --val-size")
 
 
 def test_a_validation_size_that_does_not_fit_is_refused_before_anything_is_written(tmp_path):
     count = len(load_dataset("mnist-mini").train) + len(load_dataset("mnist-mini").val)
-    fails("train", "vae", "--epochs", "0", "--dataset", "mnist-mini", "--val-size", str(count), "--out", "run", *TINY,
-          message=f"give 1 to {count - 1:,}")  # fmt: skip
+    fails(
+        "train",
+        "vae",
+        "--epochs",
+        "0",
+        "--dataset",
+        "mnist-mini",
+        "--val-size",
+        str(count),
+        "--out",
+        "run",
+        *TINY,
+        message=f"give 1 to {count - 1:,}",
+    )
     assert not Path("run").exists()
     folder = tmp_path / "images"
     folder.mkdir()
-    fails("train", "vae", "--epochs", "0", "--dataset", folder, "--val-size", "10", "--out", "run2", *TINY,
-          message="--val-size is for the named datasets")  # fmt: skip
+    fails(
+        "train",
+        "vae",
+        "--epochs",
+        "0",
+        "--dataset",
+        folder,
+        "--val-size",
+        "10",
+        "--out",
+        "run2",
+        *TINY,
+        message="--val-size is for the named datasets",
+    )
 
 
 def test_data_that_really_differ_are_refused_in_one_line():
@@ -158,7 +222,9 @@ def test_the_identity_of_data_is_their_contents_not_their_folder(mnist_root, tmp
     assert there.differences(older) == []
 
 
-def test_a_run_started_with_data_dir_resumes_where_it_read_them_and_from_a_moved_copy(mnist_root, tmp_path, monkeypatch):
+def test_a_run_started_with_data_dir_resumes_where_it_read_them_and_from_a_moved_copy(
+    mnist_root, tmp_path, monkeypatch
+):
     data = tmp_path / "data" / "MNIST" / "raw"
     data.mkdir(parents=True)
     for name in FILES.values():
@@ -180,8 +246,21 @@ def test_a_run_started_with_data_dir_resumes_where_it_read_them_and_from_a_moved
 
 
 def test_precision_and_save_every_are_recorded_and_kept_or_changed_on_resume():
-    ok("train", "vae", "--epochs", "1", "--dataset", "mnist-mini", "--out", "run", "--precision", "bf16",
-       "--save-every", "5", *TINY)  # fmt: skip
+    ok(
+        "train",
+        "vae",
+        "--epochs",
+        "1",
+        "--dataset",
+        "mnist-mini",
+        "--out",
+        "run",
+        "--precision",
+        "bf16",
+        "--save-every",
+        "5",
+        *TINY,
+    )
     assert config_of("run")["precision"] == "bf16" and config_of("run")["save_every"] == 5
     assert read_header(Path("run/last.safetensors")).train["precision"] == "bf16"
     ok("train", "vae", "--resume", "run", "--epochs", "2")
@@ -194,8 +273,19 @@ def test_precision_and_save_every_are_recorded_and_kept_or_changed_on_resume():
 
 def test_a_second_training_on_a_running_folder_is_told_it_is_in_use_not_to_resume():
     ok("train", "vae", "--epochs", "0", "--dataset", "mnist-mini", "--out", "run", *TINY)
-    Path("run/train.lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                                  "started": time.strftime("%Y-%m-%dT%H:%M:%S")}))  # fmt: skip
-    result = fails("train", "vae", "--epochs", "0", "--dataset", "mnist-mini", "--out", "run", *TINY,
-                   message="is in use by another training")  # fmt: skip
+    Path("run/train.lock").write_text(
+        json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    )
+    result = fails(
+        "train",
+        "vae",
+        "--epochs",
+        "0",
+        "--dataset",
+        "mnist-mini",
+        "--out",
+        "run",
+        *TINY,
+        message="is in use by another training",
+    )
     assert "--resume" not in result.stderr

@@ -28,8 +28,23 @@ def listed(*args) -> dict:
 
 def test_runs_tells_finished_interrupted_diverged_and_running_apart(monkeypatch):
     assert dgm("train", "vae", "--epochs", "2", "--out", "runs/vae/done", *TINY).exit_code == 0
-    assert dgm("train", "gan", "--epochs", "1", "--latent-dim", "4", "--sample-epochs", "", "--dataset", "mnist-mini",
-               "--out", "runs/gan/g").exit_code == 0  # fmt: skip
+    assert (
+        dgm(
+            "train",
+            "gan",
+            "--epochs",
+            "1",
+            "--latent-dim",
+            "4",
+            "--sample-epochs",
+            "",
+            "--dataset",
+            "mnist-mini",
+            "--out",
+            "runs/gan/g",
+        ).exit_code
+        == 0
+    )
 
     healthy, calls = VAE.training_step, {"n": 0}
 
@@ -52,8 +67,9 @@ def test_runs_tells_finished_interrupted_diverged_and_running_apart(monkeypatch)
         assert dgm("train", "vae", "--epochs", "3", "--out", "runs/vae/nan", *TINY).exit_code == 1
 
     assert dgm("train", "vae", "--epochs", "4", "--out", "runs/vae/busy", *TINY).exit_code == 0
-    Path("runs/vae/busy/train.lock").write_text(json.dumps(
-        {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+    Path("runs/vae/busy/train.lock").write_text(
+        json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    )
 
     runs = listed()
     assert set(runs) == {"done", "g", "cut", "nan", "busy"}
@@ -77,7 +93,9 @@ def test_the_table_goes_to_stdout_one_run_a_line():
     assert result.exit_code == 0
     lines = result.stdout.strip().splitlines()
     assert lines[0].split()[:4] == ["model", "data", "epochs", "status"]
-    assert lines[1].split()[:5] == ["vae", "mnist-mini", "1/1", "finished", "after"] and lines[1].endswith("runs/vae/one")
+    assert lines[1].split()[:5] == ["vae", "mnist-mini", "1/1", "finished", "after"] and lines[1].endswith(
+        "runs/vae/one"
+    )
 
 
 def test_runs_of_a_folder_that_is_not_there_or_empty():

@@ -52,8 +52,9 @@ def test_a_bf16_run_on_the_cpu_trains_the_same_model_nearly(tmp_path):
     config = create_config("vae", epochs=1, batch_size=100, sample_epochs=())
     runs = {}
     for precision in ("fp32", "bf16"):
-        settings = RunSettings(tmp_path / precision, seed=0, device=torch.device("cpu"), checkpoint_dir=None,
-                               precision=precision)  # fmt: skip
+        settings = RunSettings(
+            tmp_path / precision, seed=0, device=torch.device("cpu"), checkpoint_dir=None, precision=precision
+        )
         runs[precision] = train("vae", config, mini, settings, quiet())[-1]
     for name in ("train_elbo", "val_elbo", "test_elbo"):
         assert runs["bf16"][name] == pytest.approx(runs["fp32"][name], rel=0.01), name
@@ -72,8 +73,9 @@ def test_a_compiled_training_step_trains_the_same_model(tmp_path):
     config = create_config("vae", hidden=16, zdim=2, epochs=1, batch_size=500, sample_epochs=())
     runs = {}
     for compiled in (False, True):
-        settings = RunSettings(tmp_path / str(compiled), seed=0, device=torch.device("cpu"), checkpoint_dir=None,
-                               compile=compiled)
+        settings = RunSettings(
+            tmp_path / str(compiled), seed=0, device=torch.device("cpu"), checkpoint_dir=None, compile=compiled
+        )
         runs[compiled] = train("vae", config, mini, settings, quiet())[-1]
     for name in ("train_elbo", "val_elbo", "test_elbo"):
         assert runs[True][name] == pytest.approx(runs[False][name], rel=1e-3), name

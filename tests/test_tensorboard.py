@@ -51,7 +51,10 @@ def test_scalars_sample_grids_and_hyperparameters_are_logged_per_epoch():
 
 
 def test_a_resumed_run_continues_its_log_without_repeating_epochs():
-    assert dgm("train", "vae", "--epochs", "1", "--sample-epochs", "", "--out", "run", "--tensorboard", *TINY).exit_code == 0
+    assert (
+        dgm("train", "vae", "--epochs", "1", "--sample-epochs", "", "--out", "run", "--tensorboard", *TINY).exit_code
+        == 0
+    )
     result = dgm("train", "vae", "--resume", "run", "--epochs", "3")  # the run's own --tensorboard is kept
     assert result.exit_code == 0, result.output
     steps = [event.step for event in events("run").Scalars("val/elbo")]

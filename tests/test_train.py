@@ -18,8 +18,27 @@ def test_the_learning_rate_factor_reaches_the_optimizer(monkeypatch):
         return 0.0  # Adam with a learning rate of 0 leaves every weight where it started
 
     monkeypatch.setattr(VAE, "learning_rate_factor", frozen)
-    result = CliRunner().invoke(app, ["train", "vae", "--epochs", "2", "--hidden", "8", "--dataset", "mnist-mini",
-                                      "--batch-size", "1000", "--out", "frozen", "--sample-epochs", "", "--seed", "3"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "vae",
+            "--epochs",
+            "2",
+            "--hidden",
+            "8",
+            "--dataset",
+            "mnist-mini",
+            "--batch-size",
+            "1000",
+            "--out",
+            "frozen",
+            "--sample-epochs",
+            "",
+            "--seed",
+            "3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert seen == [step / 10 for step in range(10)]  # 5 steps per epoch, 2 epochs
     trained, _ = load_checkpoint("frozen/last.safetensors")
@@ -30,8 +49,23 @@ def test_the_learning_rate_factor_reaches_the_optimizer(monkeypatch):
 
 
 def test_the_final_record_holds_test_metrics_that_chose_nothing():
-    result = CliRunner().invoke(app, ["train", "vae", "--epochs", "1", "--hidden", "8", "--dataset", "mnist-mini",
-                                      "--out", "t", "--sample-epochs", ""])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "vae",
+            "--epochs",
+            "1",
+            "--hidden",
+            "8",
+            "--dataset",
+            "mnist-mini",
+            "--out",
+            "t",
+            "--sample-epochs",
+            "",
+        ],
+    )
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in open("t/metrics.jsonl")]
     assert "test_elbo" in records[-1] and all("test_elbo" not in r for r in records[:-1])
@@ -52,8 +86,13 @@ def test_the_loop_reads_top_to_bottom_and_shares_state_through_fields_not_closur
     assert len(loop_lines) < 100
     tree = ast.parse(inspect.getsource(trainer))
     assert not [node for node in ast.walk(tree) if isinstance(node, ast.Nonlocal)]
-    nested = [inner.name for outer in ast.walk(tree) if isinstance(outer, ast.FunctionDef)
-              for inner in ast.walk(outer) if isinstance(inner, ast.FunctionDef) and inner is not outer]  # fmt: skip
+    nested = [
+        inner.name
+        for outer in ast.walk(tree)
+        if isinstance(outer, ast.FunctionDef)
+        for inner in ast.walk(outer)
+        if isinstance(inner, ast.FunctionDef) and inner is not outer
+    ]
     assert nested == []
     cli_source = inspect.getsource(cli)
     for run_folder_logic in ("load_state", "STATE_FILE", "config.json", "refuse_existing_run", "glob("):

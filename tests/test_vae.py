@@ -40,7 +40,9 @@ def test_bernoulli_log_likelihood_matches_torch_distributions_even_for_extreme_l
 
 
 def test_softplus_matches_torch_in_double_precision_and_its_gradient_is_the_sigmoid_everywhere():
-    logits = torch.cat([torch.linspace(-120, 120, 20_001, dtype=torch.float64), torch.tensor([0.0, -0.0, 1e-30, -1e-30])])
+    logits = torch.cat(
+        [torch.linspace(-120, 120, 20_001, dtype=torch.float64), torch.tensor([0.0, -0.0, 1e-30, -1e-30])]
+    )
     reference = torch.nn.functional.softplus(logits, threshold=1e9)  # log1p(exp(l)) everywhere, in float64
     torch.testing.assert_close(softplus(logits), reference, rtol=1e-15, atol=1e-15)
     # float32: within 1.5e-7 of the float64 value of the same float32 inputs (relative above 1), about an ulp

@@ -20,7 +20,10 @@ from dgm_cli.models.vae import VAE, VAEConfig
 sys.path.insert(0, str(Path(__file__).parent))
 from cli_calls import ok  # noqa: E402
 
-ARCHITECTURES = {1: {"zdim": 3, "hidden": 16}, 2: {"stochastic_layers": 2, "zdim": 4, "hidden": 16, "zdim2": 3, "hidden2": 8}}
+ARCHITECTURES = {
+    1: {"zdim": 3, "hidden": 16},
+    2: {"stochastic_layers": 2, "zdim": 4, "hidden": 16, "zdim2": 3, "hidden2": 8},
+}
 
 
 def images(n: int = 32) -> torch.Tensor:
@@ -110,11 +113,34 @@ def test_the_papers_output_bias_starts_the_average_too():
 
 def test_a_run_with_ema_ships_the_average_and_eval_and_sample_use_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    ok("train", "vae", "--hidden", "16", "--zdim", "2", "--ema", "0.9", "--sample-epochs", "1", "--epochs", "1",
-       "--batch-size", "100", "--dataset", "mnist-mini", "--device", "cpu", "--out", "run", "--checkpoint-dir", "ckpt")  # fmt: skip
+    ok(
+        "train",
+        "vae",
+        "--hidden",
+        "16",
+        "--zdim",
+        "2",
+        "--ema",
+        "0.9",
+        "--sample-epochs",
+        "1",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "100",
+        "--dataset",
+        "mnist-mini",
+        "--device",
+        "cpu",
+        "--out",
+        "run",
+        "--checkpoint-dir",
+        "ckpt",
+    )
     tensors = load_file("run/last.safetensors")
-    assert {name for name in tensors if name.startswith("average.")} == {f"average.{name}" for name in tensors
-                                                                      if not name.startswith("average.")}  # fmt: skip
+    assert {name for name in tensors if name.startswith("average.")} == {
+        f"average.{name}" for name in tensors if not name.startswith("average.")
+    }
     assert not torch.equal(tensors["average.decoder.0.weight"], tensors["decoder.0.weight"])
     assert Path("run/samples/epoch_001_raw.png").exists()  # the live weights' grid beside the average's
     ok("sample", "vae", "run/last.safetensors", "-n", "4", "--raw", "--out", "raw.png")
@@ -124,7 +150,20 @@ def test_a_run_with_ema_ships_the_average_and_eval_and_sample_use_it(tmp_path, m
     save_checkpoint(Path("plain.safetensors"), plain, model_name="vae", config=plain.config, data={}, train={})
     reports = {}
     for name in ("run/last", "plain"):
-        ok("eval", "vae", f"{name}.safetensors", "--dataset", "mnist-mini", "--iw-samples", "10", "--mc-samples", "0",
-           "--samples", "0", "--result", f"{name}.eval.json")  # fmt: skip
+        ok(
+            "eval",
+            "vae",
+            f"{name}.safetensors",
+            "--dataset",
+            "mnist-mini",
+            "--iw-samples",
+            "10",
+            "--mc-samples",
+            "0",
+            "--samples",
+            "0",
+            "--result",
+            f"{name}.eval.json",
+        )
         reports[name] = json.loads(Path(f"{name}.eval.json").read_text())["likelihood"]["importance_weighted"]["nats"]
     assert reports["run/last"] == reports["plain"]

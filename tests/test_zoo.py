@@ -65,7 +65,11 @@ def test_names_resolve_from_any_folder_and_a_model_trained_here_comes_first(tmp_
     assert result.exit_code == 0, result.output
     assert Path("f.png").is_file() and str(find("flow").path) in result.stderr
     model = dgm.load("vae-iwae-1l-vae", device="cpu")
-    assert model.model_name == "vae" and model.config.preset == "iwae-1l-vae" and model.path == find("vae-iwae-1l-vae").path
+    assert (
+        model.model_name == "vae"
+        and model.config.preset == "iwae-1l-vae"
+        and model.path == find("vae-iwae-1l-vae").path
+    )
     assert dgm.load(model="flow", device="cpu").path == find("flow-tutorial-multiscale").path
     with pytest.raises(dgm.DgmError, match="holds a vae model, not a flow"):
         dgm.load(find("vae").path, model="flow")

@@ -232,8 +232,10 @@ class GenerativeModel(nn.Module):
     def check_live_weights(self) -> None:
         """Refuse to use the live weights of a model loaded from an inference-only file, which has only their average."""
         if self.inference_only and self.keeps_average:
-            raise DgmError(f"{self.path or 'this model'} holds only the moving average of the weights (a pretrained "
-                           "model of the zoo); the live weights (--raw) are in the checkpoints dgm train writes")  # fmt: skip
+            raise DgmError(
+                f"{self.path or 'this model'} holds only the moving average of the weights (a pretrained "
+                "model of the zoo); the live weights (--raw) are in the checkpoints dgm train writes"
+            )
 
     def optimizer_stepped(self, optimizer: torch.optim.Optimizer) -> None:
         """Called by the trainer after each step of `optimizer` it takes for the model (automatic optimization):
@@ -245,9 +247,15 @@ class GenerativeModel(nn.Module):
 
     def check_sampler_options(self, options: dict) -> None:
         """Refuse sampler options this model does not take, naming them."""
-        unknown = sorted(name for name, value in options.items() if value is not None and name not in self.sampler_options)
+        unknown = sorted(
+            name for name, value in options.items() if value is not None and name not in self.sampler_options
+        )
         if unknown:
-            takes = f"it takes {', '.join(sorted(self.sampler_options))}" if self.sampler_options else "it draws in one pass"
+            takes = (
+                f"it takes {', '.join(sorted(self.sampler_options))}"
+                if self.sampler_options
+                else "it draws in one pass"
+            )
             raise DgmError(f"{', '.join(unknown)}: not a sampler option of the {self.model_name}; {takes}")
 
     def sample(
@@ -281,14 +289,22 @@ class GenerativeModel(nn.Module):
             seed = int(torch.randint(0, 2**62, ())) if seed is None else seed
             generator = torch.Generator().manual_seed(seed)
         with torch.no_grad(), evaluating(self):
-            return self.draw(n, generator=generator, averaged=averaged, temperature=temperature, labels=labels,
-                             **{name: value for name, value in sampler_options.items() if value is not None})  # fmt: skip
+            return self.draw(
+                n,
+                generator=generator,
+                averaged=averaged,
+                temperature=temperature,
+                labels=labels,
+                **{name: value for name, value in sampler_options.items() if value is not None},
+            )
 
     def describe_sampler(self, **sampler_options) -> dict | None:
         """The sampler these options choose, as a report records it; None for a model that draws in one pass."""
         return None
 
-    def draw(self, n: int, *, generator: torch.Generator, averaged: bool, temperature: float, labels, **sampler_options):
+    def draw(
+        self, n: int, *, generator: torch.Generator, averaged: bool, temperature: float, labels, **sampler_options
+    ):
         """What sample() runs, in eval mode without gradients: the model's own way of drawing n images."""
         raise NotImplementedError
 
@@ -348,7 +364,9 @@ def as_uint8_images(images) -> torch.Tensor:
     if not images.is_floating_point():
         raise DgmError(f"images must be uint8 or floats in [0, 1], got {images.dtype}")
     if images.numel() and not (0 <= float(images.min()) and float(images.max()) <= 1):
-        raise DgmError(f"float images must lie in [0, 1], got values in [{float(images.min()):g}, {float(images.max()):g}]")
+        raise DgmError(
+            f"float images must lie in [0, 1], got values in [{float(images.min()):g}, {float(images.max()):g}]"
+        )
     return (images.detach().cpu() * 255).round().to(torch.uint8)
 
 

@@ -76,12 +76,16 @@ class Classifier(GenerativeModel):
     def __init__(self, config: ClassifierConfig):
         super().__init__(config)
         self.body = nn.Sequential(
-            *conv_block(1, 32), nn.MaxPool2d(2),
-            *conv_block(32, 64), nn.MaxPool2d(2),
+            *conv_block(1, 32),
+            nn.MaxPool2d(2),
+            *conv_block(32, 64),
+            nn.MaxPool2d(2),
             *conv_block(64, 96),
-            nn.AdaptiveAvgPool2d(3), nn.Flatten(),
-            nn.Linear(96 * 3 * 3, FEATURES), nn.ReLU(),
-        )  # fmt: skip
+            nn.AdaptiveAvgPool2d(3),
+            nn.Flatten(),
+            nn.Linear(96 * 3 * 3, FEATURES),
+            nn.ReLU(),
+        )
         self.head = nn.Linear(FEATURES, config.classes)
         self.schedule = None
 
@@ -118,5 +122,11 @@ class Classifier(GenerativeModel):
 
 SHIPPED_CHECKPOINT = ASSETS / "classifier" / "classifier.safetensors"  # the trained weights the metrics use
 
-register(ModelSpec(name="classifier", config_class=ClassifierConfig, module_class=Classifier,
-                   description="digit classifier (small CNN) whose features the sample-quality metrics use"))
+register(
+    ModelSpec(
+        name="classifier",
+        config_class=ClassifierConfig,
+        module_class=Classifier,
+        description="digit classifier (small CNN) whose features the sample-quality metrics use",
+    )
+)

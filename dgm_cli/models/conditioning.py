@@ -26,7 +26,9 @@ from torch import nn
 
 from dgm_cli.errors import DgmError
 
-CLASSES = 10  # the named datasets' classes (digits, or Fashion-MNIST's garments); an image folder's are in config.classes
+CLASSES = (
+    10  # the named datasets' classes (digits, or Fashion-MNIST's garments); an image folder's are in config.classes
+)
 
 
 def one_hot(labels: torch.Tensor, classes: int, like: torch.Tensor) -> torch.Tensor:
@@ -75,8 +77,12 @@ class LabelMaps:
         label_weights = conv.weight[:, inputs:]
         hidden, classes = label_weights.shape[:2]
         ones = h.new_ones(1, 1, self.height, self.width)
-        per_class = F.conv2d(ones, label_weights.reshape(hidden * classes, 1, *label_weights.shape[2:]),
-                             stride=conv.stride, padding=conv.padding)  # fmt: skip
+        per_class = F.conv2d(
+            ones,
+            label_weights.reshape(hidden * classes, 1, *label_weights.shape[2:]),
+            stride=conv.stride,
+            padding=conv.padding,
+        )
         per_class = per_class.view(hidden, classes, -1).transpose(0, 1).reshape(classes, -1)  # (C, hidden*H'*W')
         # out + codes @ maps in one pass
         return torch.addmm(out.flatten(1), self.code.to(h.dtype), per_class).view_as(out)

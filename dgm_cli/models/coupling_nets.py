@@ -25,11 +25,15 @@ def zero_last_layer(net: nn.Sequential) -> nn.Sequential:
 
 def simple_conv_net(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
     """3x3 -> ReLU -> 1x1 -> ReLU -> 3x3 with the last layer at zero (an identity coupling at the start)."""
-    return zero_last_layer(nn.Sequential(
-        nn.Conv2d(inputs, hidden, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(hidden, hidden, 1), nn.ReLU(),
-        nn.Conv2d(hidden, outputs, 3, padding=1),
-    ))  # fmt: skip
+    return zero_last_layer(
+        nn.Sequential(
+            nn.Conv2d(inputs, hidden, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, outputs, 3, padding=1),
+        )
+    )
 
 
 class ConcatELU(nn.Module):
@@ -59,9 +63,11 @@ class GatedResidualBlock(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.net = nn.Sequential(
-            ConcatELU(), nn.Conv2d(2 * channels, channels, 3, padding=1),
-            ConcatELU(), nn.Conv2d(2 * channels, 2 * channels, 1),
-        )  # fmt: skip
+            ConcatELU(),
+            nn.Conv2d(2 * channels, channels, 3, padding=1),
+            ConcatELU(),
+            nn.Conv2d(2 * channels, 2 * channels, 1),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         value, gate = self.net(x).chunk(2, dim=1)

@@ -44,7 +44,8 @@ class VariationalDequantization(nn.Module):
     def __init__(self, steps: int, hidden: int, *, net: str, blocks: int):
         super().__init__()
         self.couplings = nn.ModuleList(
-            CheckerboardCoupling(1, hidden, parity=index % 2, net=net, blocks=blocks, context=1) for index in range(steps)
+            CheckerboardCoupling(1, hidden, parity=index % 2, net=net, blocks=blocks, context=1)
+            for index in range(steps)
         )
 
     def forward(self, x: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

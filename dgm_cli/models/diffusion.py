@@ -63,24 +63,40 @@ class DiffusionConfig:
     width: int = option(32, "Channels of the U-Net at 28x28 (twice as many at 14x14 and 7x7).", min=4, max=1024)
     blocks: int = option(1, "Residual blocks per U-Net level and direction.", min=1, max=8)
     timesteps: int = option(1000, "Diffusion steps T.", min=2, max=10_000)
-    schedule: str = option("linear", "Variance schedule: linear (Ho et al.) or cosine (Nichol and Dhariwal).",
-                           choices=SCHEDULES)  # fmt: skip
-    ema: float = option(0.999, "Decay of the moving average of the weights that samples (0 = sample from the live "
-                        "weights).", min=0.0, max=0.99999)  # fmt: skip
+    schedule: str = option(
+        "linear", "Variance schedule: linear (Ho et al.) or cosine (Nichol and Dhariwal).", choices=SCHEDULES
+    )
+    ema: float = option(
+        0.999,
+        "Decay of the moving average of the weights that samples (0 = sample from the live weights).",
+        min=0.0,
+        max=0.99999,
+    )
     epochs: int = option(20, "Passes over the training split.", min=0, max=100_000)
     batch_size: int = option(128, "Images per optimizer step.", min=1, max=65_536)
     lr: float = option(2e-4, "Adam learning rate.", min=1e-8, max=10.0)
-    max_grad_norm: float = option(1.0, "Clip the gradient's global norm to this before each step (0 = no clipping).",
-                                  min=0.0, max=1e6)  # fmt: skip
-    sample_steps: int = option(50, "DDIM steps of the default sampler (dgm sample --steps overrides it).",
-                               min=1, max=10_000)  # fmt: skip
-    conditional: bool = option(False, "Learn p(x|y): the class joins the time embedding (with label dropout, for "
-                               "classifier-free guidance).")  # fmt: skip
+    max_grad_norm: float = option(
+        1.0, "Clip the gradient's global norm to this before each step (0 = no clipping).", min=0.0, max=1e6
+    )
+    sample_steps: int = option(
+        50, "DDIM steps of the default sampler (dgm sample --steps overrides it).", min=1, max=10_000
+    )
+    conditional: bool = option(
+        False, "Learn p(x|y): the class joins the time embedding (with label dropout, for classifier-free guidance)."
+    )
     classes: int = classes_option()
-    label_dropout: float = option(0.1, "Conditional models: the share of training images whose label is replaced "
-                                  "by 'no class', which guidance needs.", min=0.0, max=1.0)  # fmt: skip
-    sample_epochs: tuple[int, ...] = option((0, 1, 5, 10, 20), "Epochs after which a sample grid is saved; 0 = before "
-                                            "training, later ones are clipped to the run's last epoch.", min=0)  # fmt: skip
+    label_dropout: float = option(
+        0.1,
+        "Conditional models: the share of training images whose label is replaced by 'no class', which guidance needs.",
+        min=0.0,
+        max=1.0,
+    )
+    sample_epochs: tuple[int, ...] = option(
+        (0, 1, 5, 10, 20),
+        "Epochs after which a sample grid is saved; 0 = before "
+        "training, later ones are clipped to the run's last epoch.",
+        min=0,
+    )
 
     def __post_init__(self):
         check(self)
@@ -293,8 +309,9 @@ class Diffusion(GenerativeModel):
 
     # ------------------------------------------------------------ the reverse process
 
-    def predict_noise(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None, *, averaged: bool,
-                      guidance: float = 0.0) -> torch.Tensor:  # fmt: skip
+    def predict_noise(
+        self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None, *, averaged: bool, guidance: float = 0.0
+    ) -> torch.Tensor:
         """eps at x_t; with guidance w > 0, (1 + w) eps(x, y) - w eps(x) in one batched call."""
         network = self.net_ema if averaged and self.net_ema is not None else self.net
         if guidance == 0 or labels is None:
@@ -310,8 +327,12 @@ class Diffusion(GenerativeModel):
 
     def posterior(self, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance of q(x_{t-1} | x_t, x0), for t >= 1 (the variance is 0 at t = 1)."""
-        beta, abar, abar_prev = (v.view(-1, 1, 1, 1) for v in (self.betas[t], self.alphas_bar[t], self.alphas_bar[t - 1]))
-        mean = (abar_prev.sqrt() * beta / (1 - abar)) * x0.double() + ((1 - beta).sqrt() * (1 - abar_prev) / (1 - abar)) * xt.double()
+        beta, abar, abar_prev = (
+            v.view(-1, 1, 1, 1) for v in (self.betas[t], self.alphas_bar[t], self.alphas_bar[t - 1])
+        )
+        mean = (abar_prev.sqrt() * beta / (1 - abar)) * x0.double() + (
+            (1 - beta).sqrt() * (1 - abar_prev) / (1 - abar)
+        ) * xt.double()
         return mean, (1 - abar_prev) / (1 - abar) * beta
 
     def schedule_steps(self, steps: int) -> list[int]:
@@ -331,14 +352,21 @@ class Diffusion(GenerativeModel):
         out = math.sqrt(abar_prev) * x0 + direction
         return out + sigma * noise if sigma > 0 and noise is not None else out
 
-    def make_sampler(self, sampler: str | None = None, steps: int | None = None, eta: float | None = None,
-                     guidance: float | None = None) -> Sampler:  # fmt: skip
+    def make_sampler(
+        self,
+        sampler: str | None = None,
+        steps: int | None = None,
+        eta: float | None = None,
+        guidance: float | None = None,
+    ) -> Sampler:
         """The sampler these options choose, checked: DDIM with the config's sample_steps unless they say otherwise."""
         method = sampler or "ddim"
         if method not in SAMPLERS:
             raise DgmError(f"unknown sampler {method!r}; choose {' or '.join(SAMPLERS)}")
         if steps is not None and not 1 <= steps <= self.timesteps:
-            raise DgmError(f"{steps} denoising steps are not between 1 and the model's {self.timesteps} diffusion steps")
+            raise DgmError(
+                f"{steps} denoising steps are not between 1 and the model's {self.timesteps} diffusion steps"
+            )
         if eta and method != "ddim":
             raise DgmError("eta sets DDIM's noise; the ancestral sampler draws its own at every one of the T steps")
         if eta is not None and not 0 <= eta <= 1:
@@ -351,8 +379,16 @@ class Diffusion(GenerativeModel):
         return self.make_sampler(**options).describe()
 
     @torch.no_grad()
-    def reverse(self, x: torch.Tensor, labels: torch.Tensor | None, sampler: Sampler, *, averaged: bool,
-                generator: torch.Generator | None, on_step: Callable[[int], None] | None) -> torch.Tensor:  # fmt: skip
+    def reverse(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor | None,
+        sampler: Sampler,
+        *,
+        averaged: bool,
+        generator: torch.Generator | None,
+        on_step: Callable[[int], None] | None,
+    ) -> torch.Tensor:
         """From x_T to x0 (in [-1, 1]) with `sampler`, calling on_step(1) after each step."""
         device, advance = x.device, on_step or (lambda count: None)
         draw = lambda: torch.randn(x.shape, generator=generator).to(device)  # noqa: E731
@@ -366,8 +402,9 @@ class Diffusion(GenerativeModel):
             return x.clamp(-1, 1)
         visits = self.schedule_steps(sampler.steps)
         for t, t_prev in zip(visits, visits[1:] + [0]):
-            eps = self.predict_noise(x, torch.full((len(x),), t, device=device), labels, averaged=averaged,
-                                     guidance=sampler.guidance)  # fmt: skip
+            eps = self.predict_noise(
+                x, torch.full((len(x),), t, device=device), labels, averaged=averaged, guidance=sampler.guidance
+            )
             x = self.ddim_step(x, t, t_prev, eps, eta=sampler.eta, noise=draw() if sampler.eta > 0 else None)
             advance(1)
         return x.clamp(-1, 1)
@@ -380,8 +417,14 @@ class Diffusion(GenerativeModel):
         images = []
         for start in range(0, n, SAMPLE_BATCH):
             chunk_labels = None if labels is None else labels[start : start + SAMPLE_BATCH]
-            chunk = self.reverse(x[start : start + SAMPLE_BATCH].to(self.device), chunk_labels, sampler,
-                                 averaged=averaged, generator=generator, on_step=on_step)  # fmt: skip
+            chunk = self.reverse(
+                x[start : start + SAMPLE_BATCH].to(self.device),
+                chunk_labels,
+                sampler,
+                averaged=averaged,
+                generator=generator,
+                on_step=on_step,
+            )
             images.append((chunk + 1) / 2)
         return torch.cat(images)
 
@@ -398,8 +441,9 @@ class Diffusion(GenerativeModel):
             raise DgmError("a latent decodes to one image only with the deterministic sampler (ddim, eta 0)")
         return self.make_sampler(steps=options.get("steps"), guidance=options.get("guidance"))
 
-    def decode_images(self, z: torch.Tensor, labels: torch.Tensor | None = None, *, averaged: bool = True,
-                      on_step=None, **options):  # fmt: skip
+    def decode_images(
+        self, z: torch.Tensor, labels: torch.Tensor | None = None, *, averaged: bool = True, on_step=None, **options
+    ):
         """x_T = z (N, 784) -> images in [0, 1] by the deterministic DDIM sampler (eta = 0)."""
         sampler = self.deterministic_sampler(options)
         x = z.to(self.device).view(-1, *IMAGE_SHAPE)
@@ -407,16 +451,22 @@ class Diffusion(GenerativeModel):
         return (self.reverse(x, labels, sampler, averaged=averaged, generator=None, on_step=on_step) + 1) / 2
 
     @torch.no_grad()
-    def encode_images(self, batch: torch.Tensor, labels: torch.Tensor | None = None, *, on_step=None,
-                      **options) -> torch.Tensor:  # fmt: skip
+    def encode_images(
+        self, batch: torch.Tensor, labels: torch.Tensor | None = None, *, on_step=None, **options
+    ) -> torch.Tensor:
         """Real uint8 images -> their DDIM latents x_T (N, 784): the deterministic sampler run backwards."""
         sampler = self.deterministic_sampler(options)
         x = self.scale(batch.to(self.device))
         labels = self.sample_labels(len(x), labels)
         visits = list(reversed(self.schedule_steps(sampler.steps)))
         for t_prev, t in zip([0] + visits[:-1], visits):
-            eps = self.predict_noise(x, torch.full((len(x),), max(t_prev, 1), device=x.device), labels,
-                                     averaged=True, guidance=sampler.guidance)  # fmt: skip
+            eps = self.predict_noise(
+                x,
+                torch.full((len(x),), max(t_prev, 1), device=x.device),
+                labels,
+                averaged=True,
+                guidance=sampler.guidance,
+            )
             abar, abar_prev = self.alphas_bar[t].item(), self.alphas_bar[t_prev].item()
             x0 = (x - math.sqrt(1 - abar_prev) * eps) / math.sqrt(abar_prev)
             x = math.sqrt(abar) * x0 + math.sqrt(1 - abar) * eps
@@ -430,8 +480,9 @@ class Diffusion(GenerativeModel):
         mean, variance = abar.sqrt() * x0, 1 - abar
         return (0.5 * (variance + mean**2 - 1 - torch.log(variance))).flatten(1).sum(1)
 
-    def timestep_term(self, batch: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
-                      labels: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def timestep_term(
+        self, batch: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """One term of the bound per image (B,), nats, float64, at x_t = noisy(x0, t, eps): for t >= 2
         KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)), for t = 1 -log p(x0 | x1) under the discretized decoder."""
         x0 = self.scale(batch)
@@ -452,10 +503,18 @@ def discretized_log_likelihood(x0: torch.Tensor, mean: torch.Tensor, std: torch.
     lower = torch.where(x0 < -1 + BIN, torch.full_like(x0, -math.inf), x0 - BIN)
     # Above the mean, the same mass from the upper tail: a difference of two numbers near 1 would lose it.
     above = x0 > mean
-    low, high = torch.where(above, (mean - upper) / std, (lower - mean) / std), \
-        torch.where(above, (mean - lower) / std, (upper - mean) / std)  # fmt: skip
+    low, high = (
+        torch.where(above, (mean - upper) / std, (lower - mean) / std),
+        torch.where(above, (mean - lower) / std, (upper - mean) / std),
+    )
     return torch.log((torch.special.ndtr(high) - torch.special.ndtr(low)).clamp(min=1e-300))
 
 
-register(ModelSpec(name="diffusion", config_class=DiffusionConfig, module_class=Diffusion,
-                   description="denoising diffusion model (DDPM): U-Net noise predictor, DDIM or ancestral sampling, bits/dim bound"))
+register(
+    ModelSpec(
+        name="diffusion",
+        config_class=DiffusionConfig,
+        module_class=Diffusion,
+        description="denoising diffusion model (DDPM): U-Net noise predictor, DDIM or ancestral sampling, bits/dim bound",
+    )
+)

@@ -71,36 +71,79 @@ LOG_2PI = math.log(2 * math.pi)
 # epoch. Each preset below is one of them in dgm's layers.
 TUTORIAL = "Lippe, UvA Deep Learning course, tutorial 11 'Normalizing flows for image modeling' (2022)"
 FLOW_METRIC = "test bits/dim, importance-weighted over 8 dequantization draws"
-FLOW_PROTOCOL = {"estimate": "importance_weighted", "dataset": "mnist", "split": "test", "samples": 8,
-                 "value": "bits_per_dim"}  # fmt: skip
-TUTORIAL_TRAINING = {"epochs": 200, "batch_size": 128, "lr": 1e-3, "lr_schedule": "exponential", "lr_decay": 0.99,
-                     "coupling_net": "gated", "gated_blocks": 3, "sample_epochs": (0, 1, 10, 50, 200)}  # fmt: skip
+FLOW_PROTOCOL = {
+    "estimate": "importance_weighted",
+    "dataset": "mnist",
+    "split": "test",
+    "samples": 8,
+    "value": "bits_per_dim",
+}
+TUTORIAL_TRAINING = {
+    "epochs": 200,
+    "batch_size": 128,
+    "lr": 1e-3,
+    "lr_schedule": "exponential",
+    "lr_decay": 0.99,
+    "coupling_net": "gated",
+    "gated_blocks": 3,
+    "sample_epochs": (0, 1, 10, 50, 200),
+}
 TUTORIAL_CHECKERBOARD = {"arch": "realnvp-conv", "couplings": 8, "checkerboard_channels": 32}
 TUTORIAL_VARDEQ = {"dequantization": "variational", "dequantization_steps": 4, "dequantization_channels": 16}
-TUTORIAL_MULTISCALE = {"arch": "realnvp-ms", "checkerboard_steps": 2, "checkerboard_channels": 32, "steps": 2,
-                       "channels": 48, "final_steps": 4, "final_channels": 64}  # fmt: skip
-MULTISCALE_DEPARTURES = ("each channel coupling is a Glow step (actnorm and an invertible 1x1 convolution before it, "
-                         "instead of alternating fixed halves), and the factored-out half has Glow's learned "
-                         "Gaussian prior instead of a standard normal")  # fmt: skip
+TUTORIAL_MULTISCALE = {
+    "arch": "realnvp-ms",
+    "checkerboard_steps": 2,
+    "checkerboard_channels": 32,
+    "steps": 2,
+    "channels": 48,
+    "final_steps": 4,
+    "final_channels": 64,
+}
+MULTISCALE_DEPARTURES = (
+    "each channel coupling is a Glow step (actnorm and an invertible 1x1 convolution before it, "
+    "instead of alternating fixed halves), and the factored-out half has Glow's learned "
+    "Gaussian prior instead of a standard normal"
+)
 
 
 def tutorial_preset(name: str, description: str, overrides: dict, published: float, departures: str = "") -> Preset:
-    return Preset(name, description, {**TUTORIAL_TRAINING, **overrides}, published, FLOW_METRIC, TUTORIAL,
-                  FLOW_PROTOCOL, departures)  # fmt: skip
+    return Preset(
+        name,
+        description,
+        {**TUTORIAL_TRAINING, **overrides},
+        published,
+        FLOW_METRIC,
+        TUTORIAL,
+        FLOW_PROTOCOL,
+        departures,
+    )
 
 
 PRESETS = {
     preset.name: preset
     for preset in (
-        tutorial_preset("tutorial-checkerboard", "8 checkerboard couplings, gated conv nets, uniform dequantization",
-                        TUTORIAL_CHECKERBOARD, 1.078),
-        tutorial_preset("tutorial-vardeq", "the same with variational dequantization",
-                        {**TUTORIAL_CHECKERBOARD, **TUTORIAL_VARDEQ}, 1.043),
-        tutorial_preset("tutorial-multiscale", "multi-scale: 2 checkerboard couplings, squeeze, 2 steps, split, "
-                        "squeeze, 4 steps; variational dequantization", {**TUTORIAL_MULTISCALE, **TUTORIAL_VARDEQ},
-                        1.020, MULTISCALE_DEPARTURES),
+        tutorial_preset(
+            "tutorial-checkerboard",
+            "8 checkerboard couplings, gated conv nets, uniform dequantization",
+            TUTORIAL_CHECKERBOARD,
+            1.078,
+        ),
+        tutorial_preset(
+            "tutorial-vardeq",
+            "the same with variational dequantization",
+            {**TUTORIAL_CHECKERBOARD, **TUTORIAL_VARDEQ},
+            1.043,
+        ),
+        tutorial_preset(
+            "tutorial-multiscale",
+            "multi-scale: 2 checkerboard couplings, squeeze, 2 steps, split, "
+            "squeeze, 4 steps; variational dequantization",
+            {**TUTORIAL_MULTISCALE, **TUTORIAL_VARDEQ},
+            1.020,
+            MULTISCALE_DEPARTURES,
+        ),
     )
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -123,14 +166,20 @@ class FlowConfig:
         0, "realnvp-ms: checkerboard couplings on the 1x28x28 image before the first squeeze.", min=0, max=64
     )
     checkerboard_channels: int = option(
-        32, "realnvp-conv, and realnvp-ms's --checkerboard-steps: hidden channels of the coupling networks on "
-        "the 28x28 image.", min=1, max=1024
-    )  # fmt: skip
+        32,
+        "realnvp-conv, and realnvp-ms's --checkerboard-steps: hidden channels of the coupling networks on "
+        "the 28x28 image.",
+        min=1,
+        max=1024,
+    )
     steps: int = option(8, "realnvp-ms: flow steps at 4x14x14 (and at 8x7x7 unless --final-steps).", min=1, max=64)
     channels: int = option(
-        64, "realnvp-ms: hidden channels of the coupling networks at 4x14x14 (and at 8x7x7 unless "
-        "--final-channels) and of the split prior.", min=1, max=1024
-    )  # fmt: skip
+        64,
+        "realnvp-ms: hidden channels of the coupling networks at 4x14x14 (and at 8x7x7 unless "
+        "--final-channels) and of the split prior.",
+        min=1,
+        max=1024,
+    )
     final_steps: int = option(0, "realnvp-ms: flow steps at 8x7x7 (0: as many as --steps).", min=0, max=64)
     final_channels: int = option(
         0, "realnvp-ms: hidden channels of the coupling networks at 8x7x7 (0: as --channels).", min=0, max=1024
@@ -173,8 +222,9 @@ class FlowConfig:
         max=1e6,
     )
     conditional: bool = option(
-        False, "Learn p(x|y) for the class labels: a per-class mean and scale of every latent dimension (and, "
-        "with --conditioning couplings, the label as an input of every coupling network)."
+        False,
+        "Learn p(x|y) for the class labels: a per-class mean and scale of every latent dimension (and, "
+        "with --conditioning couplings, the label as an input of every coupling network).",
     )
     conditioning: str = option(
         "couplings",
@@ -202,18 +252,35 @@ class FlowConfig:
         per_arch = {
             "realnvp-mlp": ("couplings", "hidden"),
             "realnvp-conv": ("couplings", "checkerboard_channels", "coupling_net", "gated_blocks"),
-            "realnvp-ms": ("checkerboard_steps", "checkerboard_channels", "steps", "channels", "final_steps",
-                           "final_channels", "coupling_net", "gated_blocks"),
-        }  # fmt: skip
-        owners = {name: [arch for arch, names in per_arch.items() if name in names] for names in per_arch.values()
-                  for name in names}  # fmt: skip
+            "realnvp-ms": (
+                "checkerboard_steps",
+                "checkerboard_channels",
+                "steps",
+                "channels",
+                "final_steps",
+                "final_channels",
+                "coupling_net",
+                "gated_blocks",
+            ),
+        }
+        owners = {
+            name: [arch for arch, names in per_arch.items() if name in names]
+            for names in per_arch.values()
+            for name in names
+        }
         unused = {name: f"--arch {' or '.join(archs)}" for name, archs in owners.items() if self.arch not in archs}
         if self.dequantization == "variational":
             unused.pop("gated_blocks", None)  # the dequantization flow's networks are gated too
         else:
-            unused |= {name: "--dequantization variational" for name in ("dequantization_steps", "dequantization_channels")}
-        if "gated_blocks" not in unused and self.arch != "realnvp-mlp" and self.coupling_net != "gated" \
-                and self.dequantization != "variational":
+            unused |= {
+                name: "--dequantization variational" for name in ("dequantization_steps", "dequantization_channels")
+            }
+        if (
+            "gated_blocks" not in unused
+            and self.arch != "realnvp-mlp"
+            and self.coupling_net != "gated"
+            and self.dequantization != "variational"
+        ):
             unused["gated_blocks"] = "--coupling-net gated or --dequantization variational"
         if self.lr_schedule != "exponential":
             unused["lr_decay"] = "--lr-schedule exponential"
@@ -269,10 +336,12 @@ class MLPCoupling(nn.Module):
     def __init__(self, conditioner: int, transformed: int, hidden: int, context: int = 0):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(conditioner + context, hidden), nn.ReLU(),
-            nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(conditioner + context, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
             nn.Linear(hidden, 2 * transformed),
-        )  # fmt: skip
+        )
         # The last layer starts at zero: s = t = 0, each coupling the identity, the untrained flow
         # exactly its preprocessing (a closed form the tests check).
         nn.init.zeros_(self.net[-1].weight)
@@ -358,10 +427,16 @@ class CheckerboardFlow(nn.Module):
 
 def checkerboard_couplings(count: int, config: FlowConfig) -> nn.ModuleList:
     return nn.ModuleList(
-        CheckerboardCoupling(1, config.checkerboard_channels, parity=index % 2, net=config.coupling_net,
-                             blocks=config.gated_blocks, context=label_inputs(config))
+        CheckerboardCoupling(
+            1,
+            config.checkerboard_channels,
+            parity=index % 2,
+            net=config.coupling_net,
+            blocks=config.gated_blocks,
+            context=label_inputs(config),
+        )
         for index in range(count)
-    )  # fmt: skip
+    )
 
 
 class MultiScaleFlow(nn.Module):
@@ -375,7 +450,9 @@ class MultiScaleFlow(nn.Module):
         self.full_resolution = checkerboard_couplings(config.checkerboard_steps, config)
         self.scale1 = nn.ModuleList(FlowStep(4, config.channels, **net) for _ in range(config.steps))
         self.split = SplitPrior(4, config.channels, context=label_inputs(config))
-        self.scale2 = nn.ModuleList(FlowStep(8, final_channels, **net) for _ in range(config.final_steps or config.steps))
+        self.scale2 = nn.ModuleList(
+            FlowStep(8, final_channels, **net) for _ in range(config.final_steps or config.steps)
+        )
 
     def forward(self, x: torch.Tensor, code: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         h = x.view(-1, *IMAGE_SHAPE)
@@ -417,9 +494,12 @@ class Flow(GenerativeModel):
         super().__init__(config)
         self.body = BODIES[config.arch](config)
         self.dequantizer = make_dequantization(
-            config.dequantization, steps=config.dequantization_steps, hidden=config.dequantization_channels,
-            net="gated", blocks=config.gated_blocks,
-        )  # fmt: skip
+            config.dequantization,
+            steps=config.dequantization_steps,
+            hidden=config.dequantization_channels,
+            net="gated",
+            blocks=config.gated_blocks,
+        )
         # A conditional flow's latent of class y is N(mean_y, scale_y^2); its "latent" (what sampling
         # draws and interpolation walks in) is the standardized one, the same for every class.
         self.class_prior = ClassConditionalGaussian(self.classes, PIXELS) if self.classes else None
@@ -436,8 +516,9 @@ class Flow(GenerativeModel):
         return [adam(self.parameters(), lr=self.config.lr)]
 
     def learning_rate_factor(self, progress: float) -> float:
-        return learning_rate_factor(self.config.lr_schedule, progress, epochs=self.config.epochs,
-                                    decay=self.config.lr_decay)  # fmt: skip
+        return learning_rate_factor(
+            self.config.lr_schedule, progress, epochs=self.config.epochs, decay=self.config.lr_decay
+        )
 
     @property
     def dequantization_name(self) -> str:
@@ -447,7 +528,9 @@ class Flow(GenerativeModel):
 
     # ------------------------------------------------------------ densities
 
-    def forward_with_logdet(self, w: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_with_logdet(
+        self, w: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Dequantised pixels w in [0, 256), (B, 784) -> (standard-normal latents (B, 784), log|det dz/dw| per image);
         a conditional flow standardizes with the labels' class prior."""
         z0, preprocessing = to_logit_space(w, self.config.alpha)
@@ -489,7 +572,9 @@ class Flow(GenerativeModel):
     def validation_step(self, batch, labels=None):
         return {"bpd": self.bits_per_dim(batch, self.given_labels(labels)).mean()}
 
-    def log_weights(self, batch: torch.Tensor, k: int, *, proposal: str, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def log_weights(
+        self, batch: torch.Tensor, k: int, *, proposal: str, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """log p(x + u_i) - log q(u_i|x) for k dequantisation draws u_i ~ q(u|x) per image: (B, k).
 
         With q (the uniform, or the learned q(u|x)) as the proposal over the unit cube at x, these
@@ -521,6 +606,12 @@ class Flow(GenerativeModel):
         return self.decode_images(z.to(self.device), labels)
 
 
-register(ModelSpec(name="flow", config_class=FlowConfig, module_class=Flow,
-                   description="normalizing flow: RealNVP couplings (MLP, convolutional or multi-scale), exact bits/dim",
-                   presets=PRESETS))
+register(
+    ModelSpec(
+        name="flow",
+        config_class=FlowConfig,
+        module_class=Flow,
+        description="normalizing flow: RealNVP couplings (MLP, convolutional or multi-scale), exact bits/dim",
+        presets=PRESETS,
+    )
+)

@@ -171,8 +171,18 @@ class CheckerboardCoupling(nn.Module):
     network beside the masked input; they are not transformed.
     """
 
-    def __init__(self, channels: int, hidden: int, *, parity: int, net: str = "gated", blocks: int = 2,
-                 context: int = 0, height: int = 28, width: int = 28):  # fmt: skip
+    def __init__(
+        self,
+        channels: int,
+        hidden: int,
+        *,
+        parity: int,
+        net: str = "gated",
+        blocks: int = 2,
+        context: int = 0,
+        height: int = 28,
+        width: int = 28,
+    ):
         super().__init__()
         self.register_buffer("mask", checkerboard_mask(height, width, parity), persistent=False)
         self.net = coupling_net(net, channels + context, hidden, 2 * channels, blocks=blocks)
@@ -213,10 +223,13 @@ class FlowStep(nn.Module):
 
     def __init__(self, channels: int, hidden: int, *, net: str = "simple", blocks: int = 2, context: int = 0):
         super().__init__()
-        self.layers = nn.ModuleList([
-            ActNorm(channels), InvertibleConv1x1(channels),
-            ConvCoupling(channels, hidden, net=net, blocks=blocks, context=context),
-        ])  # fmt: skip
+        self.layers = nn.ModuleList(
+            [
+                ActNorm(channels),
+                InvertibleConv1x1(channels),
+                ConvCoupling(channels, hidden, net=net, blocks=blocks, context=context),
+            ]
+        )
 
     def forward(self, x, context=None):
         actnorm, mixing, coupling = self.layers
@@ -251,5 +264,3 @@ class SplitPrior(nn.Module):
     def inverse(self, kept, eps, context=None):
         mean, log_scale = run_network(self.net, kept, context).chunk(2, dim=1)
         return torch.cat([kept, mean + eps * torch.exp(log_scale)], 1)
-
-

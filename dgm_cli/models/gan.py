@@ -42,9 +42,7 @@ class GANConfig:
     lr: float = option(2e-4, "Adam learning rate of both networks.", min=1e-8, max=10.0)
     beta1: float = option(0.5, "Adam beta1 of both networks.", min=0.0, max=0.9999)
     beta2: float = option(0.999, "Adam beta2 of both networks.", min=0.0, max=0.99999)
-    conditional: bool = option(
-        False, "Learn to draw a given class: G(z, y), and a projection discriminator D(x, y)."
-    )
+    conditional: bool = option(False, "Learn to draw a given class: G(z, y), and a projection discriminator D(x, y).")
     classes: int = classes_option()
     sample_epochs: tuple[int, ...] = option(
         (0, 2, 8, 100, 200),
@@ -87,16 +85,21 @@ class Discriminator(nn.Sequential):
 
     def __init__(self, classes: int = 0):
         super().__init__(
-            nn.Linear(PIXELS, 512), nn.LeakyReLU(0.2), nn.Dropout(DROPOUT),
-            nn.Linear(512, 256), nn.LeakyReLU(0.2), nn.Dropout(DROPOUT),
+            nn.Linear(PIXELS, 512),
+            nn.LeakyReLU(0.2),
+            nn.Dropout(DROPOUT),
+            nn.Linear(512, 256),
+            nn.LeakyReLU(0.2),
+            nn.Dropout(DROPOUT),
             nn.Linear(256, 1),
-        )  # fmt: skip
+        )
         self.embedding = nn.Embedding(classes, self.widths[-1]) if classes else None
         if self.embedding is not None:
             nn.init.zeros_(self.embedding.weight)  # starts as the unconditional discriminator
 
-    def forward(self, x: torch.Tensor, keep: list[torch.Tensor] | None = None,
-                labels: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self, x: torch.Tensor, keep: list[torch.Tensor] | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         masks = iter(keep or ())
         *body, last = (self[index] for index in range(self.depth))
         for layer in body:
@@ -162,7 +165,9 @@ class GAN(GenerativeModel):
     def training_only_tensors(self) -> set[str]:
         return super().training_only_tensors() | {"discriminator." + name for name in self.discriminator.state_dict()}
 
-    def decode_images(self, z: torch.Tensor, labels: torch.Tensor | None = None, *, averaged: bool = True) -> torch.Tensor:
+    def decode_images(
+        self, z: torch.Tensor, labels: torch.Tensor | None = None, *, averaged: bool = True
+    ) -> torch.Tensor:
         """Images in [0, 1], (N, 1, 28, 28), from the averaged generator when there is one."""
         generator = self.generator_ema if averaged and self.generator_ema is not None else self.generator
         z = with_label(z, self.sample_labels(len(z), labels), self.classes)
@@ -235,4 +240,11 @@ class GAN(GenerativeModel):
         return self.decode_images(z, labels, averaged=averaged)
 
 
-register(ModelSpec(name="gan", config_class=GANConfig, module_class=GAN, description="generative adversarial network: MLP generator and discriminator, non-saturating loss"))
+register(
+    ModelSpec(
+        name="gan",
+        config_class=GANConfig,
+        module_class=GAN,
+        description="generative adversarial network: MLP generator and discriminator, non-saturating loss",
+    )
+)

@@ -45,24 +45,52 @@ ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 # training image (init "paper": without that bias the tanh models of rows 4-5 stall, docs/vae.md).
 IWAE_PAPER = "Burda, Grosse & Salakhutdinov 2015 (arXiv:1509.00519), table 1"
 IWAE_METRIC = "test NLL (nats), importance-weighted k=5000"
-IWAE_PROTOCOL = {"estimate": "importance_weighted", "dataset": "mnist", "split": "test", "samples": 5000, "value": "nll_nats"}
+IWAE_PROTOCOL = {
+    "estimate": "importance_weighted",
+    "dataset": "mnist",
+    "split": "test",
+    "samples": 5000,
+    "value": "nll_nats",
+}
 ONE_LAYER = {"stochastic_layers": 1, "hidden_layers": 2, "hidden": 200, "zdim": 50, "activation": "tanh"}
-TWO_LAYERS = {"stochastic_layers": 2, "hidden_layers": 2, "hidden": 200, "zdim": 100, "hidden2": 100, "zdim2": 50,
-              "activation": "tanh"}  # fmt: skip
+TWO_LAYERS = {
+    "stochastic_layers": 2,
+    "hidden_layers": 2,
+    "hidden": 200,
+    "zdim": 100,
+    "hidden2": 100,
+    "zdim2": 50,
+    "activation": "tanh",
+}
 # The paper's optimizer and schedule shape; the batch is 5 times the paper's and the schedule is stretched over
 # fewer epochs, so that a row trains in about an hour on a 2-core CPU (docs/vae.md measures what that costs).
-IWAE_TRAINING = {"lr": 1e-3, "adam_eps": 1e-4, "lr_schedule": "iwae", "batch_size": 100, "binarize": "dynamic",
-                 "init": "paper", "ema": 0.9995}  # fmt: skip
-DEPARTURES = ("batch 100 instead of 20 and the paper's 8-stage schedule stretched over {epochs} epochs instead of "
-              "3,280, to fit a CPU; dgm's split of the training file (50,000 / 10,000; --val-size 400 gives the "
-              "paper's 59,600 / 400); Adam as the paper's text gives it (beta1 0.9, moments from zero, the "
-              "batch's mean gradient), not as its code has it; a moving average of the weights (--ema 0.9995) is "
-              "what is evaluated")  # fmt: skip
+IWAE_TRAINING = {
+    "lr": 1e-3,
+    "adam_eps": 1e-4,
+    "lr_schedule": "iwae",
+    "batch_size": 100,
+    "binarize": "dynamic",
+    "init": "paper",
+    "ema": 0.9995,
+}
+DEPARTURES = (
+    "batch 100 instead of 20 and the paper's 8-stage schedule stretched over {epochs} epochs instead of "
+    "3,280, to fit a CPU; dgm's split of the training file (50,000 / 10,000; --val-size 400 gives the "
+    "paper's 59,600 / 400); Adam as the paper's text gives it (beta1 0.9, moments from zero, the "
+    "batch's mean gradient), not as its code has it; a moving average of the weights (--ema 0.9995) is "
+    "what is evaluated"
+)
 
 
 def iwae_preset(name: str, description: str, architecture: dict, objective: str, k: int, epochs: int, published: float):
-    overrides = {**architecture, **IWAE_TRAINING, "objective": objective, "k": k, "epochs": epochs,
-                 "sample_epochs": (0, epochs)}  # fmt: skip
+    overrides = {
+        **architecture,
+        **IWAE_TRAINING,
+        "objective": objective,
+        "k": k,
+        "epochs": epochs,
+        "sample_epochs": (0, epochs),
+    }
     departures = DEPARTURES.format(epochs=epochs)
     return Preset(name, description, overrides, published, IWAE_METRIC, IWAE_PAPER, IWAE_PROTOCOL, departures)
 
@@ -70,11 +98,20 @@ def iwae_preset(name: str, description: str, architecture: dict, objective: str,
 PRESETS = {
     preset.name: preset
     for preset in (
-        iwae_preset("iwae-1l-vae", "row 1: one stochastic layer (784-200-200-50, tanh), VAE", ONE_LAYER, "elbo", 1, 1800, 86.76),
+        iwae_preset(
+            "iwae-1l-vae", "row 1: one stochastic layer (784-200-200-50, tanh), VAE", ONE_LAYER, "elbo", 1, 1800, 86.76
+        ),
         iwae_preset("iwae-1l-k5", "row 2: one stochastic layer, IWAE k=5", ONE_LAYER, "iwae", 5, 900, 85.54),
         iwae_preset("iwae-1l-k50", "row 3: one stochastic layer, IWAE k=50", ONE_LAYER, "iwae", 50, 1800, 84.78),
-        iwae_preset("iwae-2l-vae", "row 4: two stochastic layers (784-200-200-100-100-50), VAE", TWO_LAYERS, "elbo", 1,
-                    1800, 85.33),
+        iwae_preset(
+            "iwae-2l-vae",
+            "row 4: two stochastic layers (784-200-200-100-100-50), VAE",
+            TWO_LAYERS,
+            "elbo",
+            1,
+            1800,
+            85.33,
+        ),
         iwae_preset("iwae-2l-k50", "row 5: two stochastic layers, IWAE k=50", TWO_LAYERS, "iwae", 50, 1800, 82.90),
     )
 }
@@ -87,16 +124,26 @@ class VAEConfig:
         "A published configuration (dgm presets lists them with their numbers); options given beside it still apply.",
         choices=("none", *PRESETS),
     )
-    zdim: int = option(20, "Latent dimensions of z (with 2 stochastic layers: of z1, next to the pixels); 2 gives "
-                       "the drawable manifold.", min=1, max=1024)  # fmt: skip
-    hidden: int = option(500, "Units of each deterministic hidden layer between the pixels and z (z1).", min=1, max=16384)
-    hidden_layers: int = option(1, "Deterministic hidden layers in each network (every encoder and decoder).", min=1, max=8)
+    zdim: int = option(
+        20,
+        "Latent dimensions of z (with 2 stochastic layers: of z1, next to the pixels); 2 gives the drawable manifold.",
+        min=1,
+        max=1024,
+    )
+    hidden: int = option(
+        500, "Units of each deterministic hidden layer between the pixels and z (z1).", min=1, max=16384
+    )
+    hidden_layers: int = option(
+        1, "Deterministic hidden layers in each network (every encoder and decoder).", min=1, max=8
+    )
     activation: str = option("relu", "Hidden units' nonlinearity.", choices=tuple(ACTIVATIONS))
     stochastic_layers: int = option(
         1, "1: z -> x; 2: the hierarchical model z2 -> z1 -> x of the IWAE paper.", min=1, max=2
     )
     zdim2: int = option(50, "With 2 stochastic layers: dimensions of z2, the top latent.", min=1, max=1024)
-    hidden2: int = option(100, "With 2 stochastic layers: units of each hidden layer between z1 and z2.", min=1, max=16384)
+    hidden2: int = option(
+        100, "With 2 stochastic layers: units of each hidden layer between z1 and z2.", min=1, max=16384
+    )
     objective: str = option(
         "elbo",
         "Training bound: 'elbo', or 'iwae', the k-sample importance-weighted bound (Burda et al.).",
@@ -126,8 +173,12 @@ class VAEConfig:
         "code: 'glorot' with the decoder's output bias at the logit of the mean training image).",
         choices=("pytorch", "glorot", "paper"),
     )
-    adam_beta1: float = option(0.9, "Adam's beta1, the decay of its running mean of gradients (the IWAE paper's "
-                               "code used 0.99).", min=0.0, max=0.9999)  # fmt: skip
+    adam_beta1: float = option(
+        0.9,
+        "Adam's beta1, the decay of its running mean of gradients (the IWAE paper's code used 0.99).",
+        min=0.0,
+        max=0.9999,
+    )
     ema: float = option(
         0.0,
         "Decay of an exponential moving average of the weights (0 = off; 0.999 is typical): validation, "
@@ -150,7 +201,9 @@ class VAEConfig:
     def __post_init__(self):
         check(self)
         if self.conditional and self.stochastic_layers == 2:
-            raise DgmError("--conditional is for one stochastic layer; leave out --stochastic-layers 2 (or --conditional)")
+            raise DgmError(
+                "--conditional is for one stochastic layer; leave out --stochastic-layers 2 (or --conditional)"
+            )
 
     def inapplicable_fields(self) -> dict[str, str]:
         """Fields this configuration does not use, with what they belong to (the CLI refuses them when given)."""
@@ -339,7 +392,9 @@ class VAE(GenerativeModel):
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         config = self.config
-        return [adam(self.live_networks().parameters(), lr=config.lr, eps=config.adam_eps, betas=(config.adam_beta1, 0.999))]
+        return [
+            adam(self.live_networks().parameters(), lr=config.lr, eps=config.adam_eps, betas=(config.adam_beta1, 0.999))
+        ]
 
     def learning_rate_factor(self, progress: float) -> float:
         return learning_rate_factor(self.config.lr_schedule, progress)
@@ -369,7 +424,9 @@ class VAE(GenerativeModel):
 
     # ------------------------------------------------------------ the model
 
-    def posterior_parameters(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def posterior_parameters(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-variance of q(z1|x) (of q(z1|x,y) for a conditional model)."""
         mean, logvar = self.network("encoder")(with_label(x, labels, self.classes)).chunk(2, dim=-1)
         return mean, logvar
@@ -397,8 +454,11 @@ class VAE(GenerativeModel):
         """
         if self.hierarchical:
             reconstruction, log_prior, log_q = self.log_weight_terms(x, 1, noise=self.batch_noise)
-            return {"elbo": (reconstruction + log_prior - log_q)[:, 0], "reconstruction": reconstruction[:, 0],
-                    "kl": (log_q - log_prior)[:, 0]}  # fmt: skip
+            return {
+                "elbo": (reconstruction + log_prior - log_q)[:, 0],
+                "reconstruction": reconstruction[:, 0],
+                "kl": (log_q - log_prior)[:, 0],
+            }
         mean, logvar = self.posterior_parameters(x, labels)
         eps = self.batch_noise(lambda rows: torch.randn(rows, mean.shape[1], device=mean.device), len(mean))
         z = mean + torch.exp(0.5 * logvar) * eps
@@ -431,8 +491,13 @@ class VAE(GenerativeModel):
             log_prior = standard_normal_log_density(z1)
         return self.reconstruction(z1, x, projected_x, labels), log_prior, log_q
 
-    def reconstruction(self, z: torch.Tensor, x: torch.Tensor, projected_x: torch.Tensor | None = None,
-                       labels: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def reconstruction(
+        self,
+        z: torch.Tensor,
+        x: torch.Tensor,
+        projected_x: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """log p(x|z1) summed over pixels, (B, k), for k latents per image z (B, k, zdim) and binary x (B, 784).
 
         With logits l = h W^T + b, log p(x|z1) = sum_j x_j l_j - softplus(l_j), and the first sum is
@@ -463,8 +528,12 @@ class VAE(GenerativeModel):
         reconstruction, log_prior, log_q = self.log_weight_terms(x, config.k, noise=self.batch_noise, labels=labels)
         log_w = reconstruction + log_prior - log_q
         bound = log_mean_exp(log_w, 1) if config.objective == "iwae" else log_w.mean(1)
-        return {"bound": bound, "elbo": log_w.mean(1), "reconstruction": reconstruction.mean(1),
-                "kl": (log_q - log_prior).mean(1)}  # fmt: skip
+        return {
+            "bound": bound,
+            "elbo": log_w.mean(1),
+            "reconstruction": reconstruction.mean(1),
+            "kl": (log_q - log_prior).mean(1),
+        }
 
     def training_step(self, batch, labels=None):
         terms = self.training_bound(self.binary_pixels(batch), self.given_labels(labels))
@@ -478,12 +547,15 @@ class VAE(GenerativeModel):
         x, labels = self.binary_pixels(batch), self.given_labels(labels)
         means = {name: value.mean() for name, value in self.elbo(x, labels).items()}
         if self.config.objective == "iwae":  # the bound it trains, with its k
-            reconstruction, log_prior, log_q = self.log_weight_terms(x, self.config.k, noise=self.batch_noise,
-                                                                     labels=labels)  # fmt: skip
+            reconstruction, log_prior, log_q = self.log_weight_terms(
+                x, self.config.k, noise=self.batch_noise, labels=labels
+            )
             means["iwae"] = log_mean_exp(reconstruction + log_prior - log_q, 1).mean()
         return means
 
-    def log_weights(self, batch: torch.Tensor, k: int, *, proposal: str, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def log_weights(
+        self, batch: torch.Tensor, k: int, *, proposal: str, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """log p(x, z_i) - log r(z_i) for k draws z_i ~ r per image: (B, k).
 
         proposal "posterior": r = q(z|x), the importance-weighted estimator;
@@ -504,8 +576,9 @@ class VAE(GenerativeModel):
             posterior = self.posterior_parameters(x, labels)
 
             def posterior_draws(k: int) -> torch.Tensor:
-                reconstruction, log_prior, log_q = self.log_weight_terms(x, k, posterior=posterior, projected_x=projected_x,
-                                                                         labels=labels)  # fmt: skip
+                reconstruction, log_prior, log_q = self.log_weight_terms(
+                    x, k, posterior=posterior, projected_x=projected_x, labels=labels
+                )
                 return reconstruction + log_prior - log_q
 
             return posterior_draws
@@ -553,5 +626,12 @@ class VAE(GenerativeModel):
         return self.decode_images(torch.stack([z1, z2], dim=-1).reshape(-1, 2).to(self.device), labels)
 
 
-register(ModelSpec(name="vae", config_class=VAEConfig, module_class=VAE,
-                   description="variational autoencoder: MLP encoder and decoder, ELBO or IWAE bound, one or two stochastic layers", presets=PRESETS))
+register(
+    ModelSpec(
+        name="vae",
+        config_class=VAEConfig,
+        module_class=VAE,
+        description="variational autoencoder: MLP encoder and decoder, ELBO or IWAE bound, one or two stochastic layers",
+        presets=PRESETS,
+    )
+)
