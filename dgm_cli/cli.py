@@ -708,7 +708,7 @@ def runs(
 @app.command()
 @user_errors
 def reproduce(
-    out: Annotated[Path, typer.Option("--out", help="Where the runs, results and README.md go.")] = Path("docs/report"),
+    out: Annotated[Path, typer.Option("--out", help="Where the runs, results and README.md go.")] = Path("report"),
     quick: Annotated[
         bool,
         typer.Option("--quick", help="A few epochs on the bundled mnist-mini subset, for CI and demos.", metavar=""),

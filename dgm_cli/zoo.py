@@ -6,7 +6,9 @@ The family's own name is its default model. The weights are inference-only
 checkpoints (checkpoint.py) under dgm_cli/assets/; beside each lies the
 evaluation report (`dgm eval ... --result`) that its headline number is read
 from, so no number here is typed by hand. `made_by` gives the commands that
-trained and evaluated it, on the full MNIST.
+trained and evaluated it, on the full MNIST; the file itself is
+`dgm.load(CHECKPOINT).save(FILE, inference_only=True)` of the checkpoint the
+training wrote.
 """
 
 import json
@@ -110,7 +112,7 @@ def headline_of(report: dict, measure: str) -> dict:
     raise ValueError(f"unknown measure {measure!r}")
 
 
-SEED_DATA = "--dataset mnist --data-dir ../shared/data/mnist"
+FULL_MNIST = "--dataset mnist"
 IWAE_EVAL = "dgm eval vae FILE --iw-samples 5000 --mc-samples 0 --samples 0"
 
 PRETRAINED = (
@@ -121,7 +123,7 @@ PRETRAINED = (
         "zoo/vae.safetensors",
         "zoo/vae.eval.json",
         "nll",
-        f"dgm train vae --zdim 20 --epochs 40 {SEED_DATA}; dgm eval vae FILE",
+        f"dgm train vae --zdim 20 --epochs 40 {FULL_MNIST}; dgm eval vae FILE",
     ),
     Pretrained(
         "vae-zdim2",
@@ -130,7 +132,16 @@ PRETRAINED = (
         "zoo/vae-zdim2.safetensors",
         "zoo/vae-zdim2.eval.json",
         "nll",
-        f"dgm train vae --zdim 2 --epochs 40 {SEED_DATA}; dgm eval vae FILE",
+        f"dgm train vae --zdim 2 --epochs 40 {FULL_MNIST}; dgm eval vae FILE",
+    ),
+    Pretrained(
+        "gan",
+        "gan",
+        "GAN, MLP generator and discriminator, 200 epochs, sampled by the generator's moving average",
+        "zoo/gan.safetensors",
+        "zoo/gan.eval.json",
+        "fid",
+        f"dgm train gan --ema 0.999 {FULL_MNIST}; dgm eval gan FILE",
     ),
     Pretrained(
         "flow-tutorial-multiscale",
@@ -139,7 +150,7 @@ PRETRAINED = (
         "zoo/flow-tutorial-multiscale.safetensors",
         "zoo/flow-tutorial-multiscale.eval.json",
         "bits_per_dim",
-        f"dgm train flow --preset tutorial-multiscale {SEED_DATA}, stopped after epoch 2 (its best.safetensors); "
+        f"dgm train flow --preset tutorial-multiscale {FULL_MNIST}, stopped after epoch 2 (its best.safetensors); "
         "dgm eval flow FILE --samples 0 --batch-size 200",
         aliases=("flow",),
     ),
@@ -150,7 +161,7 @@ PRETRAINED = (
         "zoo/flow-conditional.safetensors",
         "zoo/flow-conditional.eval.json",
         "conditional_accuracy",
-        f"dgm train flow --arch realnvp-ms --conditional --epochs 20 --max-grad-norm 100 {SEED_DATA}; "
+        f"dgm train flow --arch realnvp-ms --conditional --epochs 20 --max-grad-norm 100 {FULL_MNIST}; "
         "dgm eval flow FILE --dequantization-draws 0 --samples 10000 --temperature 0.7",
     ),
     Pretrained(
@@ -160,8 +171,8 @@ PRETRAINED = (
         "zoo/diffusion.safetensors",
         "zoo/diffusion.eval.json",
         "fid",
-        f"dgm train diffusion --width 16 --epochs 24 --lr 5e-4 {SEED_DATA}; then 17 more epochs: "
-        f"dgm train diffusion --init-from FILE --epochs 60 {SEED_DATA}, stopped after its epoch 17; "
+        f"dgm train diffusion --width 16 --epochs 24 --lr 5e-4 {FULL_MNIST}; then 17 more epochs: "
+        f"dgm train diffusion --init-from FILE --epochs 60 {FULL_MNIST}, stopped after its epoch 17; "
         "dgm eval diffusion FILE --bound-timesteps 0 --steps 50 --eta 1",
     ),
     Pretrained(
@@ -171,8 +182,8 @@ PRETRAINED = (
         "zoo/vae-iwae-1l-vae.safetensors",
         "zoo/vae-iwae-1l-vae.eval.json",
         "nll",
-        f"dgm train vae --preset iwae-1l-vae --val-size 400 {SEED_DATA}; then dgm train vae --init-from FILE "
-        f"--val-size 400 --lr 1e-4 --lr-schedule constant --epochs 100 {SEED_DATA}; {IWAE_EVAL}",
+        f"dgm train vae --preset iwae-1l-vae --val-size 400 {FULL_MNIST}; then dgm train vae --init-from FILE "
+        f"--val-size 400 --lr 1e-4 --lr-schedule constant --epochs 100 {FULL_MNIST}; {IWAE_EVAL}",
     ),
     Pretrained(
         "vae-iwae-1l-k5",
@@ -181,8 +192,8 @@ PRETRAINED = (
         "zoo/vae-iwae-1l-k5.safetensors",
         "zoo/vae-iwae-1l-k5.eval.json",
         "nll",
-        f"dgm train vae --preset iwae-1l-k5 --ema 0 {SEED_DATA}; then dgm train vae --init-from FILE --ema 0.9995 "
-        f"--lr 1e-4 --lr-schedule constant --epochs 150 {SEED_DATA}; {IWAE_EVAL}",
+        f"dgm train vae --preset iwae-1l-k5 --ema 0 {FULL_MNIST}; then dgm train vae --init-from FILE --ema 0.9995 "
+        f"--lr 1e-4 --lr-schedule constant --epochs 150 {FULL_MNIST}; {IWAE_EVAL}",
     ),
     Pretrained(
         "vae-iwae-2l-vae",
@@ -191,8 +202,8 @@ PRETRAINED = (
         "zoo/vae-iwae-2l-vae.safetensors",
         "zoo/vae-iwae-2l-vae.eval.json",
         "nll",
-        f"dgm train vae --preset iwae-2l-vae --ema 0 {SEED_DATA}; then dgm train vae --init-from FILE --ema 0.9995 "
-        f"--lr 1e-4 --lr-schedule constant --epochs 40 {SEED_DATA}; {IWAE_EVAL}",
+        f"dgm train vae --preset iwae-2l-vae --ema 0 {FULL_MNIST}; then dgm train vae --init-from FILE --ema 0.9995 "
+        f"--lr 1e-4 --lr-schedule constant --epochs 40 {FULL_MNIST}; {IWAE_EVAL}",
     ),
     Pretrained(
         "classifier",
@@ -201,7 +212,7 @@ PRETRAINED = (
         "classifier/classifier.safetensors",
         "zoo/classifier.eval.json",
         "accuracy",
-        f"dgm train classifier {SEED_DATA}; dgm eval classifier FILE",
+        f"dgm train classifier {FULL_MNIST}; dgm eval classifier FILE",
     ),
 )
 

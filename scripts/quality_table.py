@@ -36,7 +36,9 @@ def likelihood_cell(report: dict) -> str:
 
 
 def epochs_of(report: dict) -> str:
-    metrics = Path(report["checkpoint"]).parent / "metrics.jsonl"
+    if "epochs" in report:  # a dgm reproduce result
+        return str(report["epochs"])
+    metrics = Path(report.get("checkpoint") or ".").parent / "metrics.jsonl"
     if not metrics.is_file():
         return ""
     return str(json.loads(metrics.read_text().splitlines()[-1])["epoch"])

@@ -38,14 +38,14 @@ def test_every_pretrained_model_is_an_inference_only_checkpoint_of_its_family_wi
         elif entry.measure == "fid":
             assert number["value"] == report["sample_quality"]["model"]["fid"]
     # a model that keeps a weight average or a discriminator ships without what only training reads
-    for name in ("diffusion", "vae-iwae-1l-vae", "vae-iwae-2l-vae"):
+    for name in ("gan", "diffusion", "vae-iwae-1l-vae", "vae-iwae-2l-vae"):
         assert read_header(find(name).path).inference_only, name
 
 
 def test_names_and_aliases_are_unique_and_each_family_has_a_default():
     names = [name for entry in PRETRAINED for name in (entry.name, *entry.aliases)]
     assert len(names) == len(set(names))
-    assert {"vae", "flow", "diffusion", "classifier"} <= set(by_name())
+    assert {"vae", "gan", "flow", "diffusion", "classifier"} <= set(by_name())
     assert all(find(f"vae-{preset}") for preset in ("iwae-1l-vae", "iwae-1l-k5", "iwae-2l-vae"))
 
 
@@ -61,9 +61,9 @@ def test_the_shipped_weights_stay_within_30_mb_and_are_package_data():
 
 
 def test_names_resolve_from_any_folder_and_a_model_trained_here_comes_first(tmp_path):
-    result = dgm_cli("sample", "flow", "-n", "4", "--out", "f.png")
+    result = dgm_cli("sample", "gan", "-n", "4", "--out", "g.png")
     assert result.exit_code == 0, result.output
-    assert Path("f.png").is_file() and str(find("flow").path) in result.stderr
+    assert Path("g.png").is_file() and str(find("gan").path) in result.stderr
     model = dgm.load("vae-iwae-1l-vae", device="cpu")
     assert (
         model.model_name == "vae"
@@ -71,8 +71,8 @@ def test_names_resolve_from_any_folder_and_a_model_trained_here_comes_first(tmp_
         and model.path == find("vae-iwae-1l-vae").path
     )
     assert dgm.load(model="flow", device="cpu").path == find("flow-tutorial-multiscale").path
-    with pytest.raises(dgm.DgmError, match="holds a vae model, not a flow"):
-        dgm.load(find("vae").path, model="flow")
+    with pytest.raises(dgm.DgmError, match="holds a vae model, not a gan"):
+        dgm.load(find("vae").path, model="gan")
 
     Path("checkpoints").mkdir()
     create_model("vae", hidden=8).save("checkpoints/vae.safetensors")
