@@ -27,9 +27,8 @@ from dgm_cli.errors import DgmError
 
 # Draws decoded at once are capped so that one chunk's logits stay near 8 MB of float32: small enough for the
 # allocator to reuse the same memory chunk after chunk instead of mapping fresh pages (a 32 MB chunk spent a
-# third of a 5,000-draw evaluation in the kernel), large enough for efficient matrix products.
-# Measured on a 2-core Xeon (benchmarks/estimator_speed.py, docs/vae.md): 2M elements 1.48x the floor, 1M 1.51x,
-# 0.5M 1.72x, 8M 1.99x, 32M 2.63x.
+# third of a 5,000-draw evaluation in the kernel), large enough for efficient matrix products
+# (benchmarks/estimator_speed.py compares chunk sizes against the arithmetic floor).
 CHUNK_ELEMENTS = 2_000_000
 VALIDATION_BATCH = 1000
 
