@@ -138,7 +138,7 @@ def loop(t: "Training", console) -> list[dict]:
     else:
         t.record_epoch({"epoch": 0, "step": 0, **t.validation(t.val_images, t.val_labels, "val_")})
     epochs = t.config.epochs
-    with make_progress(console, extra="{task.fields[status]}") as progress:
+    with make_progress(console, extra="{task.fields[status]}", log_every=None) as progress:  # epoch lines suffice
         task = progress.add_task("training", total=epochs * t.steps_per_epoch, completed=t.step, status="")
         for epoch in range(t.history[-1]["epoch"] + 1, epochs + 1):
             progress.update(task, description=f"epoch {epoch}/{epochs}")
