@@ -527,7 +527,8 @@ def evaluate(
         typer.Option(
             "--limit",
             min=1,
-            help="Use only the first N images of the split (likelihoods, accuracy); left out: all of it.",
+            help="Evaluate a random subset of N images of the split (drawn with --seed; likelihoods, accuracy); "
+            "left out: all of it.",
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=10_000, help="Images per batch.")] = 100,

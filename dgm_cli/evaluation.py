@@ -37,6 +37,7 @@ class EvaluationReport:
     dataset: str
     split: str
     seed: int
+    subset: dict | None = None  # --limit: the seeded random subset of the split that was evaluated
     classification: dict | None = None  # accuracy (0..1), per-class accuracy, images
     likelihood: dict | None = None  # images, conditional, and one summary per estimate (nats, bits/dim, s.e.)
     published: dict | None = None  # the checkpoint's preset: the published number beside dgm's
@@ -128,6 +129,15 @@ def log_likelihood(
         return estimator(model, pixels, seed=seed, batch_size=batch_size, on_batch=advance, **given)
 
 
+def evaluated_rows(split_size: int, limit: int | None, seed: int) -> torch.Tensor:
+    """The rows of a split that an evaluation reads: all of them in order, or with `limit` a random subset drawn
+    with `seed`. Never the first N: a data file's order is not random (MNIST's test file is not), so its first
+    images are a biased sample."""
+    if limit is None or limit >= split_size:
+        return torch.arange(split_size)
+    return torch.randperm(split_size, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+
+
 def evaluate(
     model,
     data=None,
@@ -151,7 +161,8 @@ def evaluate(
     """Evaluate a model as `dgm eval` does, with its options as keyword arguments; returns an EvaluationReport.
 
     data: a dataset name, an image folder or a Dataset; left out, the data the model was trained on.
-    split: "train", "val" or "test". limit: only the first N images of the split. samples: images drawn for
+    split: "train", "val" or "test". limit: a random subset of N images of the split (drawn with `seed`, the
+    same for every estimator, recorded as the report's "subset"). samples: images drawn for
     the sample-quality metrics (0 skips them); classifier: a checkpoint whose features measure them (default:
     the shipped one that fits the data). sampler_options: an iterative sampler's (sampler, steps, eta,
     guidance). The other options are `dgm eval --help`'s."""
@@ -168,7 +179,12 @@ def evaluate(
     path = None if model.path is None else str(model.path)
     report = EvaluationReport(model.model_name, path, dataset.name, split, seed)
     chosen = dataset.split(split)
-    images, labels = chosen.images[:limit], chosen.labels[:limit]
+    rows = evaluated_rows(len(chosen), limit, seed)
+    images, labels = chosen.images[rows], chosen.labels[rows]
+    if len(rows) < len(chosen):
+        report.subset = {"images": len(rows), "of": len(chosen), "seed": seed, "how": "seeded random subset"}
+        reporter.note(f"evaluating a random subset of {len(rows):,} of the {split} split's {len(chosen):,} images "
+                      f"(seed {seed}); leave out --limit for all of them")  # fmt: skip
     if "classifier" in model.capabilities:
         report.classification = classification(model, images, labels)
     estimator = likelihood_estimator(
