@@ -10,6 +10,9 @@ checkpoint can never run code (unlike pickle). The metadata schema:
     dgm.data     dataset facts as JSON (name, split sizes, fallback)
     dgm.train    training facts as JSON (epoch, step, seed, device, torch, metrics)
     dgm.contents "inference" when the file holds only what sampling and evaluation read (absent: everything)
+    dgm.sha256   the SHA-256 of the tensors (names, dtypes, shapes and bytes, in name order): checked on every
+                 load, so a file whose bytes changed is refused instead of sampling NaN (files written
+                 before it existed load with a note that they cannot be verified)
 
 An inference-only file (model.save(path, inference_only=True), what the model
 zoo ships) leaves out the tensors only training reads: the live weights beside
@@ -77,6 +80,7 @@ def save_checkpoint(
         "dgm.data": json.dumps(data, sort_keys=True),
         "dgm.train": json.dumps(train, sort_keys=True),
         **({"dgm.contents": INFERENCE} if inference_only else {}),
+        "dgm.sha256": tensors_sha256(tensors),
     }
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
@@ -92,6 +96,7 @@ class CheckpointInfo:
     version: str
     shapes: dict[str, tuple[int, ...]]
     inference_only: bool = False
+    sha256: str | None = None  # of the tensors, as written; None in files from before dgm recorded it
 
     def as_dict(self) -> dict:
         return {
@@ -100,6 +105,7 @@ class CheckpointInfo:
             "format": FORMAT,
             "version": self.version,
             "inference_only": self.inference_only,
+            "sha256": self.sha256,
             "config": config_tools.to_dict(self.config),
             "data": self.data,
             "train": self.train,
@@ -162,6 +168,7 @@ def read_header(path: Path, *, expected_model: str | None = None) -> CheckpointI
         metadata.get("dgm.version", "?"),
         shapes,
         inference_only=contents == INFERENCE,
+        sha256=metadata.get("dgm.sha256"),
     )
 
 
@@ -202,12 +209,37 @@ def check_checkpoint(path: Path, *, expected_model: str | None = None) -> Checkp
     return info
 
 
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """The SHA-256 of a checkpoint's tensors: each one's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _read_weights(info: CheckpointInfo) -> dict[str, torch.Tensor]:
+    """The tensors, checked against the digest recorded when they were written, then for NaN and infinities."""
     try:
-        return load_file(str(info.path), device="cpu")
+        tensors = load_file(str(info.path), device="cpu")
     except Exception as error:
         reason = " ".join(str(error).split())[:200] or type(error).__name__
         raise DgmError(f"{info.path}: the weights cannot be read ({reason})") from None
+    if info.sha256 is not None and tensors_sha256(tensors) != info.sha256:
+        raise DgmError(
+            f"{info.path} is corrupted: its weights do not match the SHA-256 recorded when it was written; "
+            "restore the file from a copy, or train it again"
+        )
+    broken = sorted(
+        name for name, tensor in tensors.items() if tensor.is_floating_point() and not tensor.isfinite().all()
+    )
+    if broken:
+        raise DgmError(
+            f"{info.path} holds NaN or infinite weights ({', '.join(broken[:3])}{', ...' if len(broken) > 3 else ''}); "
+            "it cannot sample or evaluate: use a checkpoint from before the run diverged"
+        )
+    return tensors
 
 
 def load_checkpoint(path: Path, *, expected_model: str | None = None, device: torch.device | str = "cpu"):

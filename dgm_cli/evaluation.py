@@ -239,6 +239,14 @@ def estimate_likelihoods(
     given = {"labels": labels} if model.classes else {}
     with reporter.task(f"log-likelihood, {report.split} images", total=len(images)) as advance:
         estimates = estimator(model, images, seed=report.seed, batch_size=batch_size, on_batch=advance, **given)
+    for estimate in estimates.values():
+        broken = (~torch.isfinite(estimate.per_image)).nonzero().flatten()
+        if len(broken):
+            raise DgmError(
+                f"the {estimate.label} is not finite for {len(broken)} of {len(images)} images (the first: image "
+                f"{int(broken[0])} of those evaluated); the model computes NaN or infinity on them, so no number is "
+                "reported"
+            )
     report.likelihood = {
         "images": len(images),
         "conditional": bool(model.classes),

@@ -95,4 +95,11 @@ def load(
     """
     path = resolve(source, model, reporter)
     device = device if isinstance(device, torch.device) else resolve_device(device)
-    return load_checkpoint(path, expected_model=None if model is None else family_of(model), device=device)[0]
+    loaded, info = load_checkpoint(path, expected_model=None if model is None else family_of(model), device=device)
+    if info.sha256 is None:
+        (reporter or Reporter()).note(
+            f"{path} was written before checkpoints recorded a SHA-256 of their weights, so they cannot be verified; "
+            "model.save(path) writes it again with one",
+            warning=True,
+        )
+    return loaded

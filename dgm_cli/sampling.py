@@ -36,6 +36,9 @@ def sample_images(
     images = model.sample(
         n, generator=generator, averaged=not raw, temperature=temperature, labels=labels, **sampler_options
     )
+    broken = int((~torch.isfinite(images)).flatten(1).any(1).sum())
+    if broken:
+        raise DgmError(f"the model drew {broken} of {n} images with NaN or infinite pixels; nothing was written")
     if binary:
         if model.pixel_distribution != "bernoulli":
             raise DgmError("binary draws need a model with Bernoulli pixels (the vae); leave out --binary")

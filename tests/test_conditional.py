@@ -283,10 +283,8 @@ def test_cli_conditional_train_sample_interpolate_eval(tmp_path):
 )
 def test_bad_conditional_input_gets_one_line_and_writes_nothing(tmp_path, arguments, message):
     conditional = tiny("vae", conditional=True)
-    paths = {
-        "conditional": tmp_path / "c.safetensors",
-        "unconditional": FIXTURES / "vae-before-conditional.safetensors",
-    }
+    paths = {"conditional": tmp_path / "c.safetensors", "unconditional": tmp_path / "u.safetensors"}
+    tiny("vae").save(paths["unconditional"])
     from dgm_cli.checkpoint import save_checkpoint
 
     save_checkpoint(
