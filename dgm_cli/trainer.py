@@ -555,7 +555,11 @@ class Training:
             self.tensorboard.record(
                 {k: v for k, v in self.history[-1].items() if k == "epoch" or k.startswith("test_")}
             )
-        if self.settings.checkpoint_dir is not None and self.run.writes:
+        if self.settings.checkpoint_dir is not None and self.run.writes and self.step == 0:
+            # An untrained model is never published: checkpoints/MODEL.safetensors stands for MODEL in that folder.
+            console.print(f"nothing was trained (--epochs 0), so nothing is copied to {self.settings.checkpoint_dir}",
+                          markup=False, soft_wrap=True)  # fmt: skip
+        elif self.settings.checkpoint_dir is not None and self.run.writes:
             target = default_checkpoint(self.model_name, self.settings.checkpoint_dir)
             kept = publish_checkpoint(self.run.last_path, target)
             if kept is not None:

@@ -208,7 +208,8 @@ def run_in_process(
         if parallel.is_main and hint is not None:
             reporter.note(f"interrupted at once; the last saved state is kept: continue with: {hint}")
         raise
-    copy = settings.checkpoint_dir / f"{name}.safetensors" if settings.checkpoint_dir else None
+    trained = records and records[-1].get("step", 0) > 0  # an untrained model (--epochs 0) is not copied
+    copy = settings.checkpoint_dir / f"{name}.safetensors" if settings.checkpoint_dir and trained else None
     return Run(name, folder, records, "finished", dataset.describe(), checkpoint=copy)
 
 

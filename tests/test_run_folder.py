@@ -54,7 +54,10 @@ def printed_resume_command(stderr: str) -> list[str]:
 def test_a_training_that_would_replace_the_shipped_model_keeps_it_and_says_where():
     ok("train", "vae", "--epochs", "1", "--dataset", "mnist-mini", "--out", "long", *TINY)
     shipped = Path("checkpoints/vae.safetensors").read_bytes()
-    result = ok("train", "vae", "--epochs", "0", "--dataset", "mnist-mini", "--out", "quick", *TINY)
+    untrained = ok("train", "vae", "--epochs", "0", "--dataset", "mnist-mini", "--out", "check", *TINY)
+    assert "nothing is copied" in untrained.stderr and Path("checkpoints/vae.safetensors").read_bytes() == shipped
+    assert not list(Path("checkpoints").glob("vae.*.safetensors"))  # an untrained model publishes nothing
+    result = ok("train", "vae", "--epochs", "1", "--seed", "1", "--dataset", "mnist-mini", "--out", "quick", *TINY)
     kept = [path for path in Path("checkpoints").glob("vae.*.safetensors")]
     assert len(kept) == 1 and kept[0].read_bytes() == shipped  # nothing lost
     saved = read_header(kept[0]).train["saved"]  # named by its own training date
