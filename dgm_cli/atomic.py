@@ -5,8 +5,10 @@ final rename stays on one file system), flushed to disk, then renamed over the
 target with os.replace, which POSIX and Windows both make atomic.
 """
 
+import errno
 import os
 import re
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,12 +52,39 @@ def atomic_path(path: Path):
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as error:  # a full disk or a vanished folder: the old file is still intact
+    except Exception as error:  # a full disk or a vanished folder: the old file is still intact
         tmp.unlink(missing_ok=True)
-        raise DgmError(f"cannot write {path}: {error.strerror or error}; the previous version is untouched") from None
+        code = os_error_code(error)
+        if code is None:
+            raise
+        raise DgmError(
+            f"cannot write {path}: {why_not_written(code, error, path.parent)}; the previous version is untouched"
+        ) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def os_error_code(error: BaseException) -> int | None:
+    """The operating system's error number behind a failed write: an OSError's, or the one a writer written in
+    another language reports in its text (safetensors: "Os { code: 28, ... }"); None for any other failure."""
+    if isinstance(error, OSError):
+        return error.errno if error.errno is not None else -1
+    found = re.search(r"(?:code: |os error )(\d+)", str(error))
+    return int(found.group(1)) if found else None
+
+
+def why_not_written(code: int, error: BaseException, folder: Path) -> str:
+    """The reason in words; for a full disk, how much space is left where the file goes."""
+    if code == errno.ENOSPC:
+        try:
+            free = f"{shutil.disk_usage(folder).free / 1e6:,.1f} MB free"
+        except OSError:
+            free = "free space unknown"
+        return f"no space left on the disk of {folder} ({free}); free some space, then run the same command again"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return os.strerror(code) if code > 0 else str(error)
 
 
 # The names atomic_path gives its temporaries: "." + stem + "." + mkstemp's 8 random characters + ".tmp" + suffix.

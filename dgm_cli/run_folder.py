@@ -138,6 +138,12 @@ class RunFolder:
             return []
         return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
 
+    def forget_checkpoints(self) -> None:
+        """Remove the checkpoints of a run whose first save failed (no state was ever written), so that the folder
+        holds no run and a second attempt with the same --out is accepted."""
+        for path in (self.last_path, self.path / BEST_FILE):
+            path.unlink(missing_ok=True)
+
     def save_model(self, name: str, model, *, model_name: str, config, data: dict, train: dict) -> None:
         """last.safetensors or best.safetensors, with the time it was saved (checkpoint.publish_checkpoint names
         the copies it keeps by it)."""

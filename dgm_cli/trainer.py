@@ -473,20 +473,26 @@ class Training:
 
     def save_progress(self, record: dict, *, is_best: bool, checkpoint: bool = True) -> None:
         """metrics.jsonl; with `checkpoint`, last.safetensors and the resume state; best.safetensors when best."""
-        self.run.write_metrics(self.history)
-        train_facts = {**self.run_facts, "epoch": record["epoch"], "step": self.step, "metrics": record}
-        for name in ((LAST_FILE,) if checkpoint else ()) + ((BEST_FILE,) if is_best else ()):
-            self.run.save_model(
-                name,
-                self.model,
-                model_name=self.model_name,
-                config=self.config,
-                data=self.dataset.describe(),
-                train=train_facts,
-            )
-        if checkpoint:
-            self.save_state(record["epoch"])
-            self.saved_epoch = record["epoch"]
+        first = checkpoint and self.run.writes and not self.run.state_path.is_file()
+        try:
+            self.run.write_metrics(self.history)
+            train_facts = {**self.run_facts, "epoch": record["epoch"], "step": self.step, "metrics": record}
+            for name in ((LAST_FILE,) if checkpoint else ()) + ((BEST_FILE,) if is_best else ()):
+                self.run.save_model(
+                    name,
+                    self.model,
+                    model_name=self.model_name,
+                    config=self.config,
+                    data=self.dataset.describe(),
+                    train=train_facts,
+                )
+            if checkpoint:
+                self.save_state(record["epoch"])
+                self.saved_epoch = record["epoch"]
+        except DgmError:
+            if first:  # nothing resumable was ever saved: leave no half run, so the same command can start again
+                self.run.forget_checkpoints()
+            raise
 
     def save_state(self, epoch: int, position: EpochPosition | None = None) -> None:
         if not self.run.writes:

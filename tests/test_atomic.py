@@ -40,9 +40,18 @@ def test_a_folder_in_the_way_is_a_clear_error(tmp_path):
 def test_io_errors_while_writing_keep_the_old_file(tmp_path):
     target = tmp_path / "m.txt"
     write_text(target, "old")
-    with pytest.raises(DgmError, match="No space left on device"):
+    with pytest.raises(DgmError, match=f"no space left on the disk of {tmp_path} .* MB free"):
         with atomic_path(target):
             raise OSError(28, "No space left on device")
+    with pytest.raises(DgmError, match="Input/output error; the previous version is untouched"):
+        with atomic_path(target):
+            raise OSError(5, "Input/output error")
+    with pytest.raises(DgmError, match="Permission denied"):  # a writer that reports the error in its text
+        with atomic_path(target):
+            raise RuntimeError("Error while serializing: IoError(Os { code: 13, kind: PermissionDenied })")
+    with pytest.raises(ValueError):  # not a write failure: passed on as it is
+        with atomic_path(target):
+            raise ValueError("a bug")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["m.txt"]
 
