@@ -120,6 +120,12 @@ def main_options(
         raise typer.Exit(1)
 
 
+def OutOpt(default: str):
+    """--out of a command that writes one image; its default names the model, so that commands run one after
+    another (a quick start) do not overwrite each other's pictures."""
+    return typer.Option("--out", help=f"Output image (PNG); default {default}.", show_default=False)
+
+
 def _reporter():
     from dgm_cli.progress import Reporter
 
@@ -248,8 +254,8 @@ for _name in list_models():
 def sample(
     model: ModelArg,
     checkpoint: CheckpointArg = None,
-    n: Annotated[int, typer.Option("-n", "--n", min=1, max=10_000, help="Number of images.")] = 64,
-    out: Annotated[Path, typer.Option("--out", help="Output image (PNG).")] = Path("samples.png"),
+    n: Annotated[int, typer.Option("-n", "--images", min=1, max=10_000, help="Number of images.")] = 64,
+    out: Annotated[Optional[Path], OutOpt("MODEL-samples.png")] = None,
     nrow: Annotated[
         Optional[int],
         typer.Option(
@@ -311,6 +317,7 @@ def sample(
         )
     except DgmError as error:
         raise _flags(error, SAMPLER_FLAGS) from None
+    out = out or Path(f"{model}-samples.png")
     save_image_grid(figure.images, out, nrow=figure.nrow)
     how = _sampler_words(net.describe_sampler(**options))
     stderr_console().print(
@@ -328,7 +335,7 @@ def manifold(
         float,
         typer.Option("--edge", min=0.001, max=0.499, help="Outermost prior quantile; points span edge..1-edge."),
     ] = 0.05,
-    out: Annotated[Path, typer.Option("--out", help="Output image (PNG).")] = Path("manifold.png"),
+    out: Annotated[Optional[Path], OutOpt("MODEL-manifold.png")] = None,
     label: LabelOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -337,6 +344,7 @@ def manifold(
     from dgm_cli.sampling import manifold_images
 
     net = _load(model, checkpoint, device)
+    out = out or Path(f"{model}-manifold.png")
     save_image_grid(manifold_images(net, grid, edge=edge, label=label), out, nrow=grid)
     of_class = "" if label is None else f" (class {label})"
     stderr_console().print(f"wrote the {grid}x{grid} manifold{of_class} of {net.path} to {out}", markup=False)
@@ -418,7 +426,7 @@ def interpolate(
     ] = False,
     dataset: CheckpointDatasetOpt = None,
     data_dir: DataDirOpt = None,
-    out: Annotated[Path, typer.Option("--out", help="Output image (PNG).")] = Path("interpolation.png"),
+    out: Annotated[Optional[Path], OutOpt("MODEL-interpolation.png")] = None,
     denoising_steps: Annotated[
         Optional[int],
         typer.Option(
@@ -469,6 +477,7 @@ def interpolate(
         )
     except DgmError as error:
         raise _flags(error, {**SAMPLER_FLAGS, "steps, ": "--denoising-steps, "}) from None
+    out = out or Path(f"{model}-interpolation.png")
     save_image_grid(figure.images, out, nrow=figure.nrow)
     stderr_console().print(f"wrote {figure.description} to {out}", markup=False)
 

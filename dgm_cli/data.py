@@ -243,6 +243,9 @@ def download(source: Source, root: Path) -> str | None:
     """Fetch the files through torchvision into <root>/<folder>/raw; returns why it failed, or None."""
     if os.environ.get("DGM_OFFLINE"):
         return "downloads are switched off by DGM_OFFLINE"
+    from dgm_cli.compatibility import require_torchvision
+
+    require_torchvision()  # a broken install is its own error, not a failed download
     try:
         import torchvision.datasets
 
@@ -341,6 +344,11 @@ def load_dataset(
         return load_image_folder(Path(requested), fit=fit, skip_bad=skip_bad, progress=progress)
     source = SOURCES[requested]
     root = Path(data_dir).expanduser() if data_dir else default_data_root()
+    if root.exists() and not root.is_dir():
+        named_by = "--data-dir" if data_dir else "DGM_DATA_DIR" if os.environ.get("DGM_DATA_DIR") else "the data cache"
+        raise DgmError(
+            f"{named_by} names {root}, which is a file; name the folder that holds MNIST/raw (or the four .gz files)"
+        )
     folder = find_files(source, root)
     reason = None
     if folder is None and source.torchvision_class:
@@ -388,6 +396,15 @@ def load_bundled(fallback_reason: str | None = None, val_size: int | None = None
     return make_splits("mnist-mini", arrays, "bundled", fallback_reason, mini.content_md5, val_size)
 
 
+def recorded_root(recorded: dict, data_dir: Path | None) -> Path | None:
+    """Where to read a named dataset a run or checkpoint recorded: `data_dir` when given, else the folder the
+    files were read from when they are still there, else None (the default places)."""
+    location, source = recorded.get("location"), SOURCES.get(recorded.get("name"))
+    if data_dir is None and source and location and location != "bundled" and find_files(source, Path(location)):
+        return Path(location)
+    return data_dir
+
+
 def reload_dataset(recorded: dict, data_dir: Path | None, *, run: str) -> Dataset:
     """The data a run was trained on, found again for --resume; `recorded` is the run's describe() of them.
 
@@ -405,12 +422,9 @@ def reload_dataset(recorded: dict, data_dir: Path | None, *, run: str) -> Datase
             recorded.get("fallback_reason") if recorded.get("fallback") else None, recorded.get("val")
         )
     else:
-        root = data_dir
         location = recorded.get("location")
-        if root is None and location and location != "bundled" and find_files(SOURCES[name], Path(location)):
-            root = Path(location)
         try:
-            dataset = load_dataset(name, root, val_size=recorded.get("val"))
+            dataset = load_dataset(name, recorded_root(recorded, data_dir), val_size=recorded.get("val"))
         except DgmError as error:  # gone, or damaged: the loader's message says where it looked and what it needs
             raise DgmError(f"cannot resume {run}, whose {name} data were read from {location}: {error}") from None
     refuse_changed(dataset, recorded, run)
@@ -434,7 +448,7 @@ def trained_dataset(recorded: dict, data_dir: Path | None, *, what: str, progres
         dataset = reload_image_folder(recorded, data_dir, run=what, progress=progress)
         refuse_changed(dataset, recorded, what)
         return dataset
-    return load_dataset(recorded.get("name", "mnist"), data_dir, val_size=recorded.get("val"))
+    return load_dataset(recorded.get("name", "mnist"), recorded_root(recorded, data_dir), val_size=recorded.get("val"))
 
 
 def reload_image_folder(recorded: dict, data_dir: Path | None, *, run: str, progress=None) -> Dataset:

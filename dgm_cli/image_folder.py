@@ -177,9 +177,13 @@ def scan(root: Path) -> Listing:
         items = [(path, -1) for path in direct] + [(path, index[c]) for c in sorted(classes) for path in classes[c]]
         prefix = len(os.path.join(str(root), ""))
         for path, label in items:
-            stat = os.stat(path)
+            try:
+                stat = os.stat(path)
+                size_and_time = (stat.st_size, stat.st_mtime_ns)
+            except OSError:  # a dangling link, an entry gone or unreadable: decoding reports it as a bad file
+                size_and_time = (-1, -1)
             listing.files.append(path[prefix:].replace(os.sep, "/"))
-            listing.stats.append((stat.st_size, stat.st_mtime_ns))
+            listing.stats.append(size_and_time)
             listing.splits.append(split)
             listing.labels.append(label)
     listing.class_names = tuple(names)

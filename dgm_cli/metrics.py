@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dgm_cli.compatibility import require_torchvision
 from dgm_cli.errors import DgmError
 from dgm_cli.models.classifier import SHIPPED_CHECKPOINT
 
@@ -67,6 +68,7 @@ class PrecomputedFeatures(nn.Module):
 
 
 def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
+    require_torchvision()  # torchmetrics' image metrics import it
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     metric = FrechetInceptionDistance(feature=PrecomputedFeatures(real.shape[1]))
@@ -77,6 +79,7 @@ def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
 
 def kernel_distance(real: torch.Tensor, fake: torch.Tensor, *, seed: int = 0) -> tuple[float, float]:
     """KID (cubic polynomial kernel, unbiased MMD^2) averaged over 100 random subsets: (mean, std)."""
+    require_torchvision()
     from torchmetrics.image.kid import KernelInceptionDistance
 
     subset = min(1000, len(real), len(fake))

@@ -163,7 +163,7 @@ def test_eval_prints_sample_quality_beside_the_real_floor(tmp_path):
         ],
     )
     assert trained.exit_code == 0, trained.output
-    result = runner.invoke(app, ["eval", "gan", str(tmp_path / "gan.safetensors"), "--samples", "300", "--json"])
+    result = runner.invoke(app, ["eval", "gan", "g", "--samples", "300", "--json"])  # the run folder: its last epoch
     assert result.exit_code == 0, result.output
     section = json.loads(result.stdout)["sample_quality"]
     assert section["samples"] == 300 and section["floor_split"] == "val"
