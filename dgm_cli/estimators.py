@@ -79,9 +79,10 @@ class Estimate:
         return self.per_image.mean().item()
 
     @property
-    def standard_error(self) -> float:
+    def standard_error(self) -> float | None:
+        """None for a single image: a spread needs two (and JSON has no NaN)."""
         n = len(self.per_image)
-        return self.per_image.std().item() / math.sqrt(n) if n > 1 else float("nan")
+        return self.per_image.std().item() / math.sqrt(n) if n > 1 else None
 
     def summary(self) -> dict:
         return {
@@ -90,7 +91,9 @@ class Estimate:
             "nats": self.mean,
             "standard_error": self.standard_error,
             "bits_per_dim": bits_per_dim(self.mean),
-            "bits_per_dim_standard_error": self.standard_error / (PIXELS * math.log(2)),
+            "bits_per_dim_standard_error": None
+            if self.standard_error is None
+            else self.standard_error / (PIXELS * math.log(2)),
             "mean_ess": None if self.ess is None else self.ess.mean().item(),
         }
 

@@ -9,6 +9,11 @@ from rich.table import Table
 LIKELIHOODS = ("elbo", "importance_weighted", "prior_monte_carlo", "dequantized", "variational_bound")
 
 
+def spread(value: float | None, digits: int) -> str:
+    """A standard error, or "-" where there is none (a single image)."""
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def title(report: dict, what: str, count: int) -> str:
     return f"{report['model']}: {what}, {report['dataset']} {report['split']} ({count:,} images)"
 
@@ -36,9 +41,9 @@ def print_likelihood(console, report: dict) -> None:
         table.add_row(
             summary["label"],
             f"{summary['nats']:.2f}",
-            f"{summary['standard_error']:.2f}",
+            spread(summary["standard_error"], 2),
             f"{summary['bits_per_dim']:.4f}",
-            f"{summary['bits_per_dim_standard_error']:.4f}",
+            spread(summary["bits_per_dim_standard_error"], 4),
             ess,
         )
     console.print(table)
@@ -70,7 +75,7 @@ def print_published(console, published: dict) -> None:
     digits = published_digits(published["metric"])
     line = f"preset {published['preset']}: published {published['published']:.{digits}f}"
     if published["dgm"] is not None:
-        line += f", dgm {published['dgm']:.{digits}f} ± {published['dgm_standard_error']:.{digits}f}"
+        line += f", dgm {published['dgm']:.{digits}f} ± {spread(published['dgm_standard_error'], digits)}"
     line += f" ({published['metric']}; {published['reference']})"
     if published["differences"]:
         line += f"; not comparable: {', '.join(published['differences'])}"
@@ -129,9 +134,9 @@ def print_class_mixture(console, report: dict) -> None:
         table.add_row(
             summary["label"],
             f"{summary['nats']:.2f}",
-            f"{summary['standard_error']:.2f}",
+            spread(summary["standard_error"], 2),
             f"{summary['bits_per_dim']:.4f}",
-            f"{summary['bits_per_dim_standard_error']:.4f}",
+            spread(summary["bits_per_dim_standard_error"], 4),
         )
     console.print(table)
     generative = section["generative_classifier"]

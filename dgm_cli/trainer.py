@@ -489,7 +489,7 @@ class Training:
             if checkpoint:
                 self.save_state(record["epoch"])
                 self.saved_epoch = record["epoch"]
-        except DgmError:
+        except (DgmError, KeyboardInterrupt):  # a failed write, or a second Ctrl-C in the middle of one
             if first:  # nothing resumable was ever saved: leave no half run, so the same command can start again
                 self.run.forget_checkpoints()
             raise

@@ -5,6 +5,7 @@ report says which one it was."""
 import dataclasses
 import json
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -38,3 +39,15 @@ def test_every_estimator_reads_the_same_subset_and_the_command_says_so():
     report = json.loads(result.stdout)
     assert report["subset"]["images"] == report["likelihood"]["images"] == 40 and report["subset"]["seed"] == 3
     assert "random subset of 40 of the test split's 1,000 images (seed 3)" in result.stderr
+
+
+def test_one_image_has_no_standard_error_and_the_report_stays_valid_json():
+    result = CliRunner().invoke(
+        app,
+        ["eval", "vae", "--dataset", "mnist-mini", "--limit", "1", "--iw-samples", "5", "--mc-samples", "0",
+         "--samples", "0", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout, parse_constant=lambda name: pytest.fail(f"{name} in the JSON report"))
+    assert report["likelihood"]["elbo"]["standard_error"] is None
+    assert "nan" not in result.stderr.lower()

@@ -105,3 +105,29 @@ def test_the_copy_to_checkpoints_keeps_the_model_that_was_there(code, monkeypatc
     failing_at(monkeypatch, "vae.safetensors", code)
     assert_one_line_failure(CliRunner().invoke(app, [*TRAIN, "--out", "run"]), "vae.safetensors")
     assert Path("checkpoints/vae.safetensors").read_bytes() == OLD
+
+
+@pytest.mark.parametrize("name", ["last.safetensors", "best.safetensors", "state.safetensors", "metrics.jsonl"])
+@pytest.mark.parametrize("epoch", [0, 1])
+def test_a_second_ctrl_c_during_a_checkpoint_write_leaves_a_folder_that_carries_on(name, epoch, monkeypatch):
+    """The second Ctrl-C stops at once (a KeyboardInterrupt wherever the process is): here, in the middle of
+    writing each file of a checkpoint, at the first save (epoch 0) and a later one."""
+    real_replace, seen = os.replace, {"n": 0}
+
+    def replace(source, target):
+        if Path(target).name == name:
+            seen["n"] += 1
+            if seen["n"] == epoch + 1:
+                raise KeyboardInterrupt
+        return real_replace(source, target)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(atomic.os, "replace", replace)
+        stopped = CliRunner().invoke(app, [*TRAIN, "--out", "run"])
+    assert stopped.exit_code != 0 and "Traceback" not in stopped.stderr
+    assert not [path for path in Path(".").rglob("*") if atomic.TEMPORARY_NAME.match(path.name)]
+    if Path("run/state.safetensors").is_file():
+        again = CliRunner().invoke(app, ["train", "vae", "--resume", "run", "--epochs", "3"])
+    else:
+        again = CliRunner().invoke(app, [*TRAIN, "--out", "run"])
+    assert again.exit_code == 0, again.output
