@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from dgm_cli import config as config_tools
 from dgm_cli.atomic import atomic_path
-from dgm_cli.checkpoint import clean_key
+from dgm_cli.checkpoint import clean_key, tensors_sha256
 from dgm_cli.errors import DgmError
 from dgm_cli.registry import get_spec
 
@@ -133,6 +133,7 @@ def save_state(path: Path, state: TrainingState) -> None:
         "dgm.model": state.model_name,
         "dgm.config": config_tools.to_json(state.config),
         "dgm.progress": json.dumps(progress, allow_nan=True),
+        "dgm.sha256": tensors_sha256(tensors),
     }
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
@@ -196,8 +197,15 @@ def load_state(path: Path) -> TrainingState:
     """Read a state file, checking its metadata before any tensor is read."""
     path = Path(path)
     spec, config, progress = _read_metadata(path)
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        recorded = (handle.metadata() or {}).get("dgm.sha256")
     try:
         tensors = load_file(str(path), device="cpu")
+        if recorded is not None and tensors_sha256(tensors) != recorded:
+            raise DgmError(
+                f"{path} is corrupted: its tensors do not match the SHA-256 recorded when it was written; the run "
+                "cannot be resumed from it (its last.safetensors may still load)"
+            )
         position = None
         if progress["position"] is not None:
             sums = {
@@ -220,6 +228,8 @@ def load_state(path: Path) -> TrainingState:
             position=position,
             wall_seconds=progress.get("wall_seconds", 0.0),  # states written before it was kept have none
         )
+    except DgmError:
+        raise
     except Exception as error:  # a malformed field or tensor payload
         raise DgmError(f"{path} is not a readable training state ({_reason(error)})") from None
 

@@ -73,3 +73,13 @@ def test_nan_weights_estimates_and_samples_are_errors_not_numbers():
         dgm.evaluate(model, "mnist-mini", limit=5, iw_samples=0, mc_samples=0, samples=20)
     report = dgm.evaluate(create_model("vae", hidden=8), "mnist-mini", limit=5, iw_samples=4, mc_samples=0, samples=0)
     assert json.dumps(report.to_dict(), allow_nan=False)  # a healthy model's report holds no NaN
+
+
+def test_a_training_state_whose_bytes_changed_is_not_resumed():
+    trained = dgm_cli("train", "vae", "--epochs", "1", "--hidden", "64", "--dataset", "mnist-mini", "--out", "run")
+    assert trained.exit_code == 0, trained.output
+    state = Path("run/state.safetensors")
+    with open(state, "r+b") as handle:
+        handle.seek(state.stat().st_size // 2)
+        handle.write(b"\xff" * 4096)
+    one_line_error(dgm_cli("train", "vae", "--resume", "run", "--epochs", "2"), "is corrupted")
