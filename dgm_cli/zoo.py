@@ -18,8 +18,7 @@ from pathlib import Path
 from dgm_cli.data import ASSETS
 from dgm_cli.errors import DgmError
 
-ZOO = ASSETS / "zoo"
-MEASURES = ("nll", "bits_per_dim", "fid", "accuracy", "conditional_accuracy")
+MEASURES = ("nll", "bits_per_dim", "fid", "accuracy", "conditional_accuracy")  # what headline_of reads
 
 
 @dataclass(frozen=True)

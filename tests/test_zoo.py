@@ -91,3 +91,11 @@ def test_models_pretrained_lists_each_model_with_its_number_size_and_commands():
     report = find("vae-iwae-2l-vae").read_report()["likelihood"]["importance_weighted"]
     assert text[first + 2].startswith(f"  {-report['nats']:.2f} ± {report['standard_error']:.2f} nats: NLL (test split")
     assert "k=5000" in text[first + 2] and text[first + 3].startswith("  made by: dgm train vae --preset iwae-2l-vae")
+
+
+def test_every_measure_the_zoo_uses_is_one_headline_of_reads():
+    from dgm_cli.zoo import MEASURES, headline_of
+
+    assert {entry.measure for entry in PRETRAINED} <= set(MEASURES)
+    with pytest.raises(ValueError):
+        headline_of({}, "beauty")
