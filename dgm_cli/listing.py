@@ -120,15 +120,16 @@ def pretrained_text(entries: list[dict]) -> str:
     was made), each line whole, so grep -A3 NAME finds one."""
     blocks = []
     for entry in entries:
-        also = f", also {', '.join(entry['aliases'])}" if entry["aliases"] else ""
+        also = f"; also named {', '.join(entry['aliases'])}" if entry["aliases"] else ""
         number = entry["headline"]
-        error = "" if number["standard_error"] is None else f" ± {number['standard_error']:.2f}"
+        digits = 4 if number["unit"] == "bits/dim" else 2  # bits/dim are 543 times smaller than nats an image
+        error = "" if number["standard_error"] is None else f" ± {number['standard_error']:.{digits}f}"
         blocks.append(
             "\n".join(
                 [
                     f"{entry['name']}  ({entry['family']}{also}; {size(entry['bytes'])})",
                     f"  {entry['description']}",
-                    f"  {number['value']:.2f}{error} {number['unit']}".rstrip() + f": {number['what']}",
+                    f"  {number['value']:.{digits}f}{error} {number['unit']}".rstrip() + f": {number['what']}",
                     f"  made by: {entry['made_by']}",
                 ]
             )
