@@ -72,7 +72,7 @@ def _likelihood_headline(report: dict, measure: str) -> dict:
         "value": estimate["bits_per_dim"],
         "standard_error": estimate["bits_per_dim_standard_error"],
         "unit": "bits/dim",
-        "what": f"bits/dim ({scope})",
+        "what": f"NLL per dimension ({scope})",
     }
 
 
