@@ -183,8 +183,10 @@ def evaluate(
     images, labels = chosen.images[rows], chosen.labels[rows]
     if len(rows) < len(chosen):
         report.subset = {"images": len(rows), "of": len(chosen), "seed": seed, "how": "seeded random subset"}
-        reporter.note(f"evaluating a random subset of {len(rows):,} of the {split} split's {len(chosen):,} images "
-                      f"(seed {seed}); leave out --limit for all of them")  # fmt: skip
+        reporter.note(
+            f"evaluating a random subset of {len(rows):,} of the {split} split's {len(chosen):,} images "
+            f"(seed {seed}); leave out --limit for all of them"
+        )
     if "classifier" in model.capabilities:
         report.classification = classification(model, images, labels)
     estimator = likelihood_estimator(

@@ -55,8 +55,15 @@ class LogProgress:
         return None
 
     def add_task(self, description: str, total: int, completed: int = 0, **fields) -> int:
-        self.tasks.append({"description": description, "total": total, "completed": completed,
-                           "logged": self._tenths(completed, total), "start": time.monotonic()})  # fmt: skip
+        self.tasks.append(
+            {
+                "description": description,
+                "total": total,
+                "completed": completed,
+                "logged": self._tenths(completed, total),
+                "start": time.monotonic(),
+            }
+        )
         return len(self.tasks) - 1
 
     def update(self, task: int, *, description: str | None = None, **fields) -> None:
@@ -70,8 +77,11 @@ class LogProgress:
         if self.log_every is not None and tenths > state["logged"]:
             state["logged"] = tenths
             elapsed = time.monotonic() - state["start"]
-            self.console.print(f"{state['description']}: {state['completed']:,}/{state['total']:,} "
-                               f"({100 * state['completed'] / state['total']:.0f}%, {elapsed:.0f} s)", markup=False)  # fmt: skip
+            self.console.print(
+                f"{state['description']}: {state['completed']:,}/{state['total']:,} "
+                f"({100 * state['completed'] / state['total']:.0f}%, {elapsed:.0f} s)",
+                markup=False,
+            )
 
     def _tenths(self, completed: int, total: int) -> int:
         return int(completed / total / (self.log_every or 1)) if total else 0

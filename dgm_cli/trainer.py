@@ -563,8 +563,11 @@ class Training:
             )
         if self.settings.checkpoint_dir is not None and self.run.writes and self.step == 0:
             # An untrained model is never published: checkpoints/MODEL.safetensors stands for MODEL in that folder.
-            console.print(f"nothing was trained (--epochs 0), so nothing is copied to {self.settings.checkpoint_dir}",
-                          markup=False, soft_wrap=True)  # fmt: skip
+            console.print(
+                f"nothing was trained (--epochs 0), so nothing is copied to {self.settings.checkpoint_dir}",
+                markup=False,
+                soft_wrap=True,
+            )
         elif self.settings.checkpoint_dir is not None and self.run.writes:
             target = default_checkpoint(self.model_name, self.settings.checkpoint_dir)
             kept = publish_checkpoint(self.run.last_path, target)

@@ -32,9 +32,24 @@ def test_limit_draws_from_the_whole_split_even_when_it_is_sorted_by_class():
 def test_every_estimator_reads_the_same_subset_and_the_command_says_so():
     result = CliRunner().invoke(
         app,
-        ["eval", "vae", "--dataset", "mnist-mini", "--limit", "40", "--iw-samples", "20", "--mc-samples", "20",
-         "--samples", "0", "--seed", "3", "--json"],
-    )  # fmt: skip
+        [
+            "eval",
+            "vae",
+            "--dataset",
+            "mnist-mini",
+            "--limit",
+            "40",
+            "--iw-samples",
+            "20",
+            "--mc-samples",
+            "20",
+            "--samples",
+            "0",
+            "--seed",
+            "3",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["subset"]["images"] == report["likelihood"]["images"] == 40 and report["subset"]["seed"] == 3
@@ -44,9 +59,22 @@ def test_every_estimator_reads_the_same_subset_and_the_command_says_so():
 def test_one_image_has_no_standard_error_and_the_report_stays_valid_json():
     result = CliRunner().invoke(
         app,
-        ["eval", "vae", "--dataset", "mnist-mini", "--limit", "1", "--iw-samples", "5", "--mc-samples", "0",
-         "--samples", "0", "--json"],
-    )  # fmt: skip
+        [
+            "eval",
+            "vae",
+            "--dataset",
+            "mnist-mini",
+            "--limit",
+            "1",
+            "--iw-samples",
+            "5",
+            "--mc-samples",
+            "0",
+            "--samples",
+            "0",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout, parse_constant=lambda name: pytest.fail(f"{name} in the JSON report"))
     assert report["likelihood"]["elbo"]["standard_error"] is None

@@ -64,7 +64,7 @@ WRITES = {  # a command that writes one file over an existing one: (arguments, t
             "report.json",
         ],
         "report.json",
-    ),  # fmt: skip
+    ),
 }
 
 
@@ -83,9 +83,17 @@ TRAIN = ["train", "vae", "--epochs", "2", "--hidden", "8", "--dataset", "mnist-m
 
 @pytest.mark.parametrize("code", FAULTS, ids=errno.errorcode.get)
 @pytest.mark.parametrize(
-    "name", ["config.json", "metrics.jsonl", "last.safetensors", "best.safetensors", "state.safetensors",
-             "epoch_000.png", "curves.png"],
-)  # fmt: skip
+    "name",
+    [
+        "config.json",
+        "metrics.jsonl",
+        "last.safetensors",
+        "best.safetensors",
+        "state.safetensors",
+        "epoch_000.png",
+        "curves.png",
+    ],
+)
 def test_a_training_whose_write_fails_can_be_run_again_or_resumed(name, code, monkeypatch):
     with monkeypatch.context() as patch:  # the fault lasts for the first attempt; then the disk has room again
         failing_at(patch, name, code)

@@ -35,8 +35,13 @@ def test_the_quick_start_runs_and_changes_nothing_shipped(tmp_path):
     environment = {**os.environ, "OMP_NUM_THREADS": "2"}  # offline and without MNIST: the bundled subset
     for command in commands:
         assert command[0] == "dgm"
-        result = subprocess.run([sys.executable, "-m", "dgm_cli", *command[1:]], cwd=tmp_path, env=environment,
-                                capture_output=True, text=True)  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-m", "dgm_cli", *command[1:]],
+            cwd=tmp_path,
+            env=environment,
+            capture_output=True,
+            text=True,
+        )
         assert result.returncode == 0, f"{shlex.join(command)}: {result.stderr}"
     assert sorted(path.name for path in tmp_path.glob("*.png")) == ["diffusion.png", "gan.png", "manifold.png"]
     assert fingerprint() == before

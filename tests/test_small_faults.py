@@ -99,9 +99,23 @@ def test_a_torchvision_that_does_not_match_torch_is_named_in_one_line():
 
 def test_eval_of_a_run_finds_its_data_where_the_run_read_them(mnist_root):
     trained = dgm_cli(
-        "train", "vae", "--epochs", "1", "--hidden", "8", "--batch-size", "1000", "--sample-epochs", "",
-        "--dataset", "mnist", "--data-dir", mnist_root, "--out", "run",
-    )  # fmt: skip
+        "train",
+        "vae",
+        "--epochs",
+        "1",
+        "--hidden",
+        "8",
+        "--batch-size",
+        "1000",
+        "--sample-epochs",
+        "",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        mnist_root,
+        "--out",
+        "run",
+    )
     assert trained.exit_code == 0, trained.output
     # no --data-dir, and DGM_DATA_DIR (set by conftest) names an empty folder: the run's own record is used
     result = dgm_cli("eval", "vae", "run", "--limit", "20", "--iw-samples", "5", "--mc-samples", "0", "--samples", "0")
