@@ -215,8 +215,17 @@ def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
     for name in sorted(tensors):
         tensor = tensors[name].detach().to("cpu").contiguous()
         digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())  # the tensor's own memory, not a copy
     return digest.hexdigest()
+
+
+def verify_digest(tensors: dict[str, torch.Tensor], recorded: str | None, path: Path, what_to_do: str) -> None:
+    """Refuse tensors whose SHA-256 differs from the one recorded when they were written (None: a file from
+    before dgm recorded it, which cannot be verified)."""
+    if recorded is not None and tensors_sha256(tensors) != recorded:
+        raise DgmError(
+            f"{path} is corrupted: its tensors do not match the SHA-256 recorded when it was written; {what_to_do}"
+        )
 
 
 def _read_weights(info: CheckpointInfo) -> dict[str, torch.Tensor]:
@@ -226,11 +235,7 @@ def _read_weights(info: CheckpointInfo) -> dict[str, torch.Tensor]:
     except Exception as error:
         reason = " ".join(str(error).split())[:200] or type(error).__name__
         raise DgmError(f"{info.path}: the weights cannot be read ({reason})") from None
-    if info.sha256 is not None and tensors_sha256(tensors) != info.sha256:
-        raise DgmError(
-            f"{info.path} is corrupted: its weights do not match the SHA-256 recorded when it was written; "
-            "restore the file from a copy, or train it again"
-        )
+    verify_digest(tensors, info.sha256, info.path, "restore the file from a copy, or train it again")
     broken = sorted(
         name for name, tensor in tensors.items() if tensor.is_floating_point() and not tensor.isfinite().all()
     )

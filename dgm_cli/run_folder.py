@@ -87,12 +87,8 @@ class RunFolder:
         """A folder that already holds a run is never overwritten; one in use by a training says so first."""
         if not self.writes:
             return
-        holder = None if holding_lock else live_holder(self.path)
-        if holder is not None:
-            raise DgmError(
-                f"{self.path} is in use by another training (process {holder['pid']} on {holder.get('host')}, "
-                f"started {holder.get('started')}); wait for it or choose another --out"
-            )
+        if not holding_lock:
+            self.refuse_busy("wait for it or choose another --out")
         if self.last_path.exists():
             raise DgmError(
                 f"{self.path} already holds a training run; choose another --out, or continue it with --resume "
@@ -137,6 +133,15 @@ class RunFolder:
         if not self.metrics_path.is_file():
             return []
         return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+
+    def refuse_busy(self, what_to_do: str) -> None:
+        """Refuse a folder that a live training holds (its train.lock), naming the process."""
+        holder = live_holder(self.path)
+        if holder is not None:
+            raise DgmError(
+                f"{self.path} is in use by another training (process {holder['pid']} on {holder.get('host')}, "
+                f"started {holder.get('started')}); {what_to_do}"
+            )
 
     def forget_checkpoints(self) -> None:
         """Remove the checkpoints of a run whose first save failed (no state was ever written), so that the folder

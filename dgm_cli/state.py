@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from dgm_cli import config as config_tools
 from dgm_cli.atomic import atomic_path
-from dgm_cli.checkpoint import clean_key, tensors_sha256
+from dgm_cli.checkpoint import clean_key, tensors_sha256, verify_digest
 from dgm_cli.errors import DgmError
 from dgm_cli.registry import get_spec
 
@@ -157,7 +157,8 @@ class StateHeader:
 
 
 def _read_metadata(path: Path):
-    """(spec, config, progress) from the header, checked; raises DgmError naming the file."""
+    """(spec, config, progress, the tensors' recorded SHA-256 or None) from the header, checked; raises DgmError
+    naming the file."""
     if not path.is_file():
         raise DgmError(f"{path} does not exist; a run can be resumed only from a folder with a {STATE_FILE}")
     try:
@@ -169,7 +170,7 @@ def _read_metadata(path: Path):
         config = config_tools.from_stored(spec.config_class, json.loads(metadata["dgm.config"]))
         progress = json.loads(metadata["dgm.progress"])
         _check_progress(progress)
-        return spec, config, progress
+        return spec, config, progress, metadata.get("dgm.sha256")
     except DgmError:
         raise
     except Exception as error:  # a malformed header, JSON or field
@@ -181,7 +182,7 @@ def _reason(error: Exception) -> str:
 
 
 def read_state_header(path: Path) -> StateHeader:
-    spec, config, progress = _read_metadata(Path(path))
+    spec, config, progress, _ = _read_metadata(Path(path))
     return StateHeader(
         spec.name,
         config,
@@ -196,16 +197,12 @@ def read_state_header(path: Path) -> StateHeader:
 def load_state(path: Path) -> TrainingState:
     """Read a state file, checking its metadata before any tensor is read."""
     path = Path(path)
-    spec, config, progress = _read_metadata(path)
-    with safe_open(str(path), framework="pt", device="cpu") as handle:
-        recorded = (handle.metadata() or {}).get("dgm.sha256")
+    spec, config, progress, recorded = _read_metadata(path)
     try:
         tensors = load_file(str(path), device="cpu")
-        if recorded is not None and tensors_sha256(tensors) != recorded:
-            raise DgmError(
-                f"{path} is corrupted: its tensors do not match the SHA-256 recorded when it was written; the run "
-                "cannot be resumed from it (its last.safetensors may still load)"
-            )
+        verify_digest(
+            tensors, recorded, path, "the run cannot be resumed from it (its last.safetensors may still load)"
+        )
         position = None
         if progress["position"] is not None:
             sums = {

@@ -17,7 +17,6 @@ from dgm_cli.errors import DgmError, Interrupted
 from dgm_cli.progress import Reporter
 from dgm_cli.registry import get_spec, preset_overrides
 from dgm_cli.run_folder import BEST_FILE, LAST_FILE, RunFolder, default_run_path, find_run, reopen_run
-from dgm_cli.runlock import live_holder
 
 # Settings whose left-out value (None) means: as the resumed run recorded, else this default.
 RECORDED_SETTINGS = {"save_every": 1, "precision": "fp32", "tensorboard": False, "checkpoint_dir": Path("checkpoints")}
@@ -176,7 +175,9 @@ def run_in_process(
     if resume:
         target = out if resume is True else resume
         if parallel.is_main and target is not None:  # before anything is read or said: a busy run is not "resumed"
-            refuse_busy(find_run(str(target), name))
+            RunFolder(Path(find_run(str(target), name))).refuse_busy(
+                "wait for it to finish, or stop it, before resuming"
+            )
         folder, state, config, seed, dataset = resumed(name, given, news, recorded, resume, out, data_dir)
     else:
         state, seed = None, 0 if news["seed"] is None else news["seed"]
@@ -215,15 +216,6 @@ def run_in_process(
     trained = records and records[-1].get("step", 0) > 0  # an untrained model (--epochs 0) is not copied
     copy = settings.checkpoint_dir / f"{name}.safetensors" if settings.checkpoint_dir and trained else None
     return Run(name, folder, records, "finished", dataset.describe(), checkpoint=copy)
-
-
-def refuse_busy(folder) -> None:
-    holder = live_holder(Path(folder))
-    if holder is not None:
-        raise DgmError(
-            f"{folder} is in use by another training (process {holder['pid']} on {holder.get('host')}, started "
-            f"{holder.get('started')}); wait for it to finish, or stop it, before resuming"
-        )
 
 
 def resumed(name: str, given: dict, news: dict, recorded: dict, resume, out, data_dir):

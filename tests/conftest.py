@@ -6,6 +6,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def invoke_dgm(*args, env=None):
+    """Run a dgm command in this process (Typer's CliRunner), arguments as strings; stdout and stderr apart."""
+    from typer.testing import CliRunner
+
+    from dgm_cli.cli import app
+
+    return CliRunner().invoke(app, [str(arg) for arg in args], env=env)
+
+
 def shared_mnist_root() -> Path | None:
     """The full official MNIST files beside the checkout (../shared/data/mnist), or $DGM_TEST_MNIST."""
     candidates = [Path(os.environ["DGM_TEST_MNIST"])] if os.environ.get("DGM_TEST_MNIST") else []

@@ -9,19 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, invoke_dgm
 from safetensors import safe_open
-from typer.testing import CliRunner
 
 import dgm_cli as dgm
 from dgm_cli.checkpoint import read_header
-from dgm_cli.cli import app
 from dgm_cli.registry import create_model
 from dgm_cli.zoo import find
-
-
-def dgm_cli(*args):
-    return CliRunner().invoke(app, [str(arg) for arg in args])
 
 
 def one_line_error(result, message: str):
@@ -48,15 +42,15 @@ def test_overwritten_tensor_bytes_are_refused_by_sample_and_eval():
     with open(path, "r+b") as handle:  # 64 KB of 0xFF in the middle of the tensor data, as a bad disk would
         handle.seek(path.stat().st_size // 2)
         handle.write(b"\xff" * 65536)
-    one_line_error(dgm_cli("sample", "vae", path, "--out", "s.png"), "is corrupted")
-    one_line_error(dgm_cli("eval", "vae", path, "--dataset", "mnist-mini", "--limit", "5"), "is corrupted")
+    one_line_error(invoke_dgm("sample", "vae", path, "--out", "s.png"), "is corrupted")
+    one_line_error(invoke_dgm("eval", "vae", path, "--dataset", "mnist-mini", "--limit", "5"), "is corrupted")
     assert not Path("s.png").exists()
 
 
 def test_a_file_from_before_the_digest_loads_with_a_warning():
     old = REPO / "tests" / "fixtures" / "vae-before-conditional.safetensors"
     assert read_header(old).sha256 is None
-    result = dgm_cli("sample", "vae", old, "-n", "4", "--out", "s.png")
+    result = invoke_dgm("sample", "vae", old, "-n", "4", "--out", "s.png")
     assert result.exit_code == 0, result.output
     assert "cannot be verified" in result.stderr and Path("s.png").is_file()
 
@@ -66,7 +60,7 @@ def test_nan_weights_estimates_and_samples_are_errors_not_numbers():
     with torch.no_grad():
         model.decoder[-1].bias[0] = float("nan")
     model.save("nan.safetensors")  # a diverged run's weights: the digest matches, the values are broken
-    one_line_error(dgm_cli("sample", "vae", "nan.safetensors", "--out", "s.png"), "NaN or infinite weights")
+    one_line_error(invoke_dgm("sample", "vae", "nan.safetensors", "--out", "s.png"), "NaN or infinite weights")
     with pytest.raises(dgm.DgmError, match="is not finite for 5 of 5 images"):
         dgm.evaluate(model, "mnist-mini", limit=5, iw_samples=4, mc_samples=0, samples=0)
     with pytest.raises(dgm.DgmError, match="NaN or infinite pixels"):
@@ -76,10 +70,10 @@ def test_nan_weights_estimates_and_samples_are_errors_not_numbers():
 
 
 def test_a_training_state_whose_bytes_changed_is_not_resumed():
-    trained = dgm_cli("train", "vae", "--epochs", "1", "--hidden", "64", "--dataset", "mnist-mini", "--out", "run")
+    trained = invoke_dgm("train", "vae", "--epochs", "1", "--hidden", "64", "--dataset", "mnist-mini", "--out", "run")
     assert trained.exit_code == 0, trained.output
     state = Path("run/state.safetensors")
     with open(state, "r+b") as handle:
         handle.seek(state.stat().st_size // 2)
         handle.write(b"\xff" * 4096)
-    one_line_error(dgm_cli("train", "vae", "--resume", "run", "--epochs", "2"), "is corrupted")
+    one_line_error(invoke_dgm("train", "vae", "--resume", "run", "--epochs", "2"), "is corrupted")

@@ -5,16 +5,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
+from conftest import invoke_dgm
 
 import dgm_cli as dgm
 from dgm_cli.checkpoint import load_checkpoint, save_checkpoint
-from dgm_cli.cli import app
 from dgm_cli.registry import create_model
-
-
-def dgm_cli(*args):
-    return CliRunner().invoke(app, [str(arg) for arg in args])
 
 
 def _average_differs_from_live(model):
@@ -54,7 +49,7 @@ def test_an_inference_only_file_samples_as_the_full_checkpoint_and_refuses_the_l
 def test_training_on_from_an_inference_only_file_is_refused_with_one_line():
     model = create_model("vae", hidden=16, ema=0.9)
     model.save("slim.safetensors", inference_only=True)
-    result = dgm_cli(
+    result = invoke_dgm(
         "train", "vae", "--init-from", "slim.safetensors", "--dataset", "mnist-mini", "--epochs", "1", "--out", "run"
     )
     assert result.exit_code == 1 and "inference-only" in result.stderr and len(result.stderr.strip().splitlines()) == 1

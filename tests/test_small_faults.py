@@ -3,13 +3,7 @@ folder that is a file."""
 
 from pathlib import Path
 
-from typer.testing import CliRunner
-
-from dgm_cli.cli import app
-
-
-def dgm_cli(*args, env=None):
-    return CliRunner().invoke(app, [str(arg) for arg in args], env=env)
+from conftest import invoke_dgm
 
 
 def test_default_picture_names_carry_the_model_so_a_tutorial_keeps_every_picture():
@@ -19,16 +13,16 @@ def test_default_picture_names_carry_the_model_so_a_tutorial_keeps_every_picture
         ("interpolate", "vae", "--rows", "1", "--steps", "1"),
         ("manifold", "vae-zdim2", "--grid", "3"),
     ):
-        result = dgm_cli(*args)
+        result = invoke_dgm(*args)
         assert result.exit_code == 0, result.output
     pictures = ["vae-samples.png", "gan-samples.png", "vae-interpolation.png", "vae-zdim2-manifold.png"]
     assert sorted(path.name for path in Path(".").glob("*.png")) == sorted(pictures)
 
 
 def test_the_number_of_samples_is_one_option_with_two_names():
-    help_text = dgm_cli("sample", "--help").stdout
+    help_text = invoke_dgm("sample", "--help").stdout
     assert "--images" in help_text and "--n " not in help_text
-    result = dgm_cli("sample", "vae", "--images", "2", "--out", "two.png")
+    result = invoke_dgm("sample", "vae", "--images", "2", "--out", "two.png")
     assert result.exit_code == 0 and "wrote 2 samples" in result.stderr
 
 
@@ -38,7 +32,7 @@ def test_a_data_folder_that_is_a_file_is_named_as_such(tmp_path):
         ({"DGM_DATA_DIR": str(tmp_path / "not-a-folder")}, ()),
         ({}, ("--data-dir", "not-a-folder")),
     ):
-        result = dgm_cli("train", "vae", "--epochs", "0", "--dataset", "mnist", "--out", "run", *args, env=env)
+        result = invoke_dgm("train", "vae", "--epochs", "0", "--dataset", "mnist", "--out", "run", *args, env=env)
         assert result.exit_code == 1 and "which is a file; name the folder that holds MNIST/raw" in result.stderr
         assert "Download failed" not in result.stderr and not Path("run").exists()
 
@@ -54,10 +48,10 @@ def test_a_dangling_link_in_an_image_folder_is_a_bad_file_like_any_other(tmp_pat
             Image.fromarray(pixels).save(tmp_path / "glyphs" / digit / f"{index}.png")
     (tmp_path / "glyphs" / "0" / "gone.png").symlink_to(tmp_path / "nowhere.png")
     common = ("train", "vae", "--epochs", "1", "--hidden", "8", "--dataset", tmp_path / "glyphs")
-    refused = dgm_cli(*common, "--out", "strict")
+    refused = invoke_dgm(*common, "--out", "strict")
     assert refused.exit_code == 1 and "gone.png cannot be read as an image" in refused.stderr
     assert "--skip-bad-images" in refused.stderr and not Path("strict").exists()
-    skipped = dgm_cli(*common, "--skip-bad-images", "--out", "lenient")
+    skipped = invoke_dgm(*common, "--skip-bad-images", "--out", "lenient")
     assert skipped.exit_code == 0, skipped.output
     assert "skipped 1 file(s) that cannot be read as images (first: 0/gone.png" in skipped.stderr
 
@@ -98,7 +92,7 @@ def test_a_torchvision_that_does_not_match_torch_is_named_in_one_line():
 
 
 def test_eval_of_a_run_finds_its_data_where_the_run_read_them(mnist_root):
-    trained = dgm_cli(
+    trained = invoke_dgm(
         "train",
         "vae",
         "--epochs",
@@ -118,7 +112,9 @@ def test_eval_of_a_run_finds_its_data_where_the_run_read_them(mnist_root):
     )
     assert trained.exit_code == 0, trained.output
     # no --data-dir, and DGM_DATA_DIR (set by conftest) names an empty folder: the run's own record is used
-    result = dgm_cli("eval", "vae", "run", "--limit", "20", "--iw-samples", "5", "--mc-samples", "0", "--samples", "0")
+    result = invoke_dgm(
+        "eval", "vae", "run", "--limit", "20", "--iw-samples", "5", "--mc-samples", "0", "--samples", "0"
+    )
     assert result.exit_code == 0, result.output
 
 
@@ -138,7 +134,7 @@ def test_a_disk_full_at_the_first_checkpoint_leaves_a_folder_the_same_command_ac
 
     command = ("train", "vae", "--epochs", "1", "--hidden", "8", "--dataset", "mnist-mini", "--out", "run")
     monkeypatch.setattr(checkpoint, "save_file", full_disk)
-    failed = dgm_cli(*command)
+    failed = invoke_dgm(*command)
     assert failed.exit_code == 1 and len(failed.stderr.strip().splitlines()[-1:]) == 1
     last = failed.stderr.strip().splitlines()[-1]
     assert (
@@ -147,6 +143,6 @@ def test_a_disk_full_at_the_first_checkpoint_leaves_a_folder_the_same_command_ac
     assert "Traceback" not in failed.output and not list(Path("run").glob("*.safetensors"))
     assert not [path for path in Path("run").iterdir() if ".tmp" in path.name]
     monkeypatch.setattr(checkpoint, "save_file", real_save)  # space freed: the same command now runs
-    again = dgm_cli(*command)
+    again = invoke_dgm(*command)
     assert again.exit_code == 0, again.output
     assert Path("run/last.safetensors").is_file() and Path("run/state.safetensors").is_file()

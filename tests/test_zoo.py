@@ -8,21 +8,15 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import REPO
-from typer.testing import CliRunner
+from conftest import REPO, invoke_dgm
 
 import dgm_cli as dgm
 from dgm_cli.checkpoint import read_header
-from dgm_cli.cli import app
 from dgm_cli.data import ASSETS
 from dgm_cli.registry import create_model
 from dgm_cli.zoo import PRETRAINED, by_name, find
 
 MB = 1_000_000
-
-
-def dgm_cli(*args):
-    return CliRunner().invoke(app, [str(arg) for arg in args])
 
 
 def test_every_pretrained_model_is_an_inference_only_checkpoint_of_its_family_with_its_report():
@@ -61,7 +55,7 @@ def test_the_shipped_weights_stay_within_30_mb_and_are_package_data():
 
 
 def test_names_resolve_from_any_folder_and_a_model_trained_here_comes_first(tmp_path):
-    result = dgm_cli("sample", "gan", "-n", "4", "--out", "g.png")
+    result = invoke_dgm("sample", "gan", "-n", "4", "--out", "g.png")
     assert result.exit_code == 0, result.output
     assert Path("g.png").is_file() and str(find("gan").path) in result.stderr
     model = dgm.load("vae-iwae-1l-vae", device="cpu")
@@ -78,15 +72,15 @@ def test_names_resolve_from_any_folder_and_a_model_trained_here_comes_first(tmp_
     create_model("vae", hidden=8).save("checkpoints/vae.safetensors")
     assert dgm.load("vae", device="cpu").path == Path("checkpoints/vae.safetensors")
     assert dgm.load("vae-zdim2", device="cpu").path == find("vae-zdim2").path
-    assert dgm_cli("manifold", "vae-zdim2", "--grid", "3", "--out", "m.png").exit_code == 0
+    assert invoke_dgm("manifold", "vae-zdim2", "--grid", "3", "--out", "m.png").exit_code == 0
 
 
 def test_models_pretrained_lists_each_model_with_its_number_size_and_commands():
-    listing = json.loads(dgm_cli("models", "--pretrained", "--json").stdout)["pretrained"]
+    listing = json.loads(invoke_dgm("models", "--pretrained", "--json").stdout)["pretrained"]
     assert [entry["name"] for entry in listing] == [entry.name for entry in PRETRAINED]
     for entry in listing:
         assert entry["bytes"] == Path(entry["file"]).stat().st_size and entry["made_by"].startswith("dgm train")
-    text = dgm_cli("models", "--pretrained").stdout.splitlines()
+    text = invoke_dgm("models", "--pretrained").stdout.splitlines()
     first = text.index(next(line for line in text if line.startswith("vae-iwae-2l-vae ")))
     report = find("vae-iwae-2l-vae").read_report()["likelihood"]["importance_weighted"]
     assert text[first + 2].startswith(f"  {-report['nats']:.2f} ± {report['standard_error']:.2f} nats: NLL (test split")
