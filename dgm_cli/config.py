@@ -32,6 +32,18 @@ def classes_option():
     return option(10, "Classes of the labels (set from the data by training).", min=2, max=10_000, from_data=True)
 
 
+def minutes_option():
+    """A wall-clock budget instead of --epochs (budget.py): the run trains until it is spent, with its
+    learning-rate schedule laid out over it; 0 = train for --epochs."""
+    return option(
+        0.0,
+        "Train for this many minutes of wall-clock time instead of --epochs: the schedule is laid out over the "
+        "budget and the run ends on time (0 = train for --epochs).",
+        min=0.0,
+        max=10_080.0,
+    )
+
+
 def data_fields(config_class) -> set[str]:
     return {spec.name for spec in fields(config_class) if spec.metadata.get("from_data")}
 

@@ -202,6 +202,14 @@ def reopen_run(folder: Path, model_name: str, *, epochs: int | None = None, data
         )
     facts = run.read_config()
     config = state.config
+    minutes = getattr(config, "minutes", 0.0)
+    if minutes and epochs is not None:
+        raise DgmError(f"{folder} trains for a budget of {minutes:g} minutes, not for epochs; leave out --epochs")
+    if minutes and state.finished:
+        raise DgmError(
+            f"{folder} has spent its budget of {minutes:g} minutes; to train on, start a new run from its weights: "
+            f"dgm train {model_name} --init-from {folder / 'last.safetensors'} --minutes M"
+        )
     if epochs is not None:
         config = config_tools.from_dict(type(config), {**config_tools.to_dict(config), "epochs": epochs})
     if config.epochs < state.epoch:

@@ -69,7 +69,7 @@ def saved_status(run: RunFolder, model_name: str, epochs_planned, records: list[
         header = read_state_header(run.state_path)
     except DgmError:
         return model_name, epochs_planned, records, "unreadable", f"{STATE_FILE} cannot be read", None
-    if header.finished and header.epoch >= header.config.epochs:
+    if header.finished and (getattr(header.config, "minutes", 0.0) or header.epoch >= header.config.epochs):
         status, detail = "finished", f"after epoch {header.epoch}"
     elif header.position is not None:
         status, detail = "interrupted", f"at epoch {header.epoch + 1}, batch {header.position['next_batch']}"

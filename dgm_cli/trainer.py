@@ -31,11 +31,12 @@ import torch
 from dgm_cli import __version__, speed
 from dgm_cli import config as config_tools
 from dgm_cli.atomic import ensure_writable_dir
+from dgm_cli.budget import VALIDATIONS, Budget, held_out_size, seeded_subset
 from dgm_cli.checkpoint import default_checkpoint, file_sha256, load_weights_into, publish_checkpoint
 from dgm_cli.data import Dataset
 from dgm_cli.distributed import Parallel
 from dgm_cli.errors import DgmError, Interrupted
-from dgm_cli.estimators import read_means, validate
+from dgm_cli.estimators import VALIDATION_BATCH, read_means, validate
 from dgm_cli.interrupt import GracefulInterrupt
 from dgm_cli.models.conditioning import CLASSES
 from dgm_cli.plots import save_curves, save_image_grid
@@ -132,26 +133,36 @@ def check_labelled(config, dataset: Dataset, *, needs_labels: bool = False) -> N
 
 
 def loop(t: "Training", console) -> list[dict]:
-    """The epochs of the training `t`, from where it stands to its planned end; returns the per-epoch records."""
+    """The epochs of the training `t`, from where it stands to its planned end (its last epoch, or under a
+    budget its deadline); returns the per-epoch records."""
     if t.history:  # resumed: metrics.jsonl says what the state holds, and nothing later
         t.run.write_metrics(t.history)
     else:
-        t.record_epoch({"epoch": 0, "step": 0, **t.validation(t.val_images, t.val_labels, "val_")})
-    epochs = t.config.epochs
-    with make_progress(console, extra="{task.fields[status]}", log_every=None) as progress:  # epoch lines suffice
-        task = progress.add_task("training", total=epochs * t.steps_per_epoch, completed=t.step, status="")
-        for epoch in range(t.history[-1]["epoch"] + 1, epochs + 1):
-            progress.update(task, description=f"epoch {epoch}/{epochs}")
+        t.first_record(console)
+    # Epoch lines suffice (and a budgeted run whose epochs are long adds a line each tenth of its budget).
+    with make_progress(console, extra="{task.fields[status]}", log_every=None) as progress:
+        task = t.add_progress_task(progress)
+        epoch = t.history[-1]["epoch"]
+        final = t.done(epoch)
+        while not final:
+            epoch += 1
+            progress.update(task, description=t.epoch_name(epoch))
             current = t.begin_epoch()
+            batches = current.first_batch
             for index in range(current.first_batch, t.steps_per_epoch):
                 t.train_step(current, index)
+                batches = index + 1
                 if (index + 1) % t.refresh_every == 0 and t.parallel.is_main:
                     progress.update(task, status=t.running_status(current, index))
-                progress.advance(task)
+                    t.note_budget(progress.console, epoch, index + 1)
+                t.advance_progress(progress, task)
+                if t.budget is not None and t.budget.steps_over():
+                    break
                 if index + 1 < t.steps_per_epoch and t.stop_requested(check_others=(index + 1) % t.refresh_every == 0):
                     t.stop(epoch - 1, current.position(index + 1))
-            record = t.end_epoch(epoch, current)
-            t.record_epoch(record)
+            final = t.done(epoch)  # decided once: the clock moves on while the epoch is recorded
+            record = t.end_epoch(epoch, current, batches, final=final)
+            t.record_epoch(record, final=final)
             progress.console.print(t.epoch_line(record), markup=False)
             t.stop_requested(check_others=True)
             if t.interrupt.requested is not None:
@@ -225,6 +236,12 @@ class Training:
         self.wall_before, self.started = 0.0, time.perf_counter()  # the run's wall-clock time in earlier processes
         if resume is not None:
             self._restore(resume)
+        # The budget's clock counts from here, as wall_seconds does: what came before is reading the data.
+        minutes = getattr(config, "minutes", 0.0)
+        self.budget = Budget(60 * minutes, self.wall_before, self.started) if minutes else None
+        self.budget_line = self.wall_before  # spent() at the budget's latest line of progress
+        if self.budget is not None and self.history:  # resumed: the held-out subsets and the end it planned
+            self._resume_budget()
 
         self._plan_epochs()
         if self.parallel.enabled:
@@ -271,8 +288,12 @@ class Training:
     def _plan_epochs(self) -> None:
         """Which epochs draw figures, how many images and steps an epoch has, how often the bar refreshes."""
         config = self.config
-        # Epochs past the end of the run are clipped to its last epoch, so a short run still shows its result.
-        self.sample_epochs = {min(epoch, config.epochs) for epoch in config.sample_epochs}
+        # Epochs past the end of the run are clipped to its last epoch, so a short run still shows its result;
+        # a budgeted run, whose last epoch is not known in advance, draws before training and at the end.
+        if self.budget is None:
+            self.sample_epochs = {min(epoch, config.epochs) for epoch in config.sample_epochs}
+        else:
+            self.sample_epochs = {0} & set(config.sample_epochs)
         # A last batch too small to give every process two images is skipped (with one process: a batch of
         # one image): batch statistics (the GAN's BatchNorm) need two.
         batch_size, world = config.batch_size, self.parallel.world_size
@@ -330,6 +351,110 @@ class Training:
         if self.tensorboard is not None:
             self.tensorboard.close()
 
+    # ------------------------------------------------------------ the run's extent: epochs or a budget
+
+    def done(self, epoch: int) -> bool:
+        """Whether the run ends after `epoch`: its last planned epoch, or under a budget the steps' deadline
+        (never before one step, so a budget smaller than its own evaluations still trains)."""
+        if self.budget is None:
+            return epoch >= self.config.epochs
+        return epoch > 0 and self.budget.steps_over()
+
+    def first_record(self, console) -> None:
+        """Epoch 0: the untrained model's validation, figures and checkpoint. Under a budget, first the
+        held-out subsets the budget affords, then what this record cost, which the end will cost again."""
+        if self.budget is not None:
+            plan = self._plan_held_out()
+            self._use_held_out(plan)
+        started = time.perf_counter()
+        validation = self.validation(self.val_images, self.val_labels, "val_")
+        validation_seconds = time.perf_counter() - started
+        record = {"epoch": 0, "step": 0, **validation}
+        if self.budget is None:
+            self.record_epoch(record)
+            return
+        record["budget"] = plan
+        self.record_epoch(record)
+        self.budget.plan_end(
+            time.perf_counter() - started, validation_seconds, plan["test_images"] / plan["validation_images"]
+        )
+        # Saved with the next record, for a resumed run.
+        plan["end_seconds"], plan["steps_from"] = round(self.budget.end_seconds, 3), round(self.budget.steps_from, 3)
+        left = self.budget.steps_until() - self.budget.spent()
+        if left < self.budget.seconds / 2:
+            console.print(
+                f"warning: validating, drawing and saving take about {self.budget.end_seconds:.0f} s of the "
+                f"{self.budget.seconds:.0f} s budget, which leaves {max(left, 0):.0f} s for training; give more "
+                "--minutes",
+                markup=False,
+                soft_wrap=True,
+            )
+
+    def _plan_held_out(self) -> dict:
+        """How many validation and test images a budgeted run's evaluations take, from the time one validation
+        batch takes here (the first batch is timed cold, so the sizes err on the small side)."""
+        probe = min(len(self.val_images), VALIDATION_BATCH // 5)
+        started = time.perf_counter()
+        self.validation(self.val_images[:probe], self.val_labels[:probe], "")
+        per_image = (time.perf_counter() - started) / max(probe, 1)
+        size = held_out_size(len(self.val_images), per_image, self.budget.seconds)
+        return {
+            "minutes": self.config.minutes,
+            "validation_images": size,
+            "test_images": min(size, len(self.dataset.test)),
+        }
+
+    def _use_held_out(self, plan: dict) -> None:
+        self.val_images, self.val_labels = seeded_subset(
+            self.val_images, self.val_labels, plan["validation_images"], self.seed
+        )
+
+    def _resume_budget(self) -> None:
+        plan = self.history[0]["budget"]
+        self._use_held_out(plan)
+        self.budget.end_seconds, self.budget.steps_from = plan.get("end_seconds", 0.0), plan.get("steps_from", 0.0)
+        validated = [
+            record["elapsed"]
+            for record in self.history
+            if "elapsed" in record and any(key.startswith("val_") for key in record)
+        ]
+        self.budget.last_validation = validated[-1] if validated else 0.0
+
+    def progress_total(self) -> int:
+        """The bar's total: steps, or under a budget its seconds."""
+        return self.config.epochs * self.steps_per_epoch if self.budget is None else round(self.budget.seconds)
+
+    def progress_done(self) -> int:
+        return self.step if self.budget is None else min(int(self.budget.spent()), self.progress_total())
+
+    def add_progress_task(self, progress) -> int:
+        self.progress_shown = self.progress_done()
+        return progress.add_task("training", total=self.progress_total(), completed=self.progress_shown, status="")
+
+    def advance_progress(self, progress, task: int) -> None:
+        """One step on the bar; under a budget the bar counts seconds, so it moves by whole seconds."""
+        now = self.progress_done()
+        if now > self.progress_shown:
+            progress.advance(task, now - self.progress_shown)
+            self.progress_shown = now
+
+    def note_budget(self, console, epoch: int, batches: int) -> None:
+        """Under a budget, a line each tenth of it that passes without an epoch's line (long epochs)."""
+        budget = self.budget
+        if budget is None or budget.spent() - self.budget_line < budget.seconds / VALIDATIONS:
+            return
+        self.budget_line = budget.spent()
+        console.print(
+            f"epoch {epoch:>3}  {batches / self.steps_per_epoch:.0%} of its steps  "
+            f"{budget.spent() / 60:.1f} of {self.config.minutes:g} min",
+            markup=False,
+        )
+
+    def epoch_name(self, epoch: int) -> str:
+        if self.budget is None:
+            return f"epoch {epoch}/{self.config.epochs}"
+        return f"epoch {epoch}, seconds of {self.config.minutes:g} min"
+
     # ------------------------------------------------------------ one epoch
 
     def begin_epoch(self) -> EpochInProgress:
@@ -345,7 +470,8 @@ class Training:
 
     def train_step(self, current: EpochInProgress, index: int) -> None:
         """Batch `index` of the epoch: the scheduled learning rate, the model's step, the metric sums."""
-        factor = self.model.learning_rate_factor(self.step / self.total_steps)
+        progress = self.step / self.total_steps if self.budget is None else self.budget.progress()
+        factor = self.model.learning_rate_factor(progress)
         for optimizer, rates in zip(self.optimizers, self.base_rates):
             for group, rate in zip(optimizer.param_groups, rates):
                 group["lr"] = rate * factor
@@ -377,11 +503,14 @@ class Training:
         rate = min(self.n, (index + 1) * self.config.batch_size) / (time.perf_counter() - current.started)
         return "  ".join(f"{name} {value:.3f}" for name, value in running.items()) + f"  {rate:,.0f} img/s"
 
-    def end_epoch(self, epoch: int, current: EpochInProgress) -> dict:
-        """The epoch's record: train means over all processes, validation, time; a diverged run stops here."""
+    def end_epoch(self, epoch: int, current: EpochInProgress, batches: int, *, final: bool) -> dict:
+        """The epoch's record after its first `batches` batches (all of them, unless a budget ran out): train
+        means over all processes, validation (under a budget only every tenth of it, and at the end), time;
+        a diverged run stops here."""
         self.model.shard = None
         self.parallel.share_buffers(self.model)
-        train_metrics = read_means(self.parallel.sum(current.sums, self.device), self.n, prefix="train_")
+        images = min(self.n, batches * self.config.batch_size)
+        train_metrics = read_means(self.parallel.sum(current.sums, self.device), images, prefix="train_")
         broken = {name: value for name, value in train_metrics.items() if not math.isfinite(value)}
         if broken:
             # metrics.jsonl shows the epoch that diverged (dgm runs reads it); the state keeps the last good one.
@@ -393,33 +522,44 @@ class Training:
                 f"{self.run.last_path} still holds epoch {self.saved_epoch}; try a smaller --lr"
             )
         seconds = time.perf_counter() - current.started
-        record = {
-            "epoch": epoch,
-            "step": self.step,
-            **train_metrics,
-            **self.validation(self.val_images, self.val_labels, "val_"),
-        }
-        return {**record, "seconds": round(seconds, 3), "images_per_second": round(self.n / seconds, 1)}
+        record = {"epoch": epoch, "step": self.step, **train_metrics}
+        budget = self.budget
+        if budget is None or final or budget.validation_due():
+            record.update(self.validation(self.val_images, self.val_labels, "val_"))
+            if budget is not None:
+                budget.last_validation = budget.spent()
+        record.update({"seconds": round(seconds, 3), "images_per_second": round(images / seconds, 1)})
+        if batches < self.steps_per_epoch:  # the budget ran out inside the epoch
+            record["epoch_share"] = round(batches / self.steps_per_epoch, 4)
+        if budget is not None:
+            record["elapsed"] = round(budget.spent(), 3)  # of the budget, at this record
+        return record
 
     def epoch_line(self, record: dict) -> str:
+        validated = any(f"val_{name}" in record for name in self.model.headline_metrics)
         shown = "  ".join(
             f"{name} {record[f'train_{name}']:.3f}"
             + (f"/{record[f'val_{name}']:.3f}" if f"val_{name}" in record else "")
             for name in self.model.headline_metrics
-        )
-        seconds = record["seconds"]
-        return f"epoch {record['epoch']:>3}/{self.config.epochs}  {shown} (train/val)  {seconds:.1f} s  {self.n / seconds:,.0f} img/s"
+        ) + (" (train/val)" if validated else " (train)")
+        speed = f"{record['seconds']:.1f} s  {record['images_per_second']:,.0f} img/s"
+        if self.budget is None:
+            return f"epoch {record['epoch']:>3}/{self.config.epochs}  {shown}  {speed}"
+        self.budget_line = record["elapsed"]
+        clock = f"{record['elapsed'] / 60:.1f} of {self.config.minutes:g} min"
+        return f"epoch {record['epoch']:>3}  {shown}  {speed}  {clock}"
 
     def validation(self, images, labels, prefix: str) -> dict:
         return validate(self.model, images, labels, prefix=prefix, parallel=self.parallel)
 
     # ------------------------------------------------------------ records and checkpoints
 
-    def record_epoch(self, record: dict) -> None:
-        """Add the epoch's record; save figures, metrics, checkpoints and curves as the settings say."""
+    def record_epoch(self, record: dict, *, final: bool = False) -> None:
+        """Add the epoch's record; save figures, metrics, checkpoints and curves as the settings say
+        (`final`: the run's last epoch, which always saves)."""
         self.history.append(record)
         is_best = False
-        if self.model.monitor is not None:
+        if self.model.monitor is not None and f"val_{self.model.monitor[0]}" in record:
             monitor, direction = self.model.monitor
             value = record[f"val_{monitor}"]
             is_best = self.best_value is None or (
@@ -429,12 +569,9 @@ class Training:
         if not self.run.writes:  # the figures draw from their own seeded generators, so skipping them changes no stream
             return
         epoch = record["epoch"]
-        figures = (
-            self.save_figures(epoch) if epoch in self.sample_epochs and "sample" in self.model.capabilities else []
-        )
-        checkpoint = (
-            epoch % self.settings.save_every == 0 or epoch == self.config.epochs or self.interrupt.requested is not None
-        )
+        drawn = epoch in self.sample_epochs or (final and self.budget is not None)
+        figures = self.save_figures(epoch) if drawn and "sample" in self.model.capabilities else []
+        checkpoint = epoch % self.settings.save_every == 0 or final or self.interrupt.requested is not None
         self.save_progress(record, is_best=is_best, checkpoint=checkpoint)
         if checkpoint:  # drawing thousands of points each epoch would cost a long run a tenth of its time
             save_curves(
@@ -550,12 +687,15 @@ class Training:
         self.parallel.check_parameters_agree(self.model, self.device)
         # data_generator is used for nothing else, so preparing the test split here draws what it would have at start-up.
         test_images = self.model.prepare_split(self.dataset.test.images, train=False, generator=self.data_generator)
+        test_labels = self.dataset.test.labels
+        if self.budget is not None:  # as many images as the budget's validations take
+            test_images, test_labels = seeded_subset(
+                test_images, test_labels, self.history[0]["budget"]["test_images"], self.seed
+            )
         # On a forked generator, so that a run extended later with --epochs continues the random stream
         # it would have had without this evaluation.
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            self.history[-1].update(
-                self.validation(test_images.to(self.device), self.dataset.test.labels.to(self.device), "test_")
-            )
+            self.history[-1].update(self.validation(test_images.to(self.device), test_labels.to(self.device), "test_"))
         self.save_progress(self.history[-1], is_best=False)
         if self.tensorboard is not None:  # the epoch's other numbers were logged when it ended
             self.tensorboard.record(
@@ -591,6 +731,8 @@ def check_parallel_settings(model_name: str, config, settings: RunSettings) -> N
             raise DgmError(f"the {model_name} has no batch normalisation; leave out --sync-batchnorm")
     if not parallel.enabled:
         return
+    if getattr(config, "minutes", 0.0):
+        raise DgmError("--minutes is not supported under torchrun yet; train for --epochs")
     if settings.compile:
         raise DgmError("--compile is not supported under torchrun yet; leave it out")
     if config.batch_size < 2 * parallel.world_size:

@@ -244,17 +244,24 @@ def new_config(name: str, given: dict, init_from: Path | None):
     """A new run's config: the defaults, then the config of the init_from checkpoint, then the fields of a preset,
     then the fields given; refused where a given field would change nothing in that configuration."""
     spec = get_spec(name)
+    if given.get("minutes") and "epochs" in given:
+        raise DgmError("--epochs and --minutes both say how long to train; give one")
     values = dict(given)
     if init_from is not None:  # the checkpoint's fields that are options (not those the data set, such as classes)
         from dgm_cli.checkpoint import read_header
 
         start = read_header(init_from, expected_model=name)
         stored = config_tools.to_dict(start.config)
-        values = {**{k: v for k, v in stored.items() if k not in config_tools.data_fields(spec.config_class)}, **given}
+        # How long the checkpoint's run trained (its epochs or minutes) is not carried over: say how long this one does.
+        carried = {k: v for k, v in stored.items() if k not in config_tools.data_fields(spec.config_class)}
+        values = {**{k: v for k, v in carried.items() if k != "minutes"}, **given}
     # A checkpoint's recorded preset is already in its fields; a preset named now applies over them.
     from_preset = preset_overrides(spec, values.get("preset")) if init_from is None or "preset" in given else {}
+    chosen = set(given)
+    if "epochs" in given:  # epochs given: not a budget a preset names
+        values["minutes"], chosen = 0.0, chosen | {"minutes"}
     config = config_tools.from_dict(
-        spec.config_class, {**values, **{k: v for k, v in from_preset.items() if k not in given}}
+        spec.config_class, {**values, **{k: v for k, v in from_preset.items() if k not in chosen}}
     )
     refuse_inapplicable(config, set(given))
     if init_from is not None:

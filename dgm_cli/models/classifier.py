@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dgm_cli.config import check, classes_option, option
+from dgm_cli.config import check, classes_option, minutes_option, option
 from dgm_cli.data import ASSETS
 from dgm_cli.models.base import GenerativeModel, adam
 from dgm_cli.registry import ModelSpec, register
@@ -37,6 +37,7 @@ FEATURES = 128
 class ClassifierConfig:
     shift: int = option(2, "Largest random shift of a training image, in pixels (0 = no augmentation).", min=0, max=8)
     epochs: int = option(15, "Passes over the training split.", min=0, max=100_000)
+    minutes: float = minutes_option()
     batch_size: int = option(128, "Images per optimizer step.", min=1, max=65_536)
     lr: float = option(1e-3, "Adam learning rate at the start; it decays to 0 along a cosine.", min=1e-8, max=10.0)
     sample_epochs: tuple[int, ...] = option((), "Unused: a classifier draws no samples.", min=0)

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dgm_cli.config import check, classes_option, option
+from dgm_cli.config import check, classes_option, minutes_option, option
 from dgm_cli.data import IMAGE_SHAPE, PIXELS
 from dgm_cli.errors import DgmError
 from dgm_cli.models.base import GenerativeModel, adam, update_average
@@ -73,6 +73,7 @@ class DiffusionConfig:
         max=0.99999,
     )
     epochs: int = option(20, "Passes over the training split.", min=0, max=100_000)
+    minutes: float = minutes_option()
     batch_size: int = option(128, "Images per optimizer step.", min=1, max=65_536)
     lr: float = option(2e-4, "Adam learning rate.", min=1e-8, max=10.0)
     max_grad_norm: float = option(

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dgm_cli.config import check, classes_option, option
+from dgm_cli.config import check, classes_option, minutes_option, option
 from dgm_cli.data import IMAGE_SHAPE, PIXELS
 from dgm_cli.models.base import GenerativeModel, adam
 from dgm_cli.models.conditioning import ClassConditionalGaussian, label_maps, one_hot
@@ -205,6 +205,7 @@ class FlowConfig:
     )
     alpha: float = option(1e-5, "Margin of the logit transform: logit(alpha + (1 - 2 alpha) v).", min=1e-12, max=0.1)
     epochs: int = option(40, "Passes over the training split.", min=0, max=100_000)
+    minutes: float = minutes_option()
     batch_size: int = option(128, "Images per optimizer step.", min=1, max=65_536)
     lr: float = option(1e-3, "Adam learning rate.", min=1e-8, max=10.0)
     lr_schedule: str = option(

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dgm_cli.config import check, classes_option, option
+from dgm_cli.config import check, classes_option, minutes_option, option
 from dgm_cli.data import IMAGE_SHAPE, PIXELS
 from dgm_cli.models.base import GenerativeModel, adam, update_average
 from dgm_cli.models.conditioning import with_label
@@ -38,6 +38,7 @@ class GANConfig:
         max=0.99999,
     )
     epochs: int = option(200, "Passes over the training split.", min=0, max=100_000)
+    minutes: float = minutes_option()
     batch_size: int = option(64, "Images per discriminator and generator step.", min=1, max=65_536)
     lr: float = option(2e-4, "Adam learning rate of both networks.", min=1e-8, max=10.0)
     beta1: float = option(0.5, "Adam beta1 of both networks.", min=0.0, max=0.9999)

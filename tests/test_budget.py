@@ -1,0 +1,158 @@
+"""Training for a wall-clock budget (--minutes): every family ends on time, lays its schedule over the budget,
+validates on a recorded subset, and resumes with the time it had left."""
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+from rich.console import Console
+
+from dgm_cli import budget as budget_module
+from dgm_cli.budget import Budget, held_out_size, seeded_subset
+from dgm_cli.data import load_dataset
+from dgm_cli.errors import Interrupted
+from dgm_cli.models.base import ema_decay
+from dgm_cli.registry import create_config, get_spec
+from dgm_cli.state import load_state
+from dgm_cli.trainer import RunSettings, train
+from tests.conftest import invoke_dgm
+
+SECONDS = 3.0  # each family's budget here: long enough for a few epochs of mnist-mini, short for the suite
+SMALL = {
+    "vae": {"hidden": 32, "zdim": 4},
+    "gan": {"latent_dim": 8, "ema": 0.9},
+    "flow": {"hidden": 16, "couplings": 2},
+    "diffusion": {"width": 8, "timesteps": 20, "sample_steps": 5},
+    "classifier": {},
+}
+
+
+@pytest.fixture(scope="module")
+def mini():
+    return load_dataset("mnist-mini", None)
+
+
+def quiet() -> Console:
+    return Console(file=open(os.devnull, "w"), force_terminal=False)
+
+
+def settings(folder, **changes) -> RunSettings:
+    return RunSettings(out_dir=folder, seed=3, device=torch.device("cpu"), checkpoint_dir=None, **changes)
+
+
+def budgeted(model_name: str, seconds: float = SECONDS, **fields):
+    return create_config(model_name, **SMALL[model_name], batch_size=128, minutes=seconds / 60, **fields)
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_the_budget_clock_lays_progress_over_the_time_left_for_steps(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(budget_module.time, "perf_counter", clock)
+    budget = Budget(60.0, spent_before=10.0, started=clock.now)
+    budget.plan_end(record_seconds=4.0, validation_seconds=2.0, test_share=0.5)
+    assert budget.end_seconds == pytest.approx(1.25 * 5.0 + 1.0)
+    assert budget.steps_from == 10.0 and budget.progress() == 0.0  # the schedule starts at the first step
+    clock.now += 20.0
+    assert budget.progress() == pytest.approx(20.0 / (60 - 7.25 - 10.0))
+    clock.now += 60 - 7.25 - 10.0 - 20.0 - 0.5
+    assert not budget.steps_over() and budget.progress() < 1
+    clock.now += 1.0
+    assert budget.steps_over() and budget.progress() == 1.0
+    assert budget.validation_due()  # a tenth of the budget (6 s) since the last validation, at 0 s
+
+
+def test_held_out_sizes_follow_the_budget_and_the_subset_is_seeded():
+    assert held_out_size(10_000, 1e-3, 60.0) == 600  # 1% of a minute at 1 ms an image
+    assert held_out_size(10_000, 1e-3, 3600.0) == 10_000  # the whole split when it is affordable
+    assert held_out_size(10_000, 1.0, 60.0) == 500  # never fewer than 500
+    assert held_out_size(300, 1.0, 60.0) == 300
+    images, labels = torch.arange(1000), torch.arange(1000) % 10
+    first, first_labels = seeded_subset(images, labels, 100, seed=3)
+    again, _ = seeded_subset(images, labels, 100, seed=3)
+    assert torch.equal(first, again) and len(set(first.tolist())) == 100
+    assert torch.equal(first_labels, first % 10) and torch.equal(first, first.sort().values)
+    assert seeded_subset(images, labels, 1000, seed=3)[0] is images
+
+
+def test_the_weight_average_horizon_is_within_a_tenth_of_the_steps_taken():
+    """Why a budget needs no EMA setting of its own: the warm-up caps the average's horizon 1 / (1 - decay)
+    at (10 + t) / 9 steps after t steps, whatever --ema says."""
+    for steps in (1, 10, 100, 1_000, 100_000):
+        for ema in (0.9, 0.999, 0.99999):
+            assert 1 / (1 - ema_decay(ema, steps)) <= (10 + steps + 1) / 9 + 1e-9
+
+
+@pytest.mark.parametrize("model_name", ["vae", "gan", "flow", "diffusion", "classifier"])
+def test_every_family_ends_on_time_with_its_records_and_checkpoints(model_name, mini, tmp_path):
+    history = train(model_name, budgeted(model_name), mini, settings(tmp_path / "run"), quiet())
+    state = load_state(tmp_path / "run" / "state.safetensors")
+    assert state.finished and state.step > 0
+    # On time: the run's clock (validations, figures, saves and the test included) within a second and a half.
+    assert SECONDS - 1.5 <= state.wall_seconds <= SECONDS + 1.5, state.wall_seconds
+    plan = history[0]["budget"]
+    assert plan["minutes"] == pytest.approx(SECONDS / 60) and plan["end_seconds"] > 0
+    # What 1% of the budget affords, in hundreds, between 500 and the whole split; the test takes as many.
+    assert 500 <= plan["validation_images"] <= len(mini.val) and plan["validation_images"] % 100 == 0
+    assert plan["test_images"] == min(plan["validation_images"], len(mini.test))
+    assert any(key.startswith("test_") for key in history[-1]) and any(key.startswith("val_") for key in history[-1])
+    elapsed = [record["elapsed"] for record in history[1:]]
+    assert elapsed == sorted(elapsed) and elapsed[-1] <= SECONDS
+    assert (tmp_path / "run" / "last.safetensors").is_file()
+    written = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert written == json.loads(json.dumps(history))
+
+
+def test_the_schedule_runs_from_start_to_end_over_the_budget(mini, tmp_path, monkeypatch):
+    seen = []
+    module_class = get_spec("vae").module_class
+    monkeypatch.setattr(module_class, "learning_rate_factor", lambda self, progress: seen.append(progress) or 1.0)
+    train("vae", budgeted("vae"), mini, settings(tmp_path / "run"), quiet())
+    assert seen[0] < 0.05 and seen[-1] > 0.9 and seen == sorted(seen)
+
+
+def test_an_interrupted_budgeted_run_resumes_with_the_time_it_had_left(mini, tmp_path, monkeypatch):
+    module_class = get_spec("vae").module_class
+    original, calls = module_class.training_step, {"n": 0}
+
+    def interrupting_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 30:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(module_class, "training_step", interrupting_step)
+    folder = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        train("vae", budgeted("vae"), mini, settings(folder), quiet())
+    stopped = load_state(folder / "state.safetensors")
+    assert 0 < stopped.wall_seconds < SECONDS and not stopped.finished
+    monkeypatch.setattr(module_class, "training_step", original)
+    progress = []
+    factor = module_class.learning_rate_factor
+    monkeypatch.setattr(module_class, "learning_rate_factor", lambda self, p: progress.append(p) or factor(self, p))
+    history = train("vae", stopped.config, mini, settings(folder), quiet(), resume=stopped)
+    state = load_state(folder / "state.safetensors")
+    # The schedule goes on from where it stopped, and the two processes together keep to the budget.
+    assert progress[0] >= stopped.wall_seconds / SECONDS - 0.05
+    assert SECONDS - 1.5 <= state.wall_seconds <= SECONDS + 1.5
+    assert history[0]["budget"] == stopped.history[0]["budget"] and state.finished
+
+
+def test_the_command_line_refuses_epochs_beside_minutes_and_explains_a_spent_budget(tmp_path, mini):
+    result = invoke_dgm("train", "vae", "--epochs", "3", "--minutes", "1", "--dataset", "mnist-mini")
+    assert result.exit_code != 0 and "--epochs and --minutes both say how long to train; give one" in result.output
+    folder = tmp_path / "run"
+    train("vae", budgeted("vae", seconds=2.0), mini, settings(folder), quiet())
+    again = invoke_dgm("train", "vae", "--resume", folder)
+    assert again.exit_code != 0 and "has spent its budget of" in again.output and "--init-from" in again.output
+    extended = invoke_dgm("train", "vae", "--resume", folder, "--epochs", "9")
+    assert extended.exit_code != 0 and "leave out --epochs" in extended.output
