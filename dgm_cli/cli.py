@@ -517,9 +517,16 @@ def evaluate(
         ),
     ] = None,
     samples: Annotated[
-        int,
-        typer.Option("--samples", min=0, max=100_000, help="Generated images for the sample-quality metrics; 0 skips."),
-    ] = 10_000,
+        Optional[int],
+        typer.Option(
+            "--samples",
+            min=0,
+            max=100_000,
+            help="Generated images for the sample-quality metrics; 0 skips. Default: 10,000, or what --minutes "
+            "affords.",
+            show_default=False,
+        ),
+    ] = None,
     raw: RawOpt = False,
     temperature: Annotated[
         float,
@@ -538,6 +545,18 @@ def evaluate(
             min=1,
             help="Evaluate a random subset of N images of the split (drawn with --seed; likelihoods, accuracy); "
             "left out: all of it.",
+        ),
+    ] = None,
+    minutes: Annotated[
+        Optional[float],
+        typer.Option(
+            "--minutes",
+            min=0.05,
+            max=10_080,
+            help="Answer in about this many minutes: the images (a random subset, as --limit draws it) and "
+            "samples not given are sized to fit, from costs measured first; the report gives the full "
+            "protocol's time. Left out: the full protocol.",
+            show_default=False,
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=10_000, help="Images per batch.")] = 100,
@@ -587,6 +606,7 @@ def evaluate(
             raw=raw,
             temperature=temperature,
             limit=limit,
+            minutes=minutes,
             batch_size=batch_size,
             seed=seed,
             classifier=classifier,

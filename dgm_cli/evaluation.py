@@ -38,6 +38,7 @@ class EvaluationReport:
     split: str
     seed: int
     subset: dict | None = None  # --limit: the seeded random subset of the split that was evaluated
+    budget: dict | None = None  # --minutes: the budget, and the seconds measured for this and the full protocol
     classification: dict | None = None  # accuracy (0..1), per-class accuracy, images
     likelihood: dict | None = None  # images, conditional, and one summary per estimate (nats, bits/dim, s.e.)
     published: dict | None = None  # the checkpoint's preset: the published number beside dgm's
@@ -147,10 +148,11 @@ def evaluate(
     mc_samples: int = 1000,
     dequantization_draws: int | None = None,
     bound_timesteps: int = 50,
-    samples: int = 10_000,
+    samples: int | None = None,
     raw: bool = False,
     temperature: float = 1.0,
     limit: int | None = None,
+    minutes: float | None = None,
     batch_size: int = 100,
     seed: int = 0,
     classifier: Path | None = None,
@@ -163,7 +165,8 @@ def evaluate(
     data: a dataset name, an image folder or a Dataset; left out, the data the model was trained on.
     split: "train", "val" or "test". limit: a random subset of N images of the split (drawn with `seed`, the
     same for every estimator, recorded as the report's "subset"). samples: images drawn for
-    the sample-quality metrics (0 skips them); classifier: a checkpoint whose features measure them (default:
+    the sample-quality metrics (0 skips them; default 10,000). minutes: a budget; the split's subset and the
+    samples not given are sized to fit it from measured costs (evaluation_budget.py). classifier: a checkpoint whose features measure them (default:
     the shipped one that fits the data). sampler_options: an iterative sampler's (sampler, steps, eta,
     guidance). The other options are `dgm eval --help`'s."""
     reporter = reporter or Reporter()
@@ -179,16 +182,6 @@ def evaluate(
     path = None if model.path is None else str(model.path)
     report = EvaluationReport(model.model_name, path, dataset.name, split, seed)
     chosen = dataset.split(split)
-    rows = evaluated_rows(len(chosen), limit, seed)
-    images, labels = chosen.images[rows], chosen.labels[rows]
-    if len(rows) < len(chosen):
-        report.subset = {"images": len(rows), "of": len(chosen), "seed": seed, "how": "seeded random subset"}
-        reporter.note(
-            f"evaluating a random subset of {len(rows):,} of the {split} split's {len(chosen):,} images "
-            f"(seed {seed}); leave out --limit for all of them"
-        )
-    if "classifier" in model.capabilities:
-        report.classification = classification(model, images, labels)
     estimator = likelihood_estimator(
         model,
         iw_samples=iw_samples,
@@ -196,6 +189,21 @@ def evaluate(
         dequantization_draws=dequantization_draws,
         bound_timesteps=bound_timesteps,
     )
+    sizes = {"limit": limit, "samples": samples, "minutes": minutes, "seed": seed, "batch_size": batch_size}
+    limit, samples = size_the_evaluation(
+        report, model, estimator, chosen, **sizes, sampler_options=sampler_options, raw=raw, reporter=reporter
+    )
+    rows = evaluated_rows(len(chosen), limit, seed)
+    images, labels = chosen.images[rows], chosen.labels[rows]
+    if len(rows) < len(chosen):
+        report.subset = {"images": len(rows), "of": len(chosen), "seed": seed, "how": "seeded random subset"}
+    if len(rows) < len(chosen) and report.budget is None:  # a budget's note has said it
+        reporter.note(
+            f"evaluating a random subset of {len(rows):,} of the {split} split's {len(chosen):,} images "
+            f"(seed {seed}); leave out --limit for all of them"
+        )
+    if "classifier" in model.capabilities:
+        report.classification = classification(model, images, labels)
     if estimator is not None:
         estimate_likelihoods(report, estimator, model, dataset, images, labels, len(chosen), batch_size, reporter)
     if "sample" in model.capabilities and samples > 0:
@@ -221,6 +229,56 @@ def evaluate(
     ):
         raise DgmError(f"nothing to evaluate for the {model.model_name} with these options")
     return report
+
+
+def size_the_evaluation(
+    report, model, estimator, chosen, *, limit, samples, minutes, seed, batch_size, sampler_options, raw, reporter
+) -> tuple[int | None, int]:
+    """(limit, samples) for the evaluation: as given, else the full protocol (the whole split, 10,000 samples),
+    or with `minutes` what fits it. A long evaluation says how long before it starts (evaluation_budget.py)."""
+    from dgm_cli import evaluation_budget as budget
+
+    sampling = "sample" in model.capabilities and samples != 0
+    asked = budget.FULL_SAMPLES if samples is None else samples
+    long_enough = (estimator is not None and (limit or len(chosen)) >= budget.PROBED_WHEN) or (
+        sampling and asked >= budget.PROBED_WHEN
+    )
+    if minutes is None and not long_enough:
+        return limit, asked
+    rows = evaluated_rows(len(chosen), budget.PROBE_IMAGES, seed)
+    costs = budget.measure_costs(
+        model,
+        estimator,
+        chosen.images[rows],
+        chosen.labels[rows],
+        samples=sampling,
+        batch_size=batch_size,
+        sampler_options=sampler_options,
+        raw=raw,
+    )
+    full = costs.seconds(len(chosen), budget.FULL_SAMPLES if sampling else 0)
+    if minutes is None:
+        expected = costs.seconds(limit or len(chosen), asked if sampling else 0)
+        if expected > budget.WORTH_SAYING_SECONDS:
+            reporter.note(
+                f"this evaluation takes about {budget.minutes_text(expected)} here; --minutes 1 answers in about a "
+                "minute from a random subset of the images and fewer samples"
+            )
+        return limit, asked
+    limit, samples = budget.fit_budget(costs, minutes, len(chosen), limit=limit, samples=samples if sampling else 0)
+    expected = costs.seconds(limit or len(chosen), samples)
+    report.budget = {
+        "minutes": minutes,
+        "expected_seconds": round(expected, 1),
+        "full_protocol_seconds": round(full, 1),
+    }
+    images = f"{limit:,} of the {len(chosen):,}" if limit is not None else f"all {len(chosen):,}"
+    drawn = f" and {samples:,} samples" if sampling else ""
+    reporter.note(
+        f"fitting {minutes:g} minute{'' if minutes == 1 else 's'}: {images} {report.split} images{drawn}, about {budget.minutes_text(expected)}; "
+        f"the full protocol takes about {budget.minutes_text(full)} here (leave out --minutes)"
+    )
+    return limit, samples
 
 
 def estimate_likelihoods(

@@ -192,3 +192,12 @@ def print_report(console, report: dict) -> None:
     for key, show in sections:
         if report.get(key) is not None:
             show(console, report)
+    budget = report.get("budget")
+    if budget is not None:  # the numbers above rest on fewer images or samples: say what the full ones cost
+        console.print(
+            f"a {budget['minutes']:g}-minute evaluation; the full protocol (every {report['split']} image, 10,000 "
+            f"samples) takes about {budget['full_protocol_seconds'] / 60:.0f} minutes here: run the same command "
+            "without --minutes",
+            markup=False,
+            soft_wrap=True,
+        )

@@ -156,3 +156,33 @@ def test_the_command_line_refuses_epochs_beside_minutes_and_explains_a_spent_bud
     assert again.exit_code != 0 and "has spent its budget of" in again.output and "--init-from" in again.output
     extended = invoke_dgm("train", "vae", "--resume", folder, "--epochs", "9")
     assert extended.exit_code != 0 and "leave out --epochs" in extended.output
+
+
+# ---------------------------------------------------------------- dgm eval --minutes
+
+
+def test_a_budget_sizes_what_was_not_given_from_measured_costs():
+    from dgm_cli.evaluation_budget import Costs, fit_budget
+
+    costs = Costs(per_image=0.01, per_sample=0.002)
+    # Half of 60 s each: 3,000 images of 10,000; 15,000 samples capped at the full 10,000.
+    assert fit_budget(costs, 1.0, 10_000, limit=None, samples=None) == (3000, 10_000)
+    # A given sample count is kept and its time taken first: (60 - 20) s buys 4,000 images.
+    assert fit_budget(costs, 1.0, 10_000, limit=None, samples=10_000) == (4000, 10_000)
+    # Never fewer than 100 images or 1,000 samples; the whole split is no limit at all.
+    assert fit_budget(Costs(per_image=10.0, per_sample=10.0), 1.0, 10_000, limit=None, samples=None) == (100, 1000)
+    assert fit_budget(Costs(per_image=1e-6, per_sample=None), 1.0, 10_000, limit=None, samples=0) == (None, 0)
+
+
+def test_eval_minutes_reports_its_budget_and_measures_on_a_forked_random_stream(tmp_path):
+    import dgm_cli as dgm
+
+    model = dgm.create_model("vae", hidden=32, zdim=4)
+    fixed = {"limit": 300, "samples": 0, "iw_samples": 20, "mc_samples": 0, "seed": 5}
+    plain = dgm.evaluate(model, "mnist-mini", **fixed).to_dict()
+    budgeted = dgm.evaluate(model, "mnist-mini", minutes=0.5, **fixed).to_dict()
+    # What was given is kept, and measuring the costs first changed no number.
+    assert budgeted.pop("budget")["minutes"] == 0.5 and budgeted == plain
+    sized = dgm.evaluate(model, "mnist-mini", minutes=0.1, iw_samples=20, mc_samples=0, samples=0).to_dict()
+    assert sized["budget"]["expected_seconds"] <= 6 + 1 and sized["budget"]["full_protocol_seconds"] > 0
+    assert sized["likelihood"]["images"] >= 100

@@ -1,0 +1,91 @@
+"""How long an evaluation takes, said before its long part starts, and one that fits a budget (`dgm eval --minutes`).
+
+The costs are measured, not guessed: the likelihood estimator runs on a few
+images with the draws it will use, and the sampler draws a few images, each
+on a forked random stream so the evaluation's own numbers are what they would
+have been without the measurement. From them:
+- the time the evaluation as asked will take, printed before it starts when
+  it is more than a minute and a half, with the option that answers sooner;
+- with a budget, how many images of the split (a seeded random subset, as
+  --limit draws it) and how many samples fit it: half the budget each when
+  both are measured. What was asked explicitly (--limit, --samples) is kept.
+
+Fewer images widen the standard errors, which the report prints; fewer samples
+raise FID (it depends on the count), and the real-data floor beside it is
+measured on as many real images, so the two stay comparable.
+"""
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+PROBE_IMAGES = 20
+PROBE_SAMPLES = 50
+FEWEST_IMAGES = 100  # a budget never evaluates fewer images than this (or the whole split when smaller)
+FEWEST_SAMPLES = 1000  # nor draws fewer samples: FID on fewer is mostly its own bias
+FULL_SAMPLES = 10_000
+WORTH_SAYING_SECONDS = 90  # an evaluation expected to take longer says so before it starts
+PROBED_WHEN = 2000  # without a budget, only a split or a sample count this large is probed (small ones are quick)
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Measured seconds per evaluated image (for a conditional model: its image under every class too) and per
+    sample; None where that part is not run."""
+
+    per_image: float | None
+    per_sample: float | None
+
+    def seconds(self, images: int, samples: int) -> float:
+        return (self.per_image or 0.0) * images + (self.per_sample or 0.0) * samples
+
+
+def measure_costs(
+    model, estimator, images, labels, *, samples: bool, batch_size: int, sampler_options: dict, raw: bool
+) -> Costs:
+    """Time the estimator on PROBE_IMAGES images and the sampler on PROBE_SAMPLES draws (each warmed up on a
+    couple first, so a first call's set-up is not counted), on forked random streams."""
+    devices = [model.device] if model.device.type == "cuda" else []
+    per_image = per_sample = None
+    with torch.random.fork_rng(devices=devices):
+        if estimator is not None and len(images):
+            given = {"labels": labels[:PROBE_IMAGES]} if model.classes else {}
+            warm = {"labels": labels[:2]} if model.classes else {}
+            estimator(model, images[:2], seed=0, batch_size=batch_size, **warm)
+            probe = min(PROBE_IMAGES, len(images))
+            started = time.perf_counter()
+            estimator(model, images[:probe], seed=0, batch_size=batch_size, **given)
+            per_image = (time.perf_counter() - started) / probe * (1 + model.classes)  # the class mixture too
+        if samples:
+            model.sample(2, seed=0, averaged=not raw, **sampler_options)
+            started = time.perf_counter()
+            model.sample(PROBE_SAMPLES, seed=0, averaged=not raw, **sampler_options)
+            per_sample = (time.perf_counter() - started) / PROBE_SAMPLES
+    return Costs(per_image, per_sample)
+
+
+def affordable(seconds: float, per_item: float, available: int, fewest: int) -> int:
+    """How many items `seconds` buys at `per_item` each, in hundreds, between `fewest` and `available`."""
+    count = int(seconds / max(per_item, 1e-9)) // 100 * 100
+    return min(available, max(min(fewest, available), count))
+
+
+def fit_budget(
+    costs: Costs, minutes: float, split_size: int, *, limit: int | None, samples: int | None
+) -> tuple[int | None, int]:
+    """(limit, samples) for a budget of `minutes`: each not given is sized to its share of the budget (half
+    each when both are measured); None for limit means the whole split."""
+    sized = (limit is None and costs.per_image is not None) + (samples is None and costs.per_sample is not None)
+    share = max(60 * minutes - costs.seconds(limit or 0, samples or 0), 0.0) / max(sized, 1)
+    if limit is None and costs.per_image is not None:
+        limit = affordable(share, costs.per_image, split_size, FEWEST_IMAGES)
+    if samples is None:
+        samples = (
+            affordable(share, costs.per_sample, FULL_SAMPLES, FEWEST_SAMPLES) if costs.per_sample else FULL_SAMPLES
+        )
+    return (None if limit is not None and limit >= split_size else limit), samples
+
+
+def minutes_text(seconds: float) -> str:
+    return f"{seconds / 60:.0f} minutes" if seconds >= 90 else f"{seconds:.0f} s"
