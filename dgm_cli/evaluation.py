@@ -191,7 +191,15 @@ def evaluate(
     )
     sizes = {"limit": limit, "samples": samples, "minutes": minutes, "seed": seed, "batch_size": batch_size}
     limit, samples = size_the_evaluation(
-        report, model, estimator, chosen, **sizes, sampler_options=sampler_options, raw=raw, reporter=reporter
+        report,
+        model,
+        estimator,
+        chosen,
+        **sizes,
+        sampler_options=sampler_options,
+        raw=raw,
+        reporter=reporter,
+        embedder=lambda: sample_embedder(model, dataset, classifier),
     )
     rows = evaluated_rows(len(chosen), limit, seed)
     images, labels = chosen.images[rows], chosen.labels[rows]
@@ -231,8 +239,31 @@ def evaluate(
     return report
 
 
+def sample_embedder(model, dataset: Dataset, classifier):
+    """What measures samples: images -> the feature network's embedding; None when no network fits the data
+    (the evaluation then skips sample quality)."""
+    from dgm_cli.feature_network import feature_network
+    from dgm_cli.metrics import embed
+
+    features = feature_network(dataset.describe(), model.device, classifier=classifier)
+    return None if features is None else functools.partial(embed, features.classifier)
+
+
 def size_the_evaluation(
-    report, model, estimator, chosen, *, limit, samples, minutes, seed, batch_size, sampler_options, raw, reporter
+    report,
+    model,
+    estimator,
+    chosen,
+    *,
+    limit,
+    samples,
+    minutes,
+    seed,
+    batch_size,
+    sampler_options,
+    raw,
+    reporter,
+    embedder,
 ) -> tuple[int | None, int]:
     """(limit, samples) for the evaluation: as given, else the full protocol (the whole split, 10,000 samples),
     or with `minutes` what fits it. A long evaluation says how long before it starts (evaluation_budget.py)."""
@@ -255,6 +286,8 @@ def size_the_evaluation(
         batch_size=batch_size,
         sampler_options=sampler_options,
         raw=raw,
+        embedder=embedder() if sampling else None,
+        reference_images=len(chosen),
     )
     full = costs.seconds(len(chosen), budget.FULL_SAMPLES if sampling else 0)
     if minutes is None:
@@ -272,10 +305,16 @@ def size_the_evaluation(
         "expected_seconds": round(expected, 1),
         "full_protocol_seconds": round(full, 1),
     }
-    images = f"{limit:,} of the {len(chosen):,}" if limit is not None else f"all {len(chosen):,}"
-    drawn = f" and {samples:,} samples" if sampling else ""
+    parts = []
+    if costs.per_image is not None:
+        parts.append(f"{limit:,} of the {len(chosen):,}" if limit is not None else f"all {len(chosen):,}")
+        parts[-1] += f" {report.split} images"
+    if sampling:
+        parts.append(f"{samples:,} samples")
+    parts = parts or [f"all {len(chosen):,} {report.split} images"]  # a classifier's accuracy: quick in any case
     reporter.note(
-        f"fitting {minutes:g} minute{'' if minutes == 1 else 's'}: {images} {report.split} images{drawn}, about {budget.minutes_text(expected)}; "
+        f"fitting {minutes:g} minute{'' if minutes == 1 else 's'}: {' and '.join(parts)}, about "
+        f"{budget.minutes_text(expected)}; "
         f"the full protocol takes about {budget.minutes_text(full)} here (leave out --minutes)"
     )
     return limit, samples

@@ -32,22 +32,37 @@ PROBED_WHEN = 2000  # without a budget, only a split or a sample count this larg
 @dataclass(frozen=True)
 class Costs:
     """Measured seconds per evaluated image (for a conditional model: its image under every class too) and per
-    sample; None where that part is not run."""
+    sample (drawing it, embedding it and a real image of the floor); `fixed`: embedding the reference split,
+    paid once when samples are measured at all. None where that part is not run."""
 
     per_image: float | None
     per_sample: float | None
+    fixed: float = 0.0
 
     def seconds(self, images: int, samples: int) -> float:
-        return (self.per_image or 0.0) * images + (self.per_sample or 0.0) * samples
+        fixed = self.fixed if samples else 0.0
+        return (self.per_image or 0.0) * images + (self.per_sample or 0.0) * samples + fixed
 
 
 def measure_costs(
-    model, estimator, images, labels, *, samples: bool, batch_size: int, sampler_options: dict, raw: bool
+    model,
+    estimator,
+    images,
+    labels,
+    *,
+    samples: bool,
+    batch_size: int,
+    sampler_options: dict,
+    raw: bool,
+    embedder=None,
+    reference_images: int = 0,
 ) -> Costs:
     """Time the estimator on PROBE_IMAGES images and the sampler on PROBE_SAMPLES draws (each warmed up on a
-    couple first, so a first call's set-up is not counted), on forked random streams."""
+    couple first, so a first call's set-up is not counted), on forked random streams; `embedder` (the feature
+    network's embed, for `reference_images` real images once and two images per sample) on the draws."""
     devices = [model.device] if model.device.type == "cuda" else []
     per_image = per_sample = None
+    fixed = 0.0
     with torch.random.fork_rng(devices=devices):
         if estimator is not None and len(images):
             given = {"labels": labels[:PROBE_IMAGES]} if model.classes else {}
@@ -60,9 +75,16 @@ def measure_costs(
         if samples:
             model.sample(2, seed=0, averaged=not raw, **sampler_options)
             started = time.perf_counter()
-            model.sample(PROBE_SAMPLES, seed=0, averaged=not raw, **sampler_options)
+            drawn = model.sample(PROBE_SAMPLES, seed=0, averaged=not raw, **sampler_options)
             per_sample = (time.perf_counter() - started) / PROBE_SAMPLES
-    return Costs(per_image, per_sample)
+            if embedder is not None:
+                embedder(drawn[:2])
+                started = time.perf_counter()
+                embedder(drawn)
+                per_embed = (time.perf_counter() - started) / PROBE_SAMPLES
+                per_sample += 2 * per_embed
+                fixed = per_embed * reference_images
+    return Costs(per_image, per_sample, fixed)
 
 
 def affordable(seconds: float, per_item: float, available: int, fewest: int) -> int:

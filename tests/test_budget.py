@@ -186,3 +186,20 @@ def test_eval_minutes_reports_its_budget_and_measures_on_a_forked_random_stream(
     sized = dgm.evaluate(model, "mnist-mini", minutes=0.1, iw_samples=20, mc_samples=0, samples=0).to_dict()
     assert sized["budget"]["expected_seconds"] <= 6 + 1 and sized["budget"]["full_protocol_seconds"] > 0
     assert sized["likelihood"]["images"] >= 100
+
+
+def test_a_long_evaluation_says_how_long_before_it_starts(monkeypatch):
+    import io
+
+    import dgm_cli as dgm
+    from dgm_cli import evaluation_budget
+    from dgm_cli.progress import Reporter
+
+    monkeypatch.setattr(evaluation_budget, "PROBED_WHEN", 100)  # mnist-mini's 1,000 test images count as many
+    monkeypatch.setattr(evaluation_budget, "WORTH_SAYING_SECONDS", 0.0)  # and any time as long
+    written = io.StringIO()
+    model = dgm.create_model("vae", hidden=32, zdim=4)
+    options = {"iw_samples": 10, "mc_samples": 0, "samples": 0}
+    report = dgm.evaluate(model, "mnist-mini", reporter=Reporter(Console(file=written, width=500)), **options)
+    assert "this evaluation takes about" in written.getvalue() and "--minutes 1" in written.getvalue()
+    assert report.budget is None and report.likelihood["images"] == 1000  # said, not changed
