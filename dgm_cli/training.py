@@ -252,13 +252,13 @@ def new_config(name: str, given: dict, init_from: Path | None):
 
         start = read_header(init_from, expected_model=name)
         stored = config_tools.to_dict(start.config)
-        # How long the checkpoint's run trained (its epochs or minutes) is not carried over: say how long this one does.
+        # A budget belongs to the run that had it: a run from its weights trains for its own --minutes (or epochs).
         carried = {k: v for k, v in stored.items() if k not in config_tools.data_fields(spec.config_class)}
         values = {**{k: v for k, v in carried.items() if k != "minutes"}, **given}
     # A checkpoint's recorded preset is already in its fields; a preset named now applies over them.
     from_preset = preset_overrides(spec, values.get("preset")) if init_from is None or "preset" in given else {}
     chosen = set(given)
-    if "epochs" in given:  # epochs given: not a budget a preset names
+    if "epochs" in given:  # a run of epochs, whatever budget a preset may name
         values["minutes"], chosen = 0.0, chosen | {"minutes"}
     config = config_tools.from_dict(
         spec.config_class, {**values, **{k: v for k, v in from_preset.items() if k not in chosen}}

@@ -156,6 +156,11 @@ def test_the_command_line_refuses_epochs_beside_minutes_and_explains_a_spent_bud
     assert again.exit_code != 0 and "has spent its budget of" in again.output and "--init-from" in again.output
     extended = invoke_dgm("train", "vae", "--resume", folder, "--epochs", "9")
     assert extended.exit_code != 0 and "leave out --epochs" in extended.output
+    # Its weights start a new run, of epochs or of another budget: the budget is not inherited.
+    import dgm_cli as dgm
+
+    again = dgm.train("vae", data="mnist-mini", init_from=folder / "last.safetensors", epochs=1, out=tmp_path / "more")
+    assert again.status == "finished" and [record["epoch"] for record in again.records] == [0, 1]
 
 
 # ---------------------------------------------------------------- dgm eval --minutes
