@@ -7,6 +7,7 @@ import signal
 
 import pytest
 import torch
+from conftest import invoke_dgm
 from rich.console import Console
 
 from dgm_cli import budget as budget_module
@@ -17,7 +18,6 @@ from dgm_cli.models.base import ema_decay
 from dgm_cli.registry import create_config, get_spec
 from dgm_cli.state import load_state
 from dgm_cli.trainer import RunSettings, train
-from tests.conftest import invoke_dgm
 
 SECONDS = 3.0  # each family's budget here: long enough for a few epochs of mnist-mini, short for the suite
 SMALL = {
