@@ -7,10 +7,9 @@ import json
 
 import pytest
 import torch
-from typer.testing import CliRunner
+from conftest import invoke_dgm
 
 import dgm_cli as dgm
-from dgm_cli.cli import app
 from dgm_cli.data import Split
 
 
@@ -29,27 +28,13 @@ def test_limit_draws_from_the_whole_split_even_when_it_is_sorted_by_class():
     assert "subset" not in whole.to_dict() and whole.classification["images"] == 1000
 
 
+def eval_vae(*options):
+    """dgm eval of the pretrained VAE over mnist-mini, without samples, with these options."""
+    return invoke_dgm("eval", "vae", "--dataset", "mnist-mini", "--samples", "0", "--json", *options)
+
+
 def test_every_estimator_reads_the_same_subset_and_the_command_says_so():
-    result = CliRunner().invoke(
-        app,
-        [
-            "eval",
-            "vae",
-            "--dataset",
-            "mnist-mini",
-            "--limit",
-            "40",
-            "--iw-samples",
-            "20",
-            "--mc-samples",
-            "20",
-            "--samples",
-            "0",
-            "--seed",
-            "3",
-            "--json",
-        ],
-    )
+    result = eval_vae("--limit", "40", "--iw-samples", "20", "--mc-samples", "20", "--seed", "3")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["subset"]["images"] == report["likelihood"]["images"] == 40 and report["subset"]["seed"] == 3
@@ -57,24 +42,7 @@ def test_every_estimator_reads_the_same_subset_and_the_command_says_so():
 
 
 def test_one_image_has_no_standard_error_and_the_report_stays_valid_json():
-    result = CliRunner().invoke(
-        app,
-        [
-            "eval",
-            "vae",
-            "--dataset",
-            "mnist-mini",
-            "--limit",
-            "1",
-            "--iw-samples",
-            "5",
-            "--mc-samples",
-            "0",
-            "--samples",
-            "0",
-            "--json",
-        ],
-    )
+    result = eval_vae("--limit", "1", "--iw-samples", "5", "--mc-samples", "0")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout, parse_constant=lambda name: pytest.fail(f"{name} in the JSON report"))
     assert report["likelihood"]["elbo"]["standard_error"] is None
