@@ -12,6 +12,7 @@ what `dgm eval --json` prints.
 """
 
 import functools
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import torch
 from dgm_cli.data import Dataset, load_dataset, trained_dataset
 from dgm_cli.errors import DgmError
 from dgm_cli.estimators import classification, dequantized_log_likelihood, evaluate_images, timestep_bound
+from dgm_cli.evaluation_budget import DEFAULT_MINUTES
 from dgm_cli.models.base import as_uint8_images
 from dgm_cli.progress import Reporter
 from dgm_cli.registry import get_spec, preset_of
@@ -152,7 +154,7 @@ def evaluate(
     raw: bool = False,
     temperature: float = 1.0,
     limit: int | None = None,
-    minutes: float | None = None,
+    minutes: float | None = DEFAULT_MINUTES,
     batch_size: int = 100,
     seed: int = 0,
     classifier: Path | None = None,
@@ -165,10 +167,13 @@ def evaluate(
     data: a dataset name, an image folder or a Dataset; left out, the data the model was trained on.
     split: "train", "val" or "test". limit: a random subset of N images of the split (drawn with `seed`, the
     same for every estimator, recorded as the report's "subset"). samples: images drawn for
-    the sample-quality metrics (0 skips them; default 10,000). minutes: a budget; the split's subset and the
-    samples not given are sized to fit it from measured costs (evaluation_budget.py). classifier: a checkpoint whose features measure them (default:
-    the shipped one that fits the data). sampler_options: an iterative sampler's (sampler, steps, eta,
+    the sample-quality metrics (0 skips them; the full protocol's 10,000, or what the budget affords).
+    minutes: the budget, by default about a minute: the split's subset and the samples not given are sized to
+    fit it from measured costs (the whole split and 10,000 samples when they fit; evaluation_budget.py); None
+    runs the full protocol however long it takes (`dgm eval --full`). classifier: a checkpoint whose features
+    measure them (default: the shipped one that fits the data). sampler_options: an iterative sampler's (sampler, steps, eta,
     guidance). The other options are `dgm eval --help`'s."""
+    started = time.perf_counter()  # a budget counts reading the data and measuring the costs
     reporter = reporter or Reporter()
     sampler_options = {name: value for name, value in sampler_options.items() if value is not None}
     model.check_sampler_options(sampler_options)
@@ -190,6 +195,7 @@ def evaluate(
         bound_timesteps=bound_timesteps,
     )
     sizes = {"limit": limit, "samples": samples, "minutes": minutes, "seed": seed, "batch_size": batch_size}
+    sizes["started"] = started
     limit, samples = size_the_evaluation(
         report,
         model,
@@ -258,6 +264,7 @@ def size_the_evaluation(
     limit,
     samples,
     minutes,
+    started,
     seed,
     batch_size,
     sampler_options,
@@ -265,16 +272,19 @@ def size_the_evaluation(
     reporter,
     embedder,
 ) -> tuple[int | None, int]:
-    """(limit, samples) for the evaluation: as given, else the full protocol (the whole split, 10,000 samples),
-    or with `minutes` what fits it. A long evaluation says how long before it starts (evaluation_budget.py)."""
+    """(limit, samples) for the evaluation: as given; with `minutes`, what of the rest fits the budget left
+    since `started` (the full protocol when it fits); without, the full protocol (the whole split, 10,000
+    samples), said before it starts when it is long (evaluation_budget.py)."""
     from dgm_cli import evaluation_budget as budget
 
     sampling = "sample" in model.capabilities and samples != 0
     asked = budget.FULL_SAMPLES if samples is None else samples
+    to_size = (estimator is not None and limit is None) or (sampling and samples is None)
     long_enough = (estimator is not None and (limit or len(chosen)) >= budget.PROBED_WHEN) or (
         sampling and asked >= budget.PROBED_WHEN
     )
-    if minutes is None and not long_enough:
+    worth_measuring = to_size if minutes is not None else long_enough
+    if not worth_measuring:
         return limit, asked
     rows = evaluated_rows(len(chosen), budget.PROBE_IMAGES, seed)
     costs = budget.measure_costs(
@@ -294,30 +304,36 @@ def size_the_evaluation(
         expected = costs.seconds(limit or len(chosen), asked if sampling else 0)
         if expected > budget.WORTH_SAYING_SECONDS:
             reporter.note(
-                f"this evaluation takes about {budget.minutes_text(expected)} here; --minutes 1 answers in about a "
-                "minute from a random subset of the images and fewer samples"
+                f"this evaluation takes about {budget.minutes_text(expected)} here; without --full it answers in "
+                "about a minute from a random subset of the images and fewer samples"
             )
         return limit, asked
-    limit, samples = budget.fit_budget(costs, minutes, len(chosen), limit=limit, samples=samples if sampling else 0)
-    expected = costs.seconds(limit or len(chosen), samples)
+    left = 60 * minutes - (time.perf_counter() - started)
+    sized_limit, sized_samples = budget.fit_budget(
+        costs, left, len(chosen), limit=limit, samples=samples if sampling else 0
+    )
+    expected = costs.seconds(sized_limit or len(chosen), sized_samples)
+    reduced = (limit is None and sized_limit is not None) or (samples is None and sized_samples < asked)
     report.budget = {
         "minutes": minutes,
         "expected_seconds": round(expected, 1),
         "full_protocol_seconds": round(full, 1),
+        "full_protocol": not reduced,
     }
-    parts = []
-    if costs.per_image is not None:
-        parts.append(f"{limit:,} of the {len(chosen):,}" if limit is not None else f"all {len(chosen):,}")
-        parts[-1] += f" {report.split} images"
-    if sampling:
-        parts.append(f"{samples:,} samples")
-    parts = parts or [f"all {len(chosen):,} {report.split} images"]  # a classifier's accuracy: quick in any case
-    reporter.note(
-        f"fitting {minutes:g} minute{'' if minutes == 1 else 's'}: {' and '.join(parts)}, about "
-        f"{budget.minutes_text(expected)}; "
-        f"the full protocol takes about {budget.minutes_text(full)} here (leave out --minutes)"
-    )
-    return limit, samples
+    if reduced:
+        parts = []
+        if costs.per_image is not None:
+            parts.append(
+                f"{sized_limit:,} of the {len(chosen):,}" if sized_limit is not None else f"all {len(chosen):,}"
+            )
+            parts[-1] += f" {report.split} images"
+        if sampling:
+            parts.append(f"{sized_samples:,} samples")
+        reporter.note(
+            f"fitting {minutes:g} minute{'' if minutes == 1 else 's'}: {' and '.join(parts)}, about "
+            f"{budget.minutes_text(expected)}; the full protocol (--full) takes about {budget.minutes_text(full)} here"
+        )
+    return sized_limit, sized_samples
 
 
 def estimate_likelihoods(

@@ -1,14 +1,17 @@
-"""How long an evaluation takes, said before its long part starts, and one that fits a budget (`dgm eval --minutes`).
+"""An evaluation that fits a budget (`dgm eval`, by default a minute), and how long the full protocol takes.
 
 The costs are measured, not guessed: the likelihood estimator runs on a few
 images with the draws it will use, and the sampler draws a few images, each
 on a forked random stream so the evaluation's own numbers are what they would
 have been without the measurement. From them:
-- the time the evaluation as asked will take, printed before it starts when
-  it is more than a minute and a half, with the option that answers sooner;
-- with a budget, how many images of the split (a seeded random subset, as
-  --limit draws it) and how many samples fit it: half the budget each when
-  both are measured. What was asked explicitly (--limit, --samples) is kept.
+- with a budget (by default DEFAULT_MINUTES), how many images of the split (a
+  seeded random subset, as --limit draws it) and how many samples fit what is
+  left of it once the data are read and the costs measured: half each, or
+  all of one part when it needs less than half and the rest for the other.
+  What was asked explicitly (--limit, --samples) is kept; when the full
+  protocol fits, it is what runs;
+- without one (`--full`), the time the full protocol will take, printed
+  before it starts when it is more than a minute and a half.
 
 Fewer images widen the standard errors, which the report prints; fewer samples
 raise FID (it depends on the count), and the real-data floor beside it is
@@ -25,6 +28,7 @@ PROBE_SAMPLES = 50
 FEWEST_IMAGES = 100  # a budget never evaluates fewer images than this (or the whole split when smaller)
 FEWEST_SAMPLES = 1000  # nor draws fewer samples: FID on fewer is mostly its own bias
 FULL_SAMPLES = 10_000
+DEFAULT_MINUTES = 1.0  # `dgm eval` and dgm.evaluate answer in about a minute unless told otherwise
 WORTH_SAYING_SECONDS = 90  # an evaluation expected to take longer says so before it starts
 PROBED_WHEN = 2000  # without a budget, only a split or a sample count this large is probed (small ones are quick)
 
@@ -94,18 +98,30 @@ def affordable(seconds: float, per_item: float, available: int, fewest: int) -> 
 
 
 def fit_budget(
-    costs: Costs, minutes: float, split_size: int, *, limit: int | None, samples: int | None
+    costs: Costs, seconds: float, split_size: int, *, limit: int | None, samples: int | None
 ) -> tuple[int | None, int]:
-    """(limit, samples) for a budget of `minutes`: each not given is sized to its share of the budget (half
-    each when both are measured); None for limit means the whole split."""
-    sized = (limit is None and costs.per_image is not None) + (samples is None and costs.per_sample is not None)
-    share = max(60 * minutes - costs.seconds(limit or 0, samples or 0), 0.0) / max(sized, 1)
-    if limit is None and costs.per_image is not None:
-        limit = affordable(share, costs.per_image, split_size, FEWEST_IMAGES)
+    """(limit, samples) for a budget of `seconds`: each not given is sized to its share of what the given ones
+    leave (half each when both are measured, or all one part needs when that is less than half, the rest to the
+    other); None for limit means the whole split."""
+    size_images = limit is None and costs.per_image is not None
+    size_samples = samples is None and costs.per_sample is not None
+    left = seconds - costs.seconds(limit or 0, samples or 0)
+    if size_samples:
+        left -= costs.fixed  # the reference split is embedded whatever number of samples is drawn
+    left = max(left, 0.0)
+    image_seconds = sample_seconds = left
+    if size_images and size_samples:
+        whole_split, all_samples = costs.per_image * split_size, costs.per_sample * FULL_SAMPLES
+        if whole_split <= left / 2:
+            image_seconds, sample_seconds = whole_split, left - whole_split
+        elif all_samples <= left / 2:
+            image_seconds, sample_seconds = left - all_samples, all_samples
+        else:
+            image_seconds = sample_seconds = left / 2
+    if size_images:
+        limit = affordable(image_seconds, costs.per_image, split_size, FEWEST_IMAGES)
     if samples is None:
-        samples = (
-            affordable(share, costs.per_sample, FULL_SAMPLES, FEWEST_SAMPLES) if costs.per_sample else FULL_SAMPLES
-        )
+        samples = affordable(sample_seconds, costs.per_sample, FULL_SAMPLES, FEWEST_SAMPLES) if size_samples else 0
     return (None if limit is not None and limit >= split_size else limit), samples
 
 

@@ -193,11 +193,13 @@ def print_report(console, report: dict) -> None:
         if report.get(key) is not None:
             show(console, report)
     budget = report.get("budget")
-    if budget is not None:  # the numbers above rest on fewer images or samples: say what the full ones cost
+    if budget is not None and not budget.get("full_protocol"):  # the numbers above rest on fewer images or samples
+        from dgm_cli.evaluation_budget import minutes_text
+
         console.print(
             f"a {budget['minutes']:g}-minute evaluation; the full protocol (every {report['split']} image, 10,000 "
-            f"samples) takes about {budget['full_protocol_seconds'] / 60:.0f} minutes here: run the same command "
-            "without --minutes",
+            f"samples) takes about {minutes_text(budget['full_protocol_seconds'])} here: run the same command "
+            "with --full",
             markup=False,
             soft_wrap=True,
         )

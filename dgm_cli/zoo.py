@@ -112,7 +112,7 @@ def headline_of(report: dict, measure: str) -> dict:
 
 
 FULL_MNIST = "--dataset mnist"
-IWAE_EVAL = "dgm eval vae FILE --iw-samples 5000 --mc-samples 0 --samples 0"
+IWAE_EVAL = "dgm eval vae FILE --iw-samples 5000 --mc-samples 0 --samples 0 --full"
 
 PRETRAINED = (
     Pretrained(
@@ -122,7 +122,7 @@ PRETRAINED = (
         "zoo/vae.safetensors",
         "zoo/vae.eval.json",
         "nll",
-        f"dgm train vae --zdim 20 --epochs 40 {FULL_MNIST}; dgm eval vae FILE",
+        f"dgm train vae --zdim 20 --epochs 40 {FULL_MNIST}; dgm eval vae FILE --full",
     ),
     Pretrained(
         "vae-zdim2",
@@ -131,7 +131,7 @@ PRETRAINED = (
         "zoo/vae-zdim2.safetensors",
         "zoo/vae-zdim2.eval.json",
         "nll",
-        f"dgm train vae --zdim 2 --epochs 40 {FULL_MNIST}; dgm eval vae FILE",
+        f"dgm train vae --zdim 2 --epochs 40 {FULL_MNIST}; dgm eval vae FILE --full",
     ),
     Pretrained(
         "gan",
@@ -140,7 +140,7 @@ PRETRAINED = (
         "zoo/gan.safetensors",
         "zoo/gan.eval.json",
         "fid",
-        f"dgm train gan --ema 0.999 {FULL_MNIST}; dgm eval gan FILE",
+        f"dgm train gan --ema 0.999 {FULL_MNIST}; dgm eval gan FILE --full",
     ),
     Pretrained(
         "flow-tutorial-multiscale",
@@ -150,7 +150,7 @@ PRETRAINED = (
         "zoo/flow-tutorial-multiscale.eval.json",
         "bits_per_dim",
         f"dgm train flow --preset tutorial-multiscale {FULL_MNIST}, stopped after epoch 2 (its best.safetensors); "
-        "dgm eval flow FILE --samples 0 --batch-size 200",
+        "dgm eval flow FILE --samples 0 --batch-size 200 --full",
         aliases=("flow",),
     ),
     Pretrained(
@@ -161,7 +161,7 @@ PRETRAINED = (
         "zoo/flow-conditional.eval.json",
         "conditional_accuracy",
         f"dgm train flow --arch realnvp-ms --conditional --epochs 20 --max-grad-norm 100 {FULL_MNIST}; "
-        "dgm eval flow FILE --dequantization-draws 0 --samples 10000 --temperature 0.7",
+        "dgm eval flow FILE --dequantization-draws 0 --samples 10000 --temperature 0.7 --full",
     ),
     Pretrained(
         "diffusion",
@@ -172,7 +172,7 @@ PRETRAINED = (
         "fid",
         f"dgm train diffusion --width 16 --epochs 24 --lr 5e-4 {FULL_MNIST}; then 17 more epochs: "
         f"dgm train diffusion --init-from FILE --epochs 60 {FULL_MNIST}, stopped after its epoch 17; "
-        "dgm eval diffusion FILE --bound-timesteps 0 --steps 50 --eta 1",
+        "dgm eval diffusion FILE --bound-timesteps 0 --steps 50 --eta 1 --full",
     ),
     Pretrained(
         "vae-iwae-1l-vae",

@@ -17,7 +17,7 @@ run() {  # name, kind, model, then its training options (eval_options say how it
     local name=$1 kind=$2 model=$3; shift 3
     [[ -f $runs/$name-$kind/last.safetensors ]] ||
         dgm train "$model" "$@" "${common[@]}" --out "$runs/$name-$kind" 2> "$runs/$name-$kind.train.log"
-    dgm eval "$model" "$runs/$name-$kind/last.safetensors" "${eval_options[@]}" --data-dir "$data" \
+    dgm eval "$model" "$runs/$name-$kind/last.safetensors" --full "${eval_options[@]}" --data-dir "$data" \
         --result "$runs/$name-$kind.eval.json" > "$runs/$name-$kind.txt" 2> "$runs/$name-$kind.eval.log"
 }
 
@@ -39,7 +39,7 @@ run flow-ms conditional flow --arch realnvp-ms --epochs 3 --max-grad-norm 100 --
 # run folder holds the 10-epoch model, so a second pass of this script evaluates that one as flow-ms-conditional
 dgm train flow --resume "$runs/flow-ms-conditional" --epochs 10 --data-dir "$data" 2> "$runs/flow-ms-conditional-epoch10.train.log"
 for temperature in 1 0.7; do
-    dgm eval flow "$runs/flow-ms-conditional/last.safetensors" --dequantization-draws "$([[ $temperature == 1 ]] && echo 1 || echo 0)" \
+    dgm eval flow "$runs/flow-ms-conditional/last.safetensors" --full --dequantization-draws "$([[ $temperature == 1 ]] && echo 1 || echo 0)" \
         --samples 10000 --temperature "$temperature" --data-dir "$data" \
         --result "$runs/flow-ms-conditional-epoch10.t$temperature.eval.json" > "$runs/flow-ms-conditional-epoch10.t$temperature.txt"
 done
@@ -47,8 +47,8 @@ done
 # 20 epochs (the same options and constant learning rate as the 3-then-10 run above), at temperature 1 and 0.7
 eval_options=(--dequantization-draws 1 --samples 10000)
 run flow-ms-epoch20 conditional flow --arch realnvp-ms --epochs 20 --max-grad-norm 100 --sample-epochs 0,20 --conditional
-dgm eval flow "$runs/flow-ms-epoch20-conditional/last.safetensors" --dequantization-draws 0 --samples 10000 --temperature 0.7 \
+dgm eval flow "$runs/flow-ms-epoch20-conditional/last.safetensors" --full --dequantization-draws 0 --samples 10000 --temperature 0.7 \
     --data-dir "$data" --result "$runs/flow-ms-epoch20-conditional.t07.eval.json" > "$runs/flow-ms-epoch20-conditional.t07.txt"
 git -C "$(dirname "$0")" show aa5544c:checkpoints/flow-ms-epoch3.safetensors > "$runs/flow-ms-epoch3.safetensors"
-dgm eval flow "$runs/flow-ms-epoch3.safetensors" "${eval_options[@]}" --data-dir "$data" \
+dgm eval flow "$runs/flow-ms-epoch3.safetensors" --full "${eval_options[@]}" --data-dir "$data" \
     --result "$runs/flow-ms-unconditional.eval.json" > "$runs/flow-ms-unconditional.txt"

@@ -17,7 +17,7 @@ train_and_eval() {  # model, then its options
     local model=$1; shift
     [[ -f $runs/$model/last.safetensors ]] ||
         dgm train "$model" "$@" "${common[@]}" --out "$runs/$model" 2> "$runs/$model.train.log"
-    dgm eval "$model" "$runs/$model/last.safetensors" "${eval_options[@]}" "${data[@]}" \
+    dgm eval "$model" "$runs/$model/last.safetensors" --full "${eval_options[@]}" "${data[@]}" \
         --result "$runs/$model.eval.json" > "$runs/$model.txt" 2> "$runs/$model.eval.log"
 }
 

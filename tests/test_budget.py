@@ -170,30 +170,51 @@ def test_a_budget_sizes_what_was_not_given_from_measured_costs():
     from dgm_cli.evaluation_budget import Costs, fit_budget
 
     costs = Costs(per_image=0.01, per_sample=0.002)
-    # Half of 60 s each: 3,000 images of 10,000; 15,000 samples capped at the full 10,000.
-    assert fit_budget(costs, 1.0, 10_000, limit=None, samples=None) == (3000, 10_000)
-    # A given sample count is kept and its time taken first: (60 - 20) s buys 4,000 images.
-    assert fit_budget(costs, 1.0, 10_000, limit=None, samples=10_000) == (4000, 10_000)
-    # Never fewer than 100 images or 1,000 samples; the whole split is no limit at all.
-    assert fit_budget(Costs(per_image=10.0, per_sample=10.0), 1.0, 10_000, limit=None, samples=None) == (100, 1000)
-    assert fit_budget(Costs(per_image=1e-6, per_sample=None), 1.0, 10_000, limit=None, samples=0) == (None, 0)
+    # All 10,000 samples need 20 s, less than half of 60 s: they get it, and the other 40 s buy 4,000 images.
+    assert fit_budget(costs, 60.0, 10_000, limit=None, samples=None) == (4000, 10_000)
+    # The same when the 10,000 samples were asked for: their time is taken first.
+    assert fit_budget(costs, 60.0, 10_000, limit=None, samples=10_000) == (4000, 10_000)
+    # Both parts more than half: half each (30 s: 3,000 images, and 6,000 samples at 0.005 s).
+    assert fit_budget(Costs(0.01, 0.005), 60.0, 10_000, limit=None, samples=None) == (3000, 6000)
+    # The whole split in less than half: all of it (no limit), the rest to the samples, with the reference
+    # embedding paid first: (60 - 5 - 10) s at 0.01 s buys 4,500.
+    assert fit_budget(Costs(0.0005, 0.01, fixed=10.0), 60.0, 10_000, limit=None, samples=None) == (None, 4500)
+    # Never fewer than 100 images or 1,000 samples.
+    assert fit_budget(Costs(per_image=10.0, per_sample=10.0), 60.0, 10_000, limit=None, samples=None) == (100, 1000)
+    assert fit_budget(Costs(per_image=1e-6, per_sample=None), 60.0, 10_000, limit=None, samples=0) == (None, 0)
 
 
-def test_eval_minutes_reports_its_budget_and_measures_on_a_forked_random_stream(tmp_path):
+def test_eval_answers_within_its_budget_and_measures_on_a_forked_random_stream(tmp_path):
     import dgm_cli as dgm
 
     model = dgm.create_model("vae", hidden=32, zdim=4)
     fixed = {"limit": 300, "samples": 0, "iw_samples": 20, "mc_samples": 0, "seed": 5}
-    plain = dgm.evaluate(model, "mnist-mini", **fixed).to_dict()
-    budgeted = dgm.evaluate(model, "mnist-mini", minutes=0.5, **fixed).to_dict()
-    # What was given is kept, and measuring the costs first changed no number.
-    assert budgeted.pop("budget")["minutes"] == 0.5 and budgeted == plain
+    # Nothing left to size: no costs are measured and the budget changes nothing.
+    assert (
+        dgm.evaluate(model, "mnist-mini", **fixed).to_dict()
+        == dgm.evaluate(model, "mnist-mini", minutes=None, **fixed).to_dict()
+    )
+    full = dgm.evaluate(model, "mnist-mini", minutes=None, iw_samples=20, mc_samples=0, samples=0).to_dict()
+    assert "budget" not in full and full["likelihood"]["images"] == 1000
+    # The default budget of a minute affords all of mnist-mini's test split: the full protocol, and measuring
+    # the costs first (on forked random streams) changed no number.
+    default = dgm.evaluate(model, "mnist-mini", iw_samples=20, mc_samples=0, samples=0).to_dict()
+    assert default.pop("budget")["full_protocol"] is True and default == full
+    # A budget too small for it: a seeded subset, the time it takes expected within the budget.
     sized = dgm.evaluate(model, "mnist-mini", minutes=0.1, iw_samples=20, mc_samples=0, samples=0).to_dict()
     assert sized["budget"]["expected_seconds"] <= 6 + 1 and sized["budget"]["full_protocol_seconds"] > 0
     assert sized["likelihood"]["images"] >= 100
 
 
-def test_a_long_evaluation_says_how_long_before_it_starts(monkeypatch):
+def test_eval_full_and_minutes_exclude_each_other():
+    from conftest import invoke_dgm
+
+    result = invoke_dgm("eval", "vae", "--full", "--minutes", "2")
+    assert result.exit_code == 2 and "give --full or --minutes, not both" in result.output
+    assert "using the pretrained" not in result.output  # refused before anything is loaded
+
+
+def test_a_long_full_evaluation_says_how_long_before_it_starts(monkeypatch):
     import io
 
     import dgm_cli as dgm
@@ -204,7 +225,7 @@ def test_a_long_evaluation_says_how_long_before_it_starts(monkeypatch):
     monkeypatch.setattr(evaluation_budget, "WORTH_SAYING_SECONDS", 0.0)  # and any time as long
     written = io.StringIO()
     model = dgm.create_model("vae", hidden=32, zdim=4)
-    options = {"iw_samples": 10, "mc_samples": 0, "samples": 0}
+    options = {"iw_samples": 10, "mc_samples": 0, "samples": 0, "minutes": None}
     report = dgm.evaluate(model, "mnist-mini", reporter=Reporter(Console(file=written, width=500)), **options)
-    assert "this evaluation takes about" in written.getvalue() and "--minutes 1" in written.getvalue()
+    assert "this evaluation takes about" in written.getvalue() and "without --full" in written.getvalue()
     assert report.budget is None and report.likelihood["images"] == 1000  # said, not changed
