@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 
 from dgm_cli.estimators import Estimate, per_class_accuracy
-from dgm_cli.metrics import embed, quality
+from dgm_cli.metrics import quality
 
 PER_CLASS_METRICS = ("fid", "kid", "kid_std", "precision", "recall")
 
@@ -85,19 +85,19 @@ def class_mixture(
 
 @torch.no_grad()
 def conditional_quality(
-    classifier,
-    samples: torch.Tensor,
+    samples: tuple,
     sample_labels: torch.Tensor,
     *,
-    reference: torch.Tensor,
+    reference: tuple,
     reference_labels: torch.Tensor,
-    held_out: torch.Tensor,
+    held_out: tuple,
     held_out_labels: torch.Tensor,
 ) -> dict:
     """Conditional accuracy of the samples drawn for each label, and each class's sample quality.
 
-    All images are in [0, 1]; `reference` (the evaluated split) gives the classifier's accuracy on real
-    images and each class's reference set; `held_out` each class's real-data floor.
+    samples, reference (the evaluated split: the classifier's accuracy on real images and each class's
+    reference set) and held_out (each class's real-data floor): metrics.embed's (features, probabilities) of
+    each set, embedded once for the whole evaluation.
     """
     classes = int(sample_labels.max()) + 1
     sample_labels, reference_labels, held_out_labels = (
@@ -105,10 +105,8 @@ def conditional_quality(
         reference_labels.cpu(),
         held_out_labels.cpu(),
     )
-    # Each set is embedded once; every class's metrics take its rows of the features.
-    sample_features, probabilities = embed(classifier, samples)
-    reference_features, real_probabilities = embed(classifier, reference)
-    held_out_features, held_out_probabilities = embed(classifier, held_out)
+    (sample_features, probabilities), (reference_features, real_probabilities) = samples, reference
+    held_out_features, held_out_probabilities = held_out
     drawn = probabilities.argmax(dim=1)
     real = real_probabilities.argmax(dim=1)
     per_class = []

@@ -308,7 +308,7 @@ def size_the_evaluation(
                 "about a minute from a random subset of the images and fewer samples"
             )
         return limit, asked
-    left = 60 * minutes - (time.perf_counter() - started)
+    left = budget.AIMED_SHARE * (60 * minutes - (time.perf_counter() - started))
     sized_limit, sized_samples = budget.fit_budget(
         costs, left, len(chosen), limit=limit, samples=samples if sampling else 0
     )

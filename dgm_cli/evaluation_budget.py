@@ -25,9 +25,14 @@ import torch
 
 PROBE_IMAGES = 20
 PROBE_SAMPLES = 50
+PROBE_METRICS = 1000  # random features the metrics' cost is timed on
+KID_PROBE_ROWS = 250  # and KID's, on subsets of this many rows
 FEWEST_IMAGES = 100  # a budget never evaluates fewer images than this (or the whole split when smaller)
 FEWEST_SAMPLES = 1000  # nor draws fewer samples: FID on fewer is mostly its own bias
 FULL_SAMPLES = 10_000
+# The probes run small batches: a diffusion sampler's batches of 500 cost 30% more an image than a probe's 50
+# (memory, not arithmetic), so the sizes aim at this share of what is left of the budget.
+AIMED_SHARE = 0.85
 DEFAULT_MINUTES = 1.0  # `dgm eval` and dgm.evaluate answer in about a minute unless told otherwise
 WORTH_SAYING_SECONDS = 90  # an evaluation expected to take longer says so before it starts
 PROBED_WHEN = 2000  # without a budget, only a split or a sample count this large is probed (small ones are quick)
@@ -84,11 +89,57 @@ def measure_costs(
             if embedder is not None:
                 embedder(drawn[:2])
                 started = time.perf_counter()
-                embedder(drawn)
+                features, _ = embedder(drawn)
                 per_embed = (time.perf_counter() - started) / PROBE_SAMPLES
                 per_sample += 2 * per_embed
                 fixed = per_embed * reference_images
+                if model.classes:  # every held-out image is embedded for the class floors
+                    fixed, per_sample = fixed + per_embed * reference_images, per_sample - per_embed
+                metrics_per_sample, metrics_fixed = metric_costs(features.shape[1], reference_images, model.classes)
+                per_sample, fixed = per_sample + metrics_per_sample, fixed + metrics_fixed
     return Costs(per_image, per_sample, fixed)
+
+
+def metric_costs(dimensions: int, reference_images: int, classes: int) -> tuple[float, float]:
+    """Measured (seconds per sample, fixed seconds) of the metrics, for the samples and for the floor against the
+    reference split and, for a conditional model, each class's too. Timed on random features (what they cost
+    does not depend on the values): precision/recall and FID on PROBE_METRICS samples, per sample; KID, whose
+    100 random subsets stop growing at 1,000 images, as fixed, from a call on KID_PROBE_ROWS rows scaled by the
+    square of the subset size, at the full sample count (fewer samples cost less: an overstatement, never an
+    understatement)."""
+    from dgm_cli.metrics import frechet_distance, kernel_distance, precision_recall
+
+    generator = torch.Generator().manual_seed(0)
+    draw = lambda rows, columns: torch.randn(rows, columns, dtype=torch.float64, generator=generator)  # noqa: E731
+    features, reference = draw(PROBE_METRICS, dimensions), draw(reference_images, dimensions)
+    kernel_distance(features[:20], features[20:40])  # imports torchmetrics: not the metrics' cost
+
+    def seconds(function, *arguments) -> float:
+        started = time.perf_counter()
+        function(*arguments)
+        return time.perf_counter() - started
+
+    def distances(reference_rows: int, rows: int) -> float:  # precision/recall and FID of `rows` samples
+        return seconds(precision_recall, reference[:reference_rows], features[:rows]) + seconds(
+            frechet_distance, reference[:reference_rows], features[:rows]
+        )
+
+    kid = seconds(kernel_distance, features[:KID_PROBE_ROWS], reference[:KID_PROBE_ROWS])
+    kid_call = lambda subset: kid * (subset / KID_PROBE_ROWS) ** 2  # noqa: E731
+    # Precision/recall's neighbour radii of the reference are paid whatever the count (a line through two counts
+    # gives them apart), and the samples' own radii grow with the square of the count: as many at the full count.
+    half, whole = distances(reference_images, PROBE_METRICS // 2), distances(reference_images, PROBE_METRICS)
+    slope = max(whole - half, 0.0) / (PROBE_METRICS - PROBE_METRICS // 2)
+    reference_radii = max(whole - slope * PROBE_METRICS, 0.0)
+    samples_radii = reference_radii * (FULL_SAMPLES / max(reference_images, 1)) ** 2
+    per_sample = 2 * slope
+    fixed = 2 * (reference_radii + samples_radii) + 2 * kid_call(min(1000, FULL_SAMPLES, reference_images))
+    if classes:
+        one_class, class_reference = FULL_SAMPLES // classes, max(reference_images // classes, 1)
+        timed = min(one_class, PROBE_METRICS)
+        per_sample += 2 * classes * distances(class_reference, timed) * (one_class / timed) / FULL_SAMPLES
+        fixed += 2 * classes * kid_call(min(1000, one_class, class_reference))
+    return per_sample, fixed
 
 
 def affordable(seconds: float, per_item: float, available: int, fewest: int) -> int:

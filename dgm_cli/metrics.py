@@ -162,12 +162,20 @@ def sample_quality(classifier, samples: torch.Tensor, reference: torch.Tensor, h
     All images are (N, 1, 28, 28) or (N, 28, 28) in [0, 1]; held_out is cut to as many images as
     there are samples, since FID and KID depend on the count.
     """
-    reference_features, _ = embed(classifier, reference)
-    sample_features, sample_probabilities = embed(classifier, samples)
-    floor_features, floor_probabilities = embed(classifier, held_out[: len(samples)])
+    return embedded_quality(
+        embed(classifier, samples), embed(classifier, reference), embed(classifier, held_out[: len(samples)])
+    )
+
+
+def embedded_quality(samples: tuple, reference: tuple, held_out: tuple) -> dict:
+    """sample_quality from embeddings already made, each embed()'s (features, probabilities); the floor takes
+    held_out's first rows, as many as there are samples."""
+    (sample_features, sample_probabilities), (reference_features, _) = samples, reference
+    count = len(sample_features)
+    floor_features, floor_probabilities = held_out[0][:count], held_out[1][:count]
     return {
-        "samples": len(samples),
-        "reference_images": len(reference),
+        "samples": count,
+        "reference_images": len(reference_features),
         "model": quality(sample_features, sample_probabilities, reference_features),
         "real_floor": quality(floor_features, floor_probabilities, reference_features),
     }

@@ -16,6 +16,7 @@ from dgm_cli.data import Dataset, load_dataset
 from dgm_cli.device import resolve_device
 from dgm_cli.errors import DgmError
 from dgm_cli.feature_network import feature_network, missing_note
+from dgm_cli.metrics import embed, embedded_quality
 from dgm_cli.metrics import sample_quality as measure
 from dgm_cli.models.base import as_uint8_images
 from dgm_cli.progress import Reporter
@@ -158,26 +159,31 @@ def evaluate_samples(
         model, samples, reporter, seed=seed, raw=raw, labels=sample_labels, temperature=temperature, **sampler_options
     )
     described = model.describe_sampler(**sampler_options)
+    # Each set is embedded once: a conditional model's per-class metrics take their rows of the same features
+    # (every held-out image for the class floors; the overall floor takes as many as there are samples).
+    floor_images = held_out.images if model.classes else held_out.images[: len(drawn)]
+    embedded = {
+        "samples": embed(features.classifier, drawn),
+        "reference": embed(features.classifier, chosen.images.float() / 255),
+        "held_out": embed(features.classifier, floor_images.float() / 255),
+    }
     report.sample_quality = {
         "floor_split": floor_split(report.split),
         "temperature": temperature,
         **({} if described is None else {"sampler": described}),
         "weights": "live" if raw or not model.keeps_average else "moving average",
-        **measure(
-            features.classifier, drawn, reference=chosen.images.float() / 255, held_out=held_out.images.float() / 255
-        ),
+        **embedded_quality(**embedded),
     }
     if model.classes:
         from dgm_cli.conditional import conditional_quality
 
         reporter.note(f"conditional accuracy and per-class quality: {samples // model.classes:,} samples of each class")
         report.conditional_quality = conditional_quality(
-            features.classifier,
-            drawn,
+            embedded["samples"],
             sample_labels,
-            reference=chosen.images.float() / 255,
+            reference=embedded["reference"],
             reference_labels=chosen.labels,
-            held_out=held_out.images.float() / 255,
+            held_out=embedded["held_out"],
             held_out_labels=held_out.labels,
         )
 

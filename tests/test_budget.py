@@ -184,6 +184,19 @@ def test_a_budget_sizes_what_was_not_given_from_measured_costs():
     assert fit_budget(Costs(per_image=1e-6, per_sample=None), 60.0, 10_000, limit=None, samples=0) == (None, 0)
 
 
+def test_the_metrics_cost_is_measured_and_a_conditional_model_pays_for_its_classes_too():
+    from dgm_cli.evaluation_budget import metric_costs
+
+    torch.manual_seed(3)
+    before = torch.rand(3)
+    per_sample, fixed = metric_costs(128, 2000, classes=0)
+    conditional_per_sample, conditional_fixed = metric_costs(128, 2000, classes=10)
+    # Two KIDs against twenty-two (every class's too, at 200 samples a class of 2,000 reference images)
+    assert per_sample > 0 and 0 < fixed < conditional_fixed
+    torch.manual_seed(3)
+    assert torch.equal(torch.rand(3), before)  # timed on its own random stream: the evaluation's is untouched
+
+
 def test_eval_answers_within_its_budget_and_measures_on_a_forked_random_stream(tmp_path):
     import dgm_cli as dgm
 
@@ -229,3 +242,39 @@ def test_a_long_full_evaluation_says_how_long_before_it_starts(monkeypatch):
     report = dgm.evaluate(model, "mnist-mini", reporter=Reporter(Console(file=written, width=500)), **options)
     assert "this evaluation takes about" in written.getvalue() and "without --full" in written.getvalue()
     assert report.budget is None and report.likelihood["images"] == 1000  # said, not changed
+
+
+# ---------------------------------------------------------------- defaults tuned for a budget
+
+
+def test_a_budget_trains_with_its_tuned_configuration_where_options_are_not_given(monkeypatch):
+    import dataclasses
+
+    from dgm_cli import registry
+    from dgm_cli.training import new_config
+
+    spec = registry.get_spec("vae")
+    tuned = registry.BudgetDefaults(up_to=5, fields={"hidden": 16, "lr": 0.002}, searched_at=5, record="x.json")
+    monkeypatch.setitem(registry._REGISTRY, "vae", dataclasses.replace(spec, budget_defaults=(tuned,)))
+    defaults = registry.create_config("vae")
+    assert (new_config("vae", {"minutes": 5}, None).hidden, new_config("vae", {"minutes": 5}, None).lr) == (16, 0.002)
+    assert new_config("vae", {"minutes": 1, "hidden": 64}, None).hidden == 64  # an option given wins
+    assert new_config("vae", {"minutes": 6}, None).hidden == defaults.hidden  # a longer budget: none searched
+    assert new_config("vae", {"epochs": 3}, None).hidden == defaults.hidden  # no budget, no tuning
+    assert new_config("vae", {"minutes": 5, "preset": "iwae-1l-vae"}, None).hidden != 16  # a preset is whole
+
+
+def test_every_tuned_configuration_is_the_one_its_search_record_chose():
+    import json
+    from pathlib import Path
+
+    from dgm_cli import registry
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    for name in registry.list_models():
+        for tuned in registry.get_spec(name).budget_defaults:
+            record = json.loads((docs / tuned.record).read_text())
+            chosen = next(result for result in record["results"] if result["name"] == record["chosen"])
+            assert (record["family"], record["minutes"], chosen["options"]) == (name, tuned.searched_at, tuned.fields)
+            assert min(result["validation"]["value"] for result in record["results"]) == chosen["validation"]["value"]
+            registry.create_config(name, **tuned.fields)  # fields the config takes, within their limits
