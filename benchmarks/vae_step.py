@@ -1,6 +1,7 @@
 """Milliseconds per VAE training step on the CPU, for the choices docs/performance.md discusses.
 
-    python benchmarks/vae_step.py [--repeats 5] [--steps 100] [--preset NAME] [--batch-size 128] [--variants WORDS]
+    python benchmarks/vae_step.py [--repeats 5] [--steps 100] [--preset NAME] [--batch-size 128] [--hidden N]
+        [--variants WORDS]
     python benchmarks/vae_step.py --profile
 
 Variants run in interleaved blocks of `--steps` steps in one process (median
@@ -118,6 +119,7 @@ def profile(images, steps: int, settings: dict, batch: int) -> None:
 
     print("\n| product | shape | GFLOP/s alone |\n| --- | --- | --- |")
     layers = [layer for layer in variant.model.modules() if isinstance(layer, torch.nn.Linear)]
+    floor = 0.0  # the step's matrix products, each timed alone: what no loop around them can go below
     for index, layer in enumerate(layers):
         n_in, n_out = layer.in_features, layer.out_features
         x, g, w = torch.randn(batch, n_in), torch.randn(batch, n_out), torch.randn(n_out, n_in)
@@ -128,12 +130,14 @@ def profile(images, steps: int, settings: dict, batch: int) -> None:
         if index > 0:  # the first layer's input (the pixels) needs no gradient
             products["input gradient"] = (lambda g=g, w=w: g @ w, f"{batch}x{n_out} @ {n_out}x{n_in}")
         for name, (function, shape) in products.items():
-            rate = 2 * batch * n_in * n_out / median_seconds(function) / 1e9
-            print(f"| layer {index + 1} {name} | {shape} | {rate:.0f} |")
+            seconds = median_seconds(function)
+            floor += seconds
+            print(f"| layer {index + 1} {name} | {shape} | {2 * batch * n_in * n_out / seconds / 1e9:.0f} |")
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     print(
         f"| the floor's reference | 2048x2048 @ 2048x2048 | {2 * 2048**3 / median_seconds(lambda: a @ b, 20) / 1e9:.0f} |"
     )
+    print(f"\nthe step's matrix products, each timed alone: {floor * 1000:.2f} ms a step")
 
 
 def main():
@@ -145,6 +149,7 @@ def main():
         "--preset", default="", help="A VAE preset's network (dgm models lists them); the seed's by default."
     )
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--hidden", type=int, help="Hidden units (pytorch/examples' VAE: 400; dgm's: 500).")
     parser.add_argument(
         "--variants",
         default="",
@@ -161,6 +166,8 @@ def main():
         settings = {
             key: value for key, value in overrides.items() if key not in ("batch_size", "epochs", "sample_epochs")
         }
+    if args.hidden:
+        settings["hidden"] = args.hidden
     torch.manual_seed(0)
     batch = args.batch_size
     images = torch.randint(0, 256, (args.steps * batch, 28, 28), dtype=torch.uint8)

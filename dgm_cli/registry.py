@@ -44,12 +44,31 @@ class Preset:
 
 
 @dataclass(frozen=True)
+class BudgetDefaults:
+    """The configuration `--minutes M` trains with, for M up to `up_to` minutes, in the fields not given: the
+    best on the validation split of benchmarks/budget_search.py's grid, searched at `searched_at` minutes on
+    one CPU core (its record: `record`, under docs/)."""
+
+    up_to: float
+    fields: dict
+    searched_at: float
+    record: str
+
+    def words(self) -> str:
+        return ", ".join(
+            f"{key.replace('_', '-')} {value:g}" if isinstance(value, float) else f"{key.replace('_', '-')} {value}"
+            for key, value in self.fields.items()
+        )
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     config_class: type
     module_class: type
     description: str
     presets: dict[str, Preset] = field(default_factory=dict)  # name -> Preset; the config's `preset` field names one
+    budget_defaults: tuple[BudgetDefaults, ...] = ()  # by increasing up_to; budgets beyond the last keep the defaults
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -94,6 +113,13 @@ def preset_overrides(spec: ModelSpec, preset: str | None) -> dict:
         known = ", ".join(spec.presets) or "none"
         raise DgmError(f"the {spec.name} has no preset {preset!r}; its presets: {known}")
     return {**spec.presets[preset].overrides, "preset": preset}
+
+
+def budget_defaults(spec: ModelSpec, minutes: float | None) -> BudgetDefaults | None:
+    """The tuned configuration a budget of `minutes` trains with (None: no budget, or none searched for it)."""
+    if not minutes:
+        return None
+    return next((tuned for tuned in spec.budget_defaults if minutes <= tuned.up_to), None)
 
 
 def preset_of(spec: ModelSpec, config) -> Preset | None:

@@ -15,7 +15,7 @@ from dgm_cli import config as config_tools
 from dgm_cli.data import Dataset, load_dataset
 from dgm_cli.errors import DgmError, Interrupted
 from dgm_cli.progress import Reporter
-from dgm_cli.registry import get_spec, preset_overrides
+from dgm_cli.registry import budget_defaults, get_spec, preset_overrides
 from dgm_cli.run_folder import BEST_FILE, LAST_FILE, RunFolder, default_run_path, find_run, reopen_run
 
 # Settings whose left-out value (None) means: as the resumed run recorded, else this default.
@@ -181,7 +181,7 @@ def run_in_process(
         folder, state, config, seed, dataset = resumed(name, given, news, recorded, resume, out, data_dir)
     else:
         state, seed = None, 0 if news["seed"] is None else news["seed"]
-        config = new_config(name, given, news["init_from"])
+        config = new_config(name, given, news["init_from"], reporter)
         folder = Path(out) if out is not None else default_run_path(name)
         RunFolder(folder, writes=parallel.is_main).refuse_existing()  # before the data are read
         dataset = read_training_data(news, data_dir, reporter)
@@ -240,9 +240,10 @@ def resumed(name: str, given: dict, news: dict, recorded: dict, resume, out, dat
     return reopened.folder, reopened.state, reopened.config, reopened.seed, reopened.dataset
 
 
-def new_config(name: str, given: dict, init_from: Path | None):
-    """A new run's config: the defaults, then the config of the init_from checkpoint, then the fields of a preset,
-    then the fields given; refused where a given field would change nothing in that configuration."""
+def new_config(name: str, given: dict, init_from: Path | None, reporter: Reporter | None = None):
+    """A new run's config: the defaults, then (a budget from scratch, without a preset) the configuration tuned
+    for the budget, then the config of the init_from checkpoint, then the fields of a preset, then the fields
+    given; refused where a given field would change nothing in that configuration."""
     spec = get_spec(name)
     if given.get("minutes") and "epochs" in given:
         raise DgmError("--epochs and --minutes both say how long to train; give one")
@@ -260,8 +261,15 @@ def new_config(name: str, given: dict, init_from: Path | None):
     chosen = set(given)
     if "epochs" in given:  # a run of epochs, whatever budget a preset may name
         values["minutes"], chosen = 0.0, chosen | {"minutes"}
+    tuned = None if init_from is not None or "preset" in values else budget_defaults(spec, values.get("minutes"))
+    from_budget = {k: v for k, v in tuned.fields.items() if k not in chosen} if tuned is not None else {}
+    if from_budget and reporter is not None:
+        reporter.note(
+            f"a {values['minutes']:g}-minute budget trains with {tuned.words()} (the best of a search on the "
+            f"validation split at {tuned.searched_at:g} minutes, docs/{tuned.record}); options given win"
+        )
     config = config_tools.from_dict(
-        spec.config_class, {**values, **{k: v for k, v in from_preset.items() if k not in chosen}}
+        spec.config_class, {**from_budget, **values, **{k: v for k, v in from_preset.items() if k not in chosen}}
     )
     refuse_inapplicable(config, set(given))
     if init_from is not None:

@@ -50,7 +50,7 @@ from dgm_cli.config import check, classes_option, minutes_option, option
 from dgm_cli.data import IMAGE_SHAPE, PIXELS
 from dgm_cli.errors import DgmError
 from dgm_cli.models.base import GenerativeModel, adam, update_average
-from dgm_cli.registry import ModelSpec, register
+from dgm_cli.registry import BudgetDefaults, ModelSpec, register
 
 SCHEDULES = ("linear", "cosine")
 SAMPLERS = ("ddim", "ancestral")
@@ -511,11 +511,25 @@ def discretized_log_likelihood(x0: torch.Tensor, mean: torch.Tensor, std: torch.
     return torch.log((torch.special.ndtr(high) - torch.special.ndtr(low)).clamp(min=1e-300))
 
 
+# What `--minutes M` trains with, for M up to 10, where these fields are not given: the seed's width-32 U-Net at
+# 2e-4 takes about 300 steps in five minutes on a core and draws noise; a narrower net, a higher rate and
+# smaller batches take ten times as many. The best of benchmarks/budget_search.py's grid on the validation
+# split (docs/performance.md). Longer budgets keep the defaults above, which win at 15 minutes as they are.
+BUDGET_DEFAULTS = (
+    BudgetDefaults(
+        up_to=10,
+        fields={"width": 16, "lr": 1e-3, "batch_size": 32},
+        searched_at=5,
+        record="performance/search/diffusion-5-minutes.json",
+    ),
+)
+
 register(
     ModelSpec(
         name="diffusion",
         config_class=DiffusionConfig,
         module_class=Diffusion,
         description="denoising diffusion model (DDPM): U-Net noise predictor, DDIM or ancestral sampling, bits/dim bound",
+        budget_defaults=BUDGET_DEFAULTS,
     )
 )
