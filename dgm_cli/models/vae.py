@@ -263,13 +263,13 @@ def softplus(logits: torch.Tensor) -> torch.Tensor:
 
 
 def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """log p(x | logits) summed over the last dimension; stable for logits of any size.
+    """log p(x | logits) = sum_j x_j l_j - softplus(l_j) over the last dimension; stable for logits of any size.
 
-    PyTorch's cross-entropy, slow kernel and all (softplus_values): for the one-draw ELBO of a training
-    step at batch 20, mostly fixed costs, our own softplus did not make the step faster in trials
-    (docs/performance.md); the k-draw bounds use it (reconstruction).
+    Our softplus rather than PyTorch's cross-entropy with logits, whose log-sigmoid kernel was a sixth of a
+    one-thread training step at batch 128 on an AVX-512 CPU (docs/performance.md); the k-draw bounds use it
+    too (reconstruction).
     """
-    return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+    return (x * logits).sum(-1) - softplus(logits).sum(-1)
 
 
 def standard_normal_log_density(z: torch.Tensor) -> torch.Tensor:
