@@ -38,7 +38,8 @@ def minutes_option():
     return option(
         0.0,
         "Train for this many minutes of wall-clock time instead of --epochs: the schedule is laid out over the "
-        "budget and the run ends on time (0 = train for --epochs).",
+        "budget and the run ends on time, with the configuration searched for the budget where there is one in "
+        "the options not given (0 = train for --epochs).",
         min=0.0,
         max=10_080.0,
     )

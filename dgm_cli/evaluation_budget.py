@@ -30,8 +30,8 @@ KID_PROBE_ROWS = 250  # and KID's, on subsets of this many rows
 FEWEST_IMAGES = 100  # a budget never evaluates fewer images than this (or the whole split when smaller)
 FEWEST_SAMPLES = 1000  # nor draws fewer samples: FID on fewer is mostly its own bias
 FULL_SAMPLES = 10_000
-# The probes run small batches: a diffusion sampler's batches of 500 cost 30% more an image than a probe's 50
-# (memory, not arithmetic), so the sizes aim at this share of what is left of the budget.
+# The probes run small batches: a diffusion sampler's batches of 500 cost more an image than a probe's 50
+# (memory traffic, not arithmetic), so the sizes aim at this share of what is left of the budget.
 AIMED_SHARE = 0.85
 DEFAULT_MINUTES = 1.0  # `dgm eval` and dgm.evaluate answer in about a minute unless told otherwise
 WORTH_SAYING_SECONDS = 90  # an evaluation expected to take longer says so before it starts
