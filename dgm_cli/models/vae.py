@@ -32,7 +32,7 @@ from dgm_cli.errors import DgmError
 from dgm_cli.models.base import GenerativeModel, adam, update_average
 from dgm_cli.models.conditioning import with_label
 from dgm_cli.models.schedules import SCHEDULES, learning_rate_factor
-from dgm_cli.registry import ModelSpec, Preset, register
+from dgm_cli.registry import BudgetDefaults, ModelSpec, Preset, register
 
 LOG_2PI = math.log(2 * math.pi)
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
@@ -627,6 +627,19 @@ class VAE(GenerativeModel):
         return self.decode_images(torch.stack([z1, z2], dim=-1).reshape(-1, 2).to(self.device), labels)
 
 
+# What `--minutes M` trains with, for M up to 10, where these fields are not given: the best validation NLL
+# of benchmarks/budget_search.py's grid at five minutes on a core (docs/performance.md). Every configuration of
+# that grid ended within 0.6 nats of the others: a wider network in larger batches at a higher rate, a little
+# ahead of the defaults. Longer budgets keep the defaults above.
+BUDGET_DEFAULTS = (
+    BudgetDefaults(
+        up_to=10,
+        fields={"hidden": 1000, "batch_size": 256, "lr": 2e-3},
+        searched_at=5,
+        record="performance/search/vae-5-minutes.json",
+    ),
+)
+
 register(
     ModelSpec(
         name="vae",
@@ -634,5 +647,6 @@ register(
         module_class=VAE,
         description="variational autoencoder: MLP encoder and decoder, ELBO or IWAE bound, one or two stochastic layers",
         presets=PRESETS,
+        budget_defaults=BUDGET_DEFAULTS,
     )
 )
