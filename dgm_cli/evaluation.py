@@ -171,8 +171,8 @@ def evaluate(
     minutes: the budget, by default about a minute: the split's subset and the samples not given are sized to
     fit it from measured costs (the whole split and 10,000 samples when they fit; evaluation_budget.py); None
     runs the full protocol however long it takes (`dgm eval --full`). classifier: a checkpoint whose features
-    measure them (default: the shipped one that fits the data). sampler_options: an iterative sampler's (sampler, steps, eta,
-    guidance). The other options are `dgm eval --help`'s."""
+    measure them (default: the shipped one that fits the data). sampler_options: an iterative sampler's
+    (sampler, steps, eta, guidance). The other options are `dgm eval --help`'s."""
     started = time.perf_counter()  # a budget counts reading the data and measuring the costs
     reporter = reporter or Reporter()
     sampler_options = {name: value for name, value in sampler_options.items() if value is not None}
@@ -194,8 +194,8 @@ def evaluate(
         dequantization_draws=dequantization_draws,
         bound_timesteps=bound_timesteps,
     )
-    sizes = {"limit": limit, "samples": samples, "minutes": minutes, "seed": seed, "batch_size": batch_size}
-    sizes["started"] = started
+    sizes = {"limit": limit, "samples": samples, "minutes": minutes, "started": started, "seed": seed}
+    sizes["batch_size"] = batch_size
     limit, samples = size_the_evaluation(
         report,
         model,
