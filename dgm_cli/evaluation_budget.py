@@ -107,7 +107,7 @@ def metric_costs(dimensions: int, reference_images: int, classes: int) -> tuple[
     100 random subsets stop growing at 1,000 images, as fixed, from a call on KID_PROBE_ROWS rows scaled by the
     square of the subset size, at the full sample count (fewer samples cost less: an overstatement, never an
     understatement)."""
-    from dgm_cli.metrics import frechet_distance, kernel_distance, precision_recall
+    from dgm_cli.metrics import KID_SUBSET, frechet_distance, kernel_distance, precision_recall
 
     generator = torch.Generator().manual_seed(0)
     draw = lambda rows, columns: torch.randn(rows, columns, dtype=torch.float64, generator=generator)  # noqa: E731
@@ -133,12 +133,12 @@ def metric_costs(dimensions: int, reference_images: int, classes: int) -> tuple[
     reference_radii = max(whole - slope * PROBE_METRICS, 0.0)
     samples_radii = reference_radii * (FULL_SAMPLES / max(reference_images, 1)) ** 2
     per_sample = 2 * slope
-    fixed = 2 * (reference_radii + samples_radii) + 2 * kid_call(min(1000, FULL_SAMPLES, reference_images))
+    fixed = 2 * (reference_radii + samples_radii) + 2 * kid_call(min(KID_SUBSET, FULL_SAMPLES, reference_images))
     if classes:
         one_class, class_reference = FULL_SAMPLES // classes, max(reference_images // classes, 1)
         timed = min(one_class, PROBE_METRICS)
         per_sample += 2 * classes * distances(class_reference, timed) * (one_class / timed) / FULL_SAMPLES
-        fixed += 2 * classes * kid_call(min(1000, one_class, class_reference))
+        fixed += 2 * classes * kid_call(min(KID_SUBSET, one_class, class_reference))
     return per_sample, fixed
 
 

@@ -32,6 +32,7 @@ SHIPPED_CLASSIFIER = SHIPPED_CHECKPOINT
 NEIGHBOURS = 3
 CLASS_SHARE = 0.05
 EMBED_BATCH = 1000
+KID_SUBSET = 1000  # images in each of KID's 100 random subsets (fewer when a set is smaller)
 DISTANCE_CHUNK = 1024
 
 
@@ -82,7 +83,7 @@ def kernel_distance(real: torch.Tensor, fake: torch.Tensor, *, seed: int = 0) ->
     require_torchvision()
     from torchmetrics.image.kid import KernelInceptionDistance
 
-    subset = min(1000, len(real), len(fake))
+    subset = min(KID_SUBSET, len(real), len(fake))
     with warnings.catch_warnings():  # it warns that it keeps all features in memory: 128 numbers an image is fine
         warnings.simplefilter("ignore")
         metric = KernelInceptionDistance(feature=PrecomputedFeatures(real.shape[1]), subset_size=subset)

@@ -55,10 +55,12 @@ class BudgetDefaults:
     record: str
 
     def words(self) -> str:
-        return ", ".join(
-            f"{key.replace('_', '-')} {value:g}" if isinstance(value, float) else f"{key.replace('_', '-')} {value}"
+        """The fields as options, e.g. "width 16, lr 0.001, batch-size 32"."""
+        shown = {
+            key.replace("_", "-"): f"{value:g}" if isinstance(value, float) else value
             for key, value in self.fields.items()
-        )
+        }
+        return ", ".join(f"{option} {value}" for option, value in shown.items())
 
 
 @dataclass(frozen=True)

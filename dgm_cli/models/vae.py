@@ -629,7 +629,7 @@ class VAE(GenerativeModel):
 
 # What `--minutes M` trains with, for M up to 10, where these fields are not given: the best validation NLL
 # of benchmarks/budget_search.py's grid at five minutes on a core (docs/performance.md). Every configuration of
-# that grid ended within 0.6 nats of the others: a wider network in larger batches at a higher rate, a little
+# that grid ended within 0.7 nats of the others: a wider network in larger batches at a higher rate, a little
 # ahead of the defaults. Longer budgets keep the defaults above.
 BUDGET_DEFAULTS = (
     BudgetDefaults(
