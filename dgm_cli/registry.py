@@ -47,12 +47,15 @@ class Preset:
 class BudgetDefaults:
     """The configuration `--minutes M` trains with, for M up to `up_to` minutes, in the fields not given: the
     best on the validation split of benchmarks/budget_search.py's grid, searched at `searched_at` minutes on
-    one CPU core (its record: `record`, under docs/)."""
+    one CPU core (its record: `record`, under docs/). A field of `unless_given` given (one that picks another
+    kind of model, such as the flow's --arch) leaves the whole configuration out: it was searched as a whole,
+    and its other fields may not suit the model asked for."""
 
     up_to: float
     fields: dict
     searched_at: float
     record: str
+    unless_given: tuple[str, ...] = ()
 
     def words(self) -> str:
         """The fields as options, e.g. "width 16, lr 0.001, batch-size 32"."""
@@ -117,11 +120,13 @@ def preset_overrides(spec: ModelSpec, preset: str | None) -> dict:
     return {**spec.presets[preset].overrides, "preset": preset}
 
 
-def budget_defaults(spec: ModelSpec, minutes: float | None) -> BudgetDefaults | None:
-    """The tuned configuration a budget of `minutes` trains with (None: no budget, or none searched for it)."""
+def budget_defaults(spec: ModelSpec, minutes: float | None, given: set[str] = frozenset()) -> BudgetDefaults | None:
+    """The tuned configuration a budget of `minutes` trains with, the fields `given` aside (None: no budget,
+    none searched for it, or a field given that picks another kind of model)."""
     if not minutes:
         return None
-    return next((tuned for tuned in spec.budget_defaults if minutes <= tuned.up_to), None)
+    tuned = next((tuned for tuned in spec.budget_defaults if minutes <= tuned.up_to), None)
+    return None if tuned is None or given & set(tuned.unless_given) else tuned
 
 
 def preset_of(spec: ModelSpec, config) -> Preset | None:

@@ -261,7 +261,9 @@ def new_config(name: str, given: dict, init_from: Path | None, reporter: Reporte
     chosen = set(given)
     if "epochs" in given:  # a run of epochs, whatever budget a preset may name
         values["minutes"], chosen = 0.0, chosen | {"minutes"}
-    tuned = None if init_from is not None or "preset" in values else budget_defaults(spec, values.get("minutes"))
+    tuned = (
+        None if init_from is not None or "preset" in values else budget_defaults(spec, values.get("minutes"), chosen)
+    )
     from_budget = {k: v for k, v in tuned.fields.items() if k not in chosen} if tuned is not None else {}
     if from_budget and reporter is not None:
         reporter.note(

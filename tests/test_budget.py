@@ -267,6 +267,22 @@ def test_a_budget_trains_with_its_tuned_configuration_where_options_are_not_give
     assert new_config("vae", {"minutes": 5, "preset": "iwae-1l-vae"}, None).hidden != 16  # a preset is whole
 
 
+def test_a_tuned_configuration_searched_as_a_whole_is_left_out_when_another_model_is_asked_for(monkeypatch):
+    import dataclasses
+
+    from dgm_cli import registry
+    from dgm_cli.training import new_config
+
+    spec = registry.get_spec("flow")
+    fields = {"arch": "realnvp-ms", "channels": 16, "dequantization": "variational"}
+    tuned = registry.BudgetDefaults(5, fields, searched_at=5, record="x.json", unless_given=("arch",))
+    monkeypatch.setitem(registry._REGISTRY, "flow", dataclasses.replace(spec, budget_defaults=(tuned,)))
+    narrower = new_config("flow", {"minutes": 5, "channels": 32}, None)  # a field given; the rest still tuned
+    assert (narrower.arch, narrower.channels, narrower.dequantization) == ("realnvp-ms", 32, "variational")
+    mlp = new_config("flow", {"minutes": 5, "arch": "realnvp-mlp"}, None)  # another architecture: none of it
+    assert mlp.dequantization == registry.create_config("flow").dequantization == "uniform"
+
+
 def test_every_tuned_configuration_is_the_one_its_search_record_chose():
     import json
     from pathlib import Path
