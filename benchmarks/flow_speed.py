@@ -2,6 +2,7 @@
 
     python benchmarks/flow_speed.py [--configs seed,ms,tutorial-checkerboard,...] [--repeats 5]
         [--batch-size 128] [--threads N] [--json results.json]
+    python benchmarks/flow_speed.py --profile tutorial-multiscale [--repeats 5] [--threads N]
 
 Every configuration is built once from the same seed and trained on the same
 random batch of 8-bit images; steps (forward, backward, Adam) of the
@@ -12,6 +13,11 @@ steps of a 50,000-image epoch: the training alone, without the validation
 pass and the figures of a real epoch. FLOPs are counted by torch's
 FlopCounterMode over one step (convolutions and matrix products; the
 element-wise work of the gated networks is not in them).
+
+--profile CONFIG looks inside one configuration's step instead: torch.profiler's
+operators by their own time, and the step against its arithmetic floor (its
+FLOPs at the rate of a 2048x2048 matrix product measured in the same run, the
+floor benchmarks/training_speed.py and vae_step.py use).
 """
 
 import argparse
@@ -26,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dgm_cli.registry import create_model  # noqa: E402
+from dgm_cli.speed import flush_subnormals  # noqa: E402
 
 TRAIN_IMAGES = 50_000
 CONFIGS = {
@@ -54,6 +61,40 @@ def flops_per_image(model, batch) -> float:
     return counter.get_total_flops() / len(batch)
 
 
+def reference_rate() -> float:
+    """FLOP/s of a 2048x2048 matrix product on this machine and thread count (median of 10 after 3)."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    times = []
+    for repeat in range(13):
+        started = time.perf_counter()
+        a @ b
+        if repeat >= 3:
+            times.append(time.perf_counter() - started)
+    return 2 * 2048**3 / statistics.median(times)
+
+
+def profile(name: str, model, optimizer, batch, flops: float, repeats: int) -> None:
+    """The step's operators by their own time (per step, largest first), and the step against its floor."""
+    seconds = []
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        for _ in range(repeats):
+            started = time.perf_counter()
+            training_step(model, optimizer, batch)
+            seconds.append(time.perf_counter() - started)
+    self_ms = {event.key: event.self_cpu_time_total / 1000 / repeats for event in profiler.key_averages()}
+    total = sum(self_ms.values())
+    print(f"{name}: profiled step {total:.0f} ms (operators' own time)\n")
+    print("| operator | ms a step | share |\n| --- | --- | --- |")
+    for key, ms in sorted(self_ms.items(), key=lambda item: -item[1])[:15]:
+        print(f"| {key} | {ms:.1f} | {ms / total:.1%} |")
+    step, rate = statistics.median(seconds), reference_rate()
+    floor = flops * len(batch) / rate
+    print(
+        f"\nstep {step:.3f} s (median of {repeats}, under the profiler); {flops * len(batch) / 1e9:.0f} GFLOP a step "
+        f"at {rate / 1e9:.0f} GFLOP/s (2048x2048 product) = floor {floor:.3f} s, {floor / step:.0%} of the step"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--configs", default=",".join(CONFIGS))
@@ -61,9 +102,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--profile", metavar="CONFIG", help="Profile one configuration's step instead.")
     args = parser.parse_args()
+    flush_subnormals()  # first, as the dgm command does
     torch.set_num_threads(args.threads)
-    names = args.configs.split(",")
+    names = [args.profile] if args.profile else args.configs.split(",")
     unknown = sorted(set(names) - set(CONFIGS))
     if unknown:
         parser.error(f"unknown configuration(s) {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
@@ -78,6 +121,10 @@ def main() -> None:
         optimizer = model.configure_optimizers()[0]
         training_step(model, optimizer, batch)  # warm-up; also initialises actnorm from the batch
         runs[name] = (model, optimizer, flops_per_image(model, batch))
+    if args.profile:
+        model, optimizer, flops = runs[args.profile]
+        profile(args.profile, model, optimizer, batch, flops, args.repeats)
+        return
     seconds = {name: [] for name in names}
     for _ in range(args.repeats):
         for name, (model, optimizer, _) in runs.items():
