@@ -6,8 +6,10 @@ and the test at the end; the peer: its own training loop, stopped at the
 deadline). By default both run at once, each pinned to a core of its own with
 one thread (`--one-at-a-time` runs them one after the other with `--threads`).
 Then both models are scored the same way: the VAE's test log-likelihood with
-dgm's importance-weighted estimator, the diffusion model's FID in dgm's
-feature space over `--samples` images drawn at 50 sampler steps.
+dgm's importance-weighted estimator, the flow's test bits/dim with dgm's
+dequantized estimator (`--draws` uniform draws a digit), the GAN's and the
+diffusion model's FID in dgm's feature space over `--samples` images (the
+diffusion models' drawn at 50 sampler steps).
 
 Peers run in their own virtual environments, installed by their package name
 or run from their published example script; nothing of theirs is copied here.
@@ -24,6 +26,11 @@ This file is also the driver that runs inside a peer's environment
     python benchmarks/peers.py vae --minutes 15 --peer-python ~/peers/torch/bin/python \\
         --peer-script ~/peers/examples/vae/main.py --data-dir ../shared/data/mnist --out ~/dgm-runs/peers/vae-15
 
+    python3 -m venv ~/peers/normflows
+    ~/peers/normflows/bin/pip install torch==2.14.1 torchvision==0.29.1 normflows
+    python benchmarks/peers.py flow --minutes 15 --peer-python ~/peers/normflows/bin/python \\
+        --data-dir ../shared/data/mnist --out ~/dgm-runs/peers/flow-15
+
 The peers as configured here:
 - vae: pytorch/examples' vae/main.py as published (784-400-20, Adam 1e-3, batch 128, its per-epoch test
   pass and sample images), run until the deadline. It models grey levels (a continuous Bernoulli in its
@@ -33,6 +40,10 @@ The peers as configured here:
   GaussianDiffusion(image_size=28, timesteps=1000, sampling_timesteps=50) and Trainer (batch 128, its
   default learning rate, EMA and gradient clipping; no horizontal flips, which would mirror digits), reading
   the 50,000 training-split digits as PNGs (written before its clock starts).
+- flow: normflows' multi-scale Glow as its Glow example builds and trains it (16 GlowBlocks of 256 hidden
+  channels a level, Adamax 1e-3, batch 128), with 2 levels for 28x28 and an unconditional base.
+- gan: PyTorch-GAN's implementations/dcgan/dcgan.py as published (batch 64, Adam 2e-4), its 32x32 samples
+  resized to 28x28.
 
 Writes OUT/result.json (both sides' steps, seconds, images per second, scores, and the ratios) and prints it.
 """
@@ -57,10 +68,22 @@ class Deadline(Exception):
     pass
 
 
-def mnist_training_digits(data_dir: Path):
-    from torchvision import datasets
+def mnist_digits(data_dir: Path, file: str):
+    """The digits of one official MNIST image file (data_dir/MNIST/raw/FILE-images-idx3-ubyte.gz) as a uint8
+    tensor (N, 28, 28), read as its format says: a big-endian header of counts, then the pixels."""
+    import gzip
 
-    return datasets.MNIST(str(data_dir), train=True, download=False).data[:TRAIN_IMAGES]
+    import numpy as np
+    import torch
+
+    raw = gzip.decompress((Path(data_dir) / "MNIST" / "raw" / f"{file}-images-idx3-ubyte.gz").read_bytes())
+    count, rows, columns = np.frombuffer(raw[4:16], dtype=">u4")
+    pixels = np.frombuffer(raw[16:], dtype=np.uint8).reshape(int(count), int(rows), int(columns))
+    return torch.from_numpy(pixels.copy())
+
+
+def mnist_training_digits(data_dir: Path):
+    return mnist_digits(data_dir, "train")[:TRAIN_IMAGES]
 
 
 def peer_vae(args) -> dict:
@@ -213,7 +236,89 @@ def peer_gan(args) -> dict:
     }
 
 
-PEER_SIDES = {"vae": peer_vae, "gan": peer_gan, "diffusion": peer_diffusion}
+def multiscale_glow(nf):
+    """normflows' multi-scale Glow as its Glow example builds it for CIFAR-10 (K = 16 GlowBlocks a level, 256
+    hidden channels, channel splits, affine couplings with Glow's sigmoid scale, a Gaussian base of learned
+    mean and scale for each level's latent), set up for 28x28x1: L = 2 levels, as 28 halves twice but not
+    three times, and an unconditional base (the example's is class-conditional; dgm's flow models p(x))."""
+    levels, blocks, channels, hidden, height = 2, 16, 1, 256, 28
+    bases, merges, flows = [], [], []
+    for level in range(levels):
+        width = channels * 2 ** (levels + 1 - level)  # the channels this level's blocks see, after the squeeze
+        flows.append(
+            [nf.flows.GlowBlock(width, hidden, split_mode="channel", scale=True) for _ in range(blocks)]
+            + [nf.flows.Squeeze()]
+        )
+        if level > 0:
+            merges.append(nf.flows.Merge())
+            shape = (channels * 2 ** (levels - level), height // 2 ** (levels - level), height // 2 ** (levels - level))
+        else:
+            shape = (channels * 2 ** (levels + 1), height // 2**levels, height // 2**levels)
+        bases.append(nf.distributions.DiagGaussian(shape))
+    return nf.MultiscaleFlow(bases, flows, merges, class_cond=False)
+
+
+def peer_flow(args) -> dict:
+    """normflows' multi-scale Glow trained as its Glow example trains it (Adamax 1e-3, weight decay 1e-5,
+    batch 128, a step skipped when its loss is not finite; pixels k in {0..255} dequantized to (k + u) / 256,
+    u uniform) on the training digits until the deadline. Then log p(x + u) of every test digit for --draws
+    uniform draws u, in nats of dgm's scale (x + u in [0, 256)^784, so that 784 log 256 leaves the density),
+    saved for dgm's estimators to summarise."""
+    import math
+
+    import normflows as nf
+    import numpy as np
+    import torch
+
+    torch.manual_seed(0)
+    model = multiscale_glow(nf)
+    optimizer = torch.optim.Adamax(model.parameters(), lr=1e-3, weight_decay=1e-5)
+    digits = mnist_training_digits(Path(args.data_dir)).unsqueeze(1).float()
+    steps, skipped, started, batch = 0, 0, None, 128
+    while started is None or time.perf_counter() - started < 60 * args.minutes:
+        for rows in torch.randperm(len(digits)).split(batch)[:-1]:  # the example's loader drops the last
+            images = (digits[rows] + torch.rand(batch, 1, 28, 28)) / 256
+            started = started or time.perf_counter()
+            optimizer.zero_grad()
+            loss = model.forward_kld(images)
+            if torch.isfinite(loss):
+                loss.backward()
+                optimizer.step()
+            else:
+                skipped += 1
+            steps += 1
+            if time.perf_counter() - started >= 60 * args.minutes:
+                break
+    seconds = time.perf_counter() - started
+    scoring = time.perf_counter()
+    test = mnist_digits(Path(args.data_dir), "t10k").unsqueeze(1).float()
+    model.eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        log_weights = torch.stack(
+            [
+                torch.cat(
+                    [
+                        model.log_prob((chunk + torch.rand(chunk.shape, generator=generator)) / 256, None)
+                        for chunk in test.split(500)
+                    ]
+                )
+                for _ in range(args.draws)
+            ],
+            dim=1,
+        ).double() - 784 * math.log(256)
+    np.save(args.out / "test_log_weights.npy", log_weights.numpy())
+    return {
+        "steps": steps,
+        "skipped_steps": skipped,
+        "batch_size": batch,
+        "train_seconds": round(seconds, 1),
+        "scoring_seconds": round(time.perf_counter() - scoring, 1),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+PEER_SIDES = {"vae": peer_vae, "gan": peer_gan, "diffusion": peer_diffusion, "flow": peer_flow}
 SAMPLED = {"gan": 10_000, "diffusion": 1_000}  # images each side draws for FID (the diffusion peer's are slow)
 
 
@@ -264,6 +369,8 @@ def train_both(args) -> dict:
     peer_command += ["--data-dir", str(args.data_dir), "--out", str(peer_out), "--samples", str(args.samples)]
     if args.peer_script:
         peer_command += ["--peer-script", str(args.peer_script)]
+    if args.family == "flow":
+        peer_command += ["--draws", str(args.draws)]
     sides = [("dgm", dgm_command, dgm_out / "train.log", 0), ("peer", peer_command, peer_out / "train.log", 1)]
     walls = {}
     if args.one_at_a_time:
@@ -343,6 +450,9 @@ def score(args, sides: dict) -> None:
                 "estimator": f"importance-weighted, k = {args.iw_samples}, binarized test split",
             }
         return
+    if args.family == "flow":
+        score_flows(args, sides)
+        return
     for name in ("dgm", "peer"):
         quality = dgm.sample_quality(args.out / name / "samples.npz", dataset="mnist", data_dir=args.data_dir)
         model, floor = quality["sample_quality"]["model"], quality["sample_quality"]["real_floor"]
@@ -351,6 +461,33 @@ def score(args, sides: dict) -> None:
             "real_floor_fid": round(floor["fid"], 3),
             "samples": args.samples,
             **({"sampler_steps": SAMPLE_STEPS} if args.family == "diffusion" else {}),
+        }
+
+
+def score_flows(args, sides: dict) -> None:
+    """Test bits/dim of both flows: dgm's by `dgm eval`'s estimator, the peer's by the same estimator's
+    summary of the log p(x + u) its side computed for the same number of uniform draws a digit."""
+    import numpy as np
+    import torch
+
+    import dgm_cli as dgm
+    from dgm_cli.estimators import Estimate, RunningLogWeights
+
+    model = dgm.load(args.out / "dgm" / "run" / "last.safetensors", device="cpu")
+    report = dgm.evaluate(
+        model, data="mnist", data_dir=args.data_dir, dequantization_draws=args.draws, samples=0, minutes=None
+    )
+    estimates = {"dgm": report.likelihood["dequantized"]}
+    log_weights = torch.from_numpy(np.load(args.out / "peer" / "test_log_weights.npy"))
+    running = RunningLogWeights(len(log_weights), torch.device("cpu"))
+    running.add(log_weights)
+    label = f"uniform dequantization, mean over {args.draws} draw(s)"
+    estimates["peer"] = Estimate(label, args.draws, running.mean_log()).summary()
+    for name, estimate in estimates.items():
+        sides[name]["score"] = {
+            "test_bits_per_dim": round(estimate["bits_per_dim"], 4),
+            "standard_error": round(estimate["bits_per_dim_standard_error"], 4),
+            "estimator": f"{estimate['label']}, the 10,000 test digits",
         }
 
 
@@ -407,6 +544,7 @@ def main() -> None:
     )
     parser.add_argument("--samples", type=int, help="gan, diffusion: images each side draws for FID (10,000; 1,000).")
     parser.add_argument("--iw-samples", type=int, default=1000, help="vae: posterior draws per test image.")
+    parser.add_argument("--draws", type=int, default=1, help="flow: dequantization draws per test image.")
     parser.add_argument("--one-at-a-time", action="store_true", help="Run the sides one after the other.")
     parser.add_argument("--threads", type=int, default=2, help="With --one-at-a-time: threads of each side.")
     parser.add_argument("--peer-side", action="store_true", help=argparse.SUPPRESS)

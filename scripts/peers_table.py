@@ -11,26 +11,32 @@ PEERS = {
     "vae": "pytorch/examples vae/main.py",
     "gan": "PyTorch-GAN dcgan.py",
     "diffusion": "denoising-diffusion-pytorch",
+    "flow": "normflows multi-scale Glow",
 }
+MEASURES = {"vae": "test_nll_nats", "flow": "test_bits_per_dim"}  # the others: FID
 
 
 def value(side: dict, family: str) -> float:
-    return side["score"]["test_nll_nats" if family == "vae" else "fid"]
+    return side["score"][MEASURES.get(family, "fid")]
 
 
 def held_out(side: dict, family: str, other: dict) -> str:
     """The side's number, in bold where it is the better (lower) of the two."""
-    score = side["score"]
-    text = f"{score['test_nll_nats']:.2f} ± {score['standard_error']:.2f}" if family == "vae" else f"{score['fid']:.2f}"
+    score, digits = side["score"], 4 if family == "flow" else 2
+    text = f"{value(side, family):.{digits}f}"
+    if family in MEASURES:
+        text += f" ± {score['standard_error']:.{digits}f}"
     return f"**{text}**" if value(side, family) < value(other, family) else text
 
 
 def row(result: dict, path: Path) -> str:
     family, dgm, peer = result["family"], result["dgm"], result["peer"]
-    measure = "test NLL, nats" if family == "vae" else f"FID, {dgm['score']['samples']:,} samples"
+    measure = {"vae": "test NLL, nats", "flow": "test bits/dim"}.get(
+        family, f"FID, {dgm['score'].get('samples', 0):,} samples"
+    )
     if family == "diffusion":
         measure += f" at {dgm['score']['sampler_steps']} steps"
-    floor = f" (real floor {dgm['score']['real_floor_fid']:.2f})" if family != "vae" else ""
+    floor = f" (real floor {dgm['score']['real_floor_fid']:.2f})" if family not in MEASURES else ""
     sampling = f"; sampling {result['ratios']['sampling_speed']:.2f}x" if "sampling_speed" in result["ratios"] else ""
     return (
         f"| {family} | {result['minutes']:g} min | {PEERS[family]} | {measure}{floor} | {held_out(dgm, family, peer)} | "
