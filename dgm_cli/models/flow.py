@@ -57,7 +57,7 @@ from dgm_cli.models.flow_layers import (
     with_context,
 )
 from dgm_cli.models.schedules import learning_rate_factor
-from dgm_cli.registry import ModelSpec, Preset, register
+from dgm_cli.registry import BudgetDefaults, ModelSpec, Preset, register
 
 ARCHITECTURES = ("realnvp-mlp", "realnvp-conv", "realnvp-ms")
 FLOW_SCHEDULES = ("constant", "cosine", "exponential")
@@ -606,6 +606,27 @@ class Flow(GenerativeModel):
         return self.decode_images(z.to(self.device), labels)
 
 
+# What `--minutes M` trains with, for M up to 30, where these fields are not given: the course tutorial's
+# multi-scale network (the tutorial-multiscale preset's layers) at twice its learning rate, with the budget's
+# schedule. In 15 minutes on a core it takes one epoch, a seventh of the steps of the small realnvp-ms, and
+# ends just ahead of it; the seed's MLP RealNVP ends far behind both. The best of benchmarks/budget_search.py's grid
+# on the validation split (docs/performance.md). Given --arch, none of it applies: it was searched as a whole.
+BUDGET_DEFAULTS = (
+    BudgetDefaults(
+        up_to=30,
+        fields={
+            **TUTORIAL_MULTISCALE,
+            "coupling_net": "gated",
+            "gated_blocks": 3,
+            "dequantization": "variational",
+            "lr": 2e-3,
+        },
+        searched_at=15,
+        record="performance/search/flow-15-minutes.json",
+        unless_given=("arch",),
+    ),
+)
+
 register(
     ModelSpec(
         name="flow",
@@ -613,5 +634,6 @@ register(
         module_class=Flow,
         description="normalizing flow: RealNVP couplings (MLP, convolutional or multi-scale), exact bits/dim",
         presets=PRESETS,
+        budget_defaults=BUDGET_DEFAULTS,
     )
 )
