@@ -4,7 +4,9 @@
         [--batch-size 128] [--threads N] [--json results.json]
     python benchmarks/flow_speed.py --profile tutorial-multiscale [--repeats 5] [--threads N]
 
-Every configuration is built once from the same seed and trained on the same
+A configuration named NAME-contiguous is NAME with its convolutions' weights in
+the contiguous (NCHW) memory format instead of dgm's channels-last, as they were
+before (for a race of the two). Every configuration is built once from the same seed and trained on the same
 random batch of 8-bit images; steps (forward, backward, Adam) of the
 configurations alternate, one of each per round, so drift in the machine's
 speed hits all alike, and the median over `--repeats` rounds (after one
@@ -42,6 +44,14 @@ CONFIGS = {
     "tutorial-vardeq": {"preset": "tutorial-vardeq"},
     "tutorial-multiscale": {"preset": "tutorial-multiscale"},
 }
+
+
+def contiguous(model):
+    return model.to(memory_format=torch.contiguous_format)
+
+
+# Configurations with a changed implementation: name -> (the configuration, the change to its built model).
+VARIANTS = {f"{name}-contiguous": (name, contiguous) for name in CONFIGS}
 
 
 def training_step(model, optimizer, batch) -> float:
@@ -107,9 +117,10 @@ def main() -> None:
     flush_subnormals()  # first, as the dgm command does
     torch.set_num_threads(args.threads)
     names = [args.profile] if args.profile else args.configs.split(",")
-    unknown = sorted(set(names) - set(CONFIGS))
+    unknown = sorted(set(names) - set(CONFIGS) - set(VARIANTS))
     if unknown:
-        parser.error(f"unknown configuration(s) {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
+        known = ", ".join([*CONFIGS, *VARIANTS])
+        parser.error(f"unknown configuration(s) {', '.join(unknown)}; choose from {known}")
 
     batch = torch.randint(
         0, 256, (args.batch_size, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
@@ -117,7 +128,10 @@ def main() -> None:
     runs = {}
     for name in names:
         torch.manual_seed(0)
-        model = create_model("flow", **CONFIGS[name]).train()
+        base, change = VARIANTS.get(name, (name, None))
+        model = create_model("flow", **CONFIGS[base]).train()
+        if change is not None:
+            model = change(model)
         optimizer = model.configure_optimizers()[0]
         training_step(model, optimizer, batch)  # warm-up; also initialises actnorm from the batch
         runs[name] = (model, optimizer, flops_per_image(model, batch))
@@ -140,7 +154,7 @@ def main() -> None:
         step = statistics.median(seconds[name])
         row = {
             "configuration": name,
-            "options": CONFIGS[name],
+            "options": CONFIGS[VARIANTS.get(name, (name,))[0]],
             "parameters": sum(p.numel() for p in model.parameters()),
             "training_gflop_per_image": flops / 1e9,
             "seconds_per_step": step,
