@@ -26,17 +26,13 @@ from pathlib import Path
 
 from peers import launch, wait  # one thread, pinned to a core: the same conditions as the peer table
 
+from dgm_cli.models.flow import TUTORIAL_MULTISCALE
+
 SAMPLE_STEPS = 50
 
 # The course tutorial's multi-scale flow (dgm's tutorial-multiscale preset) without its 200-epoch schedule.
 TUTORIAL_MULTISCALE_NETWORK = {
-    "arch": "realnvp-ms",
-    "checkerboard_steps": 2,
-    "checkerboard_channels": 32,
-    "steps": 2,
-    "channels": 48,
-    "final_steps": 4,
-    "final_channels": 64,
+    **TUTORIAL_MULTISCALE,
     "coupling_net": "gated",
     "gated_blocks": 3,
     "dequantization": "variational",
