@@ -6,10 +6,10 @@
 
 A configuration named NAME-contiguous is NAME with its convolutions' weights in
 the contiguous (NCHW) memory format instead of dgm's channels-last, as they were
-before (for a race of the two). Every configuration is built once from the same seed and trained on the same
-random batch of 8-bit images; steps (forward, backward, Adam) of the
-configurations alternate, one of each per round, so drift in the machine's
-speed hits all alike, and the median over `--repeats` rounds (after one
+before (for a race of the two). Every configuration is built once from the same
+seed and trained on the same random batch of 8-bit images; steps (forward,
+backward, Adam) of the configurations alternate, one of each per round, so
+drift in the machine's speed hits all alike, and the median over `--repeats` rounds (after one
 warm-up step each) is reported. Seconds per epoch are that median times the
 steps of a 50,000-image epoch: the training alone, without the validation
 pass and the figures of a real epoch. FLOPs are counted by torch's
