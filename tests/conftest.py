@@ -2,8 +2,24 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def share_the_cores() -> None:
+    """README's test command runs the suite on pytest-xdist's workers, a test file to each. A worker, and the
+    processes its tests start, get its share of the cores as PyTorch's threads: workers that each took every
+    core would slow one another many times over. $OMP_NUM_THREADS, where set, wins."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers is None:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // int(workers))))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+share_the_cores()
 
 
 def invoke_dgm(*args, env=None):

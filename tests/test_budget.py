@@ -143,8 +143,11 @@ def test_an_interrupted_budgeted_run_resumes_with_the_time_it_had_left(mini, tmp
     monkeypatch.setattr(module_class, "learning_rate_factor", lambda self, p: progress.append(p) or factor(self, p))
     history = train("vae", stopped.config, mini, settings(folder), quiet(), resume=stopped)
     state = load_state(folder / "state.safetensors")
-    # The schedule goes on from where it stopped, and the two processes together keep to the budget.
-    assert progress[0] >= stopped.wall_seconds / SECONDS - 0.05
+    # The schedule goes on from where it stopped (its share of the steps' time, from the first step to the
+    # steps' deadline, as epoch 0's record planned them), and the two processes together keep to the budget.
+    plan = stopped.history[0]["budget"]
+    stopped_at = (stopped.wall_seconds - plan["steps_from"]) / (SECONDS - plan["end_seconds"] - plan["steps_from"])
+    assert 0 < stopped_at <= progress[0] + 0.01  # the plan's seconds are recorded to the millisecond
     assert SECONDS - 1.5 <= state.wall_seconds <= SECONDS + 1.5
     assert history[0]["budget"] == stopped.history[0]["budget"] and state.finished
 
