@@ -15,7 +15,13 @@ Selection never reads the test split (a run's own record ends with its test metr
 ignores); the chosen configuration meets the test split once, in benchmarks/peers.py. The record holds every
 configuration's options, steps and validation score, best first, and the command that made it. Run again with
 the same OUT, the search trains only the configurations without a result there: a grid extended by a second
-round around the first round's best adds those.
+round around the first round's best adds those. `--configs "A;B"` searches only those configurations of the
+grid (names hold commas, so a semicolon separates them), as at a long budget, the finalists of a shorter one:
+
+    python benchmarks/budget_search.py flow --minutes 60 \\
+        --configs "tutorial-multiscale network, lr 2e-3;realnvp-ms, lr 4e-3" \\
+        --data-dir ../shared/data/mnist --out ~/dgm-runs/search/flow-60 \\
+        --record docs/performance/search/flow-60-minutes.json
 """
 
 import argparse
@@ -173,7 +179,7 @@ def search(args) -> None:
     """Every configuration, two at a time on a core each; the record, best first."""
     # A configuration with a result in OUT is not trained again: a grid extended by a later round, or a search
     # interrupted, trains only what it lacks.
-    waiting = [name for name in GRIDS[args.family] if not (args.out / slug(name) / "result.json").is_file()]
+    waiting = [name for name in args.configs if not (args.out / slug(name) / "result.json").is_file()]
     running = {}  # core -> (name, process, started, log)
     while waiting or running:
         for core in (0, 1):
@@ -190,7 +196,7 @@ def search(args) -> None:
                 del running[core]
                 print(f"done: {name}", flush=True)
         time.sleep(1)
-    results = [json.loads((args.out / slug(name) / "result.json").read_text()) for name in GRIDS[args.family]]
+    results = [json.loads((args.out / slug(name) / "result.json").read_text()) for name in args.configs]
     results.sort(key=lambda result: result["validation"]["value"])
     record = {
         "family": args.family,
@@ -219,6 +225,9 @@ def main() -> None:
     parser.add_argument("--record", type=Path, help="The JSON record to write (default OUT/search.json).")
     parser.add_argument("--samples", type=int, default=1000, help="diffusion, gan: samples scored (1,000).")
     parser.add_argument("--images", type=int, default=2000, help="vae: validation digits scored (2,000).")
+    parser.add_argument(
+        "--configs", help="Only these configurations of the grid, by name, separated by ';' (default: all of it)."
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # inside the pinned process of one configuration
     args = parser.parse_args()
     args.out = args.out.expanduser().resolve()
@@ -226,6 +235,10 @@ def main() -> None:
         one(args)
         return
     args.record = args.record or args.out / "search.json"
+    args.configs = list(GRIDS[args.family]) if args.configs is None else args.configs.split(";")
+    unknown = [name for name in args.configs if name not in GRIDS[args.family]]
+    if unknown:
+        parser.error(f"not in the {args.family} grid: {', '.join(unknown)} (it has: {'; '.join(GRIDS[args.family])})")
     search(args)
 
 
