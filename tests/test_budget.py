@@ -99,15 +99,17 @@ def test_every_family_ends_on_time_with_its_records_and_checkpoints(model_name, 
     plan = history[0]["budget"]
     # On time: the steps run until the time kept for the end (measured on epoch 0, whose cold first validation
     # can make it generous at a 3-second budget), and the run's clock (validations, figures, saves and the test
-    # included) is never more than a second and a half past the budget.
-    assert SECONDS - plan["end_seconds"] <= state.wall_seconds <= SECONDS + 1.5, (state.wall_seconds, plan)
+    # included) is never more than a second and a half past the budget; or, where the end measured on a busy
+    # machine does not fit in the budget at all, past epoch 0 and that end (the run then takes a single step).
+    deadline = max(SECONDS, plan["steps_from"] + plan["end_seconds"])
+    assert SECONDS - plan["end_seconds"] <= state.wall_seconds <= deadline + 1.5, (state.wall_seconds, plan)
     assert plan["minutes"] == pytest.approx(SECONDS / 60) and plan["end_seconds"] > 0
     # What 1% of the budget affords, in hundreds, between 500 and the whole split; the test takes as many.
     assert 500 <= plan["validation_images"] <= len(mini.val) and plan["validation_images"] % 100 == 0
     assert plan["test_images"] == min(plan["validation_images"], len(mini.test))
     assert any(key.startswith("test_") for key in history[-1]) and any(key.startswith("val_") for key in history[-1])
     elapsed = [record["elapsed"] for record in history[1:]]
-    assert elapsed == sorted(elapsed) and elapsed[-1] <= SECONDS
+    assert elapsed == sorted(elapsed) and elapsed[-1] <= deadline
     assert (tmp_path / "run" / "last.safetensors").is_file()
     written = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert written == json.loads(json.dumps(history))
