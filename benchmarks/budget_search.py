@@ -26,6 +26,7 @@ grid (names hold commas, so a semicolon separates them), as at a long budget, th
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -202,7 +203,7 @@ def search(args) -> None:
         "family": args.family,
         "minutes": args.minutes,
         "threads": 1,
-        "command": "python " + " ".join(sys.argv),
+        "command": "python " + shlex.join(sys.argv),  # quoted: a configuration's name holds spaces
         "chosen": results[0]["name"],
         "results": results,
     }
