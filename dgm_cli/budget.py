@@ -4,8 +4,10 @@ A budgeted run trains until its deadline instead of for a number of epochs.
 Its clock starts when the training starts (after the data are read) and counts
 everything from there: steps, validations, figures, checkpoints, and the
 test-split evaluation at the end. The end's cost is measured on the first
-record (epoch 0 does the same validation, figures and saves), so the steps stop
-early enough for the run to end on time.
+record (epoch 0 does the same figures and saves; its validation is counted at
+the rate of a second, warm pass of a small batch, since the first pass of a
+batch shape pays for one-time set-up), so the steps stop early enough for the
+run to end on time.
 
 What the budget lays out:
 - the learning-rate schedule: `progress` is the share of the steps' time spent,
