@@ -24,7 +24,7 @@ from dgm_cli.config import check, classes_option, minutes_option, option
 from dgm_cli.data import IMAGE_SHAPE, PIXELS
 from dgm_cli.models.base import GenerativeModel, adam, update_average
 from dgm_cli.models.conditioning import with_label
-from dgm_cli.registry import ModelSpec, register
+from dgm_cli.registry import BudgetDefaults, ModelSpec, register
 
 
 @dataclass(frozen=True)
@@ -241,11 +241,25 @@ class GAN(GenerativeModel):
         return self.decode_images(z, labels, averaged=averaged)
 
 
+# What `--minutes M` trains with, for M up to 10, where these fields are not given: the best validation FID
+# of benchmarks/budget_search.py's grid at five minutes on a core (docs/performance.md). A moving average of
+# the generator's weights halved the defaults' FID; larger rates, other batches and a shorter average did
+# less. Longer budgets keep the defaults above.
+BUDGET_DEFAULTS = (
+    BudgetDefaults(
+        up_to=10,
+        fields={"ema": 0.999},
+        searched_at=5,
+        record="performance/search/gan-5-minutes.json",
+    ),
+)
+
 register(
     ModelSpec(
         name="gan",
         config_class=GANConfig,
         module_class=GAN,
         description="generative adversarial network: MLP generator and discriminator, non-saturating loss",
+        budget_defaults=BUDGET_DEFAULTS,
     )
 )
