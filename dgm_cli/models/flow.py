@@ -624,21 +624,15 @@ BUDGET_NETWORK = {
     "dequantization": "variational",
     "lr": 2e-3,
 }
-BUDGET_DEFAULTS = (
+BUDGET_DEFAULTS = tuple(
     BudgetDefaults(
-        up_to=30,
+        up_to=2 * searched_at,
         fields=BUDGET_NETWORK,
-        searched_at=15,
-        record="performance/search/flow-15-minutes.json",
+        searched_at=searched_at,
+        record=f"performance/search/flow-{searched_at}-minutes.json",
         unless_given=("arch",),
-    ),
-    BudgetDefaults(
-        up_to=120,
-        fields=BUDGET_NETWORK,
-        searched_at=60,
-        record="performance/search/flow-60-minutes.json",
-        unless_given=("arch",),
-    ),
+    )
+    for searched_at in (15, 60)
 )
 
 register(
