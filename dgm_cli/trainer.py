@@ -376,7 +376,7 @@ class Training:
         record["budget"] = plan
         self.record_epoch(record)
         # The end validates as warm code does, at the probe's second rate: this first validation also paid for
-        # its batch shape's one-time set-up, which made a flow's end cost half what it measured.
+        # its batch shape's one-time set-up, which made the multi-scale flow's end plan twice what it took.
         warm_validation = plan["seconds_per_image"] * plan["validation_images"]
         self.budget.plan_end(
             time.perf_counter() - started - validation_seconds + warm_validation,

@@ -97,8 +97,8 @@ def test_every_family_ends_on_time_with_its_records_and_checkpoints(model_name, 
     state = load_state(tmp_path / "run" / "state.safetensors")
     assert state.finished and state.step > 0
     plan = history[0]["budget"]
-    # On time: the steps run until the time kept for the end (measured on epoch 0, whose cold first validation
-    # can make it generous at a 3-second budget), and the run's clock (validations, figures, saves and the test
+    # On time: the steps run until the time kept for the end (planned on epoch 0's record, whose cold figures
+    # and saves can make it generous at a 3-second budget), and the run's clock (validations, figures, saves and the test
     # included) is never more than a second and a half past the budget; or, where the end measured on a busy
     # machine does not fit in the budget at all, past epoch 0 and that end (the run then takes a single step).
     deadline = max(SECONDS, plan["steps_from"] + plan["end_seconds"])
