@@ -241,17 +241,19 @@ class GAN(GenerativeModel):
         return self.decode_images(z, labels, averaged=averaged)
 
 
-# What `--minutes M` trains with, for M up to 10, where these fields are not given: the best validation FID
-# of benchmarks/budget_search.py's grid at five minutes on a core (docs/performance.md). A moving average of
-# the generator's weights halved the defaults' FID; larger rates, other batches and a shorter average did
-# less. Longer budgets keep the defaults above.
-BUDGET_DEFAULTS = (
+# What `--minutes M` trains with, for M up to 30, where these fields are not given: the best validation FID
+# of benchmarks/budget_search.py's grid at five minutes on a core, and of its defaults against it at fifteen
+# (docs/performance.md). A moving average of the generator's weights halved the defaults' FID at five minutes
+# and cut it to a third at fifteen; larger rates, other batches and a shorter average did less. One entry per
+# search, each for up to twice the budget it was searched at; longer budgets keep the defaults above.
+BUDGET_DEFAULTS = tuple(
     BudgetDefaults(
-        up_to=10,
+        up_to=2 * searched_at,
         fields={"ema": 0.999},
-        searched_at=5,
-        record="performance/search/gan-5-minutes.json",
-    ),
+        searched_at=searched_at,
+        record=f"performance/search/gan-{searched_at}-minutes.json",
+    )
+    for searched_at in (5, 15)
 )
 
 register(
