@@ -33,17 +33,9 @@ from pathlib import Path
 
 from peers import launch, wait  # one thread, pinned to a core: the same conditions as the peer table
 
-from dgm_cli.models.flow import TUTORIAL_MULTISCALE
+from dgm_cli.models.flow import TUTORIAL_MULTISCALE_NETWORK  # the course tutorial's multi-scale network
 
 SAMPLE_STEPS = 50
-
-# The course tutorial's multi-scale flow (dgm's tutorial-multiscale preset) without its 200-epoch schedule.
-TUTORIAL_MULTISCALE_NETWORK = {
-    **TUTORIAL_MULTISCALE,
-    "coupling_net": "gated",
-    "gated_blocks": 3,
-    "dequantization": "variational",
-}
 
 # Each grid starts from the family's defaults ("defaults"); the others change what a short budget is most
 # sensitive to: the network's width (steps per second), the learning rate, the batch, and for diffusion the

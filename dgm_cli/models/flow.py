@@ -617,13 +617,14 @@ class Flow(GenerativeModel):
 # benchmarks/budget_search.py's grid on the validation split at 15 minutes, and of its two finalists at 60
 # (docs/performance.md): one entry per search, each for up to twice the budget it was searched at. Given
 # --arch, none of it applies: it was searched as a whole.
-BUDGET_NETWORK = {
+# The tutorial-multiscale preset's layers without its 200-epoch schedule (benchmarks/budget_search.py's grid).
+TUTORIAL_MULTISCALE_NETWORK = {
     **TUTORIAL_MULTISCALE,
     "coupling_net": "gated",
     "gated_blocks": 3,
     "dequantization": "variational",
-    "lr": 2e-3,
 }
+BUDGET_NETWORK = {**TUTORIAL_MULTISCALE_NETWORK, "lr": 2e-3}
 BUDGET_DEFAULTS = tuple(
     BudgetDefaults(
         up_to=2 * searched_at,
