@@ -40,7 +40,7 @@ def row(result: dict, path: Path) -> str:
     sampling = f"; sampling {result['ratios']['sampling_speed']:.2f}x" if "sampling_speed" in result["ratios"] else ""
     return (
         f"| {family} | {result['minutes']:g} min | {PEERS[family]} | {measure}{floor} | {held_out(dgm, family, peer)} | "
-        f"{held_out(peer, family, dgm)} | {dgm['steps']:,} in {dgm['train_seconds']:.0f} s / {peer['steps']:,} in {peer['train_seconds']:.0f} s | "
+        f"{held_out(peer, family, dgm)} | {dgm['steps']:,} in {dgm['train_seconds']:,.0f} s / {peer['steps']:,} in {peer['train_seconds']:,.0f} s | "
         f"{result['ratios']['images_per_second']:.2f}x{sampling} | [{path.name}](performance/peers/{path.name}) |"
     )
 
