@@ -610,13 +610,6 @@ class Flow(GenerativeModel):
         return self.decode_images(z.to(self.device), labels)
 
 
-# What `--minutes M` trains with, where these fields are not given: the course tutorial's multi-scale network
-# (the tutorial-multiscale preset's layers) at twice its learning rate, with the budget's schedule. In 15
-# minutes on a core it takes one epoch, a seventh of the steps of the small realnvp-ms, and ends just ahead of
-# it; in 60 it takes four and ends further ahead; the seed's MLP RealNVP ends far behind both. The best of
-# benchmarks/budget_search.py's grid on the validation split at 15 minutes, and of its two finalists at 60
-# (docs/performance.md): one entry per search, each for up to twice the budget it was searched at. Given
-# --arch, none of it applies: it was searched as a whole.
 # The tutorial-multiscale preset's layers without its 200-epoch schedule (benchmarks/budget_search.py's grid).
 TUTORIAL_MULTISCALE_NETWORK = {
     **TUTORIAL_MULTISCALE,
@@ -624,6 +617,14 @@ TUTORIAL_MULTISCALE_NETWORK = {
     "gated_blocks": 3,
     "dequantization": "variational",
 }
+
+# What `--minutes M` trains with, where these fields are not given: the course tutorial's multi-scale network
+# (the tutorial-multiscale preset's layers) at twice its learning rate, with the budget's schedule. In 15
+# minutes on a core it takes one epoch, a seventh of the steps of the small realnvp-ms, and ends just ahead of
+# it (the seed's MLP RealNVP ends far behind both); in 60 it takes four and ends further ahead. The best of
+# benchmarks/budget_search.py's grid on the validation split at 15 minutes, and of its two finalists at 60
+# (docs/performance.md): one entry per search, each for up to twice the budget it was searched at. Given
+# --arch, none of it applies: it was searched as a whole.
 BUDGET_NETWORK = {**TUTORIAL_MULTISCALE_NETWORK, "lr": 2e-3}
 BUDGET_DEFAULTS = tuple(
     BudgetDefaults(
