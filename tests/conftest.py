@@ -1,3 +1,4 @@
+import importlib.util
 import os
 from pathlib import Path
 
@@ -29,6 +30,14 @@ def invoke_dgm(*args, env=None):
     from dgm_cli.cli import app
 
     return CliRunner().invoke(app, [str(arg) for arg in args], env=env)
+
+
+def load_script(name: str):
+    """A module of scripts/, which is not a package: the tests call its functions as the script's command would."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
 
 
 def shared_mnist_root() -> Path | None:

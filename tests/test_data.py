@@ -2,18 +2,16 @@
 
 import gzip
 import hashlib
-import importlib.util
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
 from dgm_cli import data
 from dgm_cli.data import FILES, SOURCES, encode_idx, load_dataset, parse_idx, write_idx_gz
 from dgm_cli.errors import DgmError
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def copy_mini(folder: Path) -> Path:
@@ -43,10 +41,7 @@ def test_data_dir_may_also_name_the_raw_folder_itself(mnist_root):
 
 
 def test_bundled_subset_rebuilds_from_the_official_files(mnist_root, tmp_path):
-    spec = importlib.util.spec_from_file_location("make_mnist_mini", REPO / "scripts" / "make_mnist_mini.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    digests = script.build(mnist_root / "MNIST" / "raw", tmp_path / "mini")
+    digests = load_script("make_mnist_mini").build(mnist_root / "MNIST" / "raw", tmp_path / "mini")
     assert digests == SOURCES["mnist-mini"].content_md5
     for name in FILES.values():
         rebuilt = gzip.decompress((tmp_path / "mini" / name).read_bytes())
