@@ -511,12 +511,13 @@ def discretized_log_likelihood(x0: torch.Tensor, mean: torch.Tensor, std: torch.
     return torch.log((torch.special.ndtr(high) - torch.special.ndtr(low)).clamp(min=1e-300))
 
 
-# What `--minutes M` trains with, for M up to 30, where these fields are not given: the seed's width-32 U-Net at
+# What `--minutes M` trains with, for M up to 120, where these fields are not given: the seed's width-32 U-Net at
 # 2e-4 takes about 300 steps in five minutes on a core and draws noise; a narrower net, a higher rate and
 # smaller batches take ten times as many. The best of benchmarks/budget_search.py's grid on the validation
-# split (docs/performance.md), at five minutes and at fifteen, where the two best (batch 64 at 2e-3, batch 32 at
-# 1e-3) ended within 1 FID of each other and a quarter of the defaults'. Each entry covers up to twice the budget
-# it was searched at; longer budgets keep the defaults above.
+# split (docs/performance.md), at five minutes; at fifteen, where the two best (batch 64 at 2e-3, batch 32 at
+# 1e-3) ended within 1 FID of each other and a quarter of the defaults'; and at sixty, where batch 64 at 2e-3
+# still beat a wider net (width 24) given the same number of steps. Each entry covers up to twice the budget it
+# was searched at; longer budgets keep the defaults above.
 BUDGET_DEFAULTS = (
     BudgetDefaults(
         up_to=10,
@@ -524,11 +525,14 @@ BUDGET_DEFAULTS = (
         searched_at=5,
         record="performance/search/diffusion-5-minutes.json",
     ),
-    BudgetDefaults(
-        up_to=30,
-        fields={"width": 16, "lr": 2e-3, "batch_size": 64},
-        searched_at=15,
-        record="performance/search/diffusion-15-minutes.json",
+    *(
+        BudgetDefaults(
+            up_to=2 * searched_at,
+            fields={"width": 16, "lr": 2e-3, "batch_size": 64},
+            searched_at=searched_at,
+            record=f"performance/search/diffusion-{searched_at}-minutes.json",
+        )
+        for searched_at in (15, 60)
     ),
 )
 
