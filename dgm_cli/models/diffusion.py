@@ -516,7 +516,7 @@ def discretized_log_likelihood(x0: torch.Tensor, mean: torch.Tensor, std: torch.
 # smaller batches take ten times as many. The best of benchmarks/budget_search.py's grid on the validation
 # split (docs/performance.md), at five minutes; at fifteen, where the two best (batch 64 at 2e-3, batch 32 at
 # 1e-3) ended within 1 FID of each other and a quarter of the defaults'; and at sixty, where batch 64 at 2e-3
-# still beat a wider net (width 24) given the same number of steps. Each entry covers up to twice the budget it
+# still beat a wider net (width 24) in about the same number of steps. Each entry covers up to twice the budget it
 # was searched at; longer budgets keep the defaults above.
 BUDGET_DEFAULTS = (
     BudgetDefaults(
