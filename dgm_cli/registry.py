@@ -66,6 +66,21 @@ class BudgetDefaults:
         return ", ".join(f"{option} {value}" for option, value in shown.items())
 
 
+def searched_budgets(family: str, winners: dict, unless_given: tuple[str, ...] = ()) -> tuple[BudgetDefaults, ...]:
+    """A family's budget entries from its searches, `winners` {minutes searched at: the winning fields}: each
+    entry covers up to twice the budget it was searched at, and its record is the search's, under docs/."""
+    return tuple(
+        BudgetDefaults(
+            up_to=2 * searched_at,
+            fields=fields,
+            searched_at=searched_at,
+            record=f"performance/search/{family}-{searched_at}-minutes.json",
+            unless_given=unless_given,
+        )
+        for searched_at, fields in sorted(winners.items())
+    )
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str

@@ -50,7 +50,7 @@ from dgm_cli.config import check, classes_option, minutes_option, option
 from dgm_cli.data import IMAGE_SHAPE, PIXELS
 from dgm_cli.errors import DgmError
 from dgm_cli.models.base import GenerativeModel, adam, update_average
-from dgm_cli.registry import BudgetDefaults, ModelSpec, register
+from dgm_cli.registry import ModelSpec, register, searched_budgets
 
 SCHEDULES = ("linear", "cosine")
 SAMPLERS = ("ddim", "ancestral")
@@ -518,22 +518,10 @@ def discretized_log_likelihood(x0: torch.Tensor, mean: torch.Tensor, std: torch.
 # 1e-3) ended within 1 FID of each other and a quarter of the defaults'; and at sixty, where batch 64 at 2e-3
 # still beat a wider net (width 24) in about the same number of steps. Each entry covers up to twice the budget it
 # was searched at; longer budgets keep the defaults above.
-BUDGET_DEFAULTS = (
-    BudgetDefaults(
-        up_to=10,
-        fields={"width": 16, "lr": 1e-3, "batch_size": 32},
-        searched_at=5,
-        record="performance/search/diffusion-5-minutes.json",
-    ),
-    *(
-        BudgetDefaults(
-            up_to=2 * searched_at,
-            fields={"width": 16, "lr": 2e-3, "batch_size": 64},
-            searched_at=searched_at,
-            record=f"performance/search/diffusion-{searched_at}-minutes.json",
-        )
-        for searched_at in (15, 60)
-    ),
+FIFTEEN_MINUTE_WINNER = {"width": 16, "lr": 2e-3, "batch_size": 64}
+BUDGET_DEFAULTS = searched_budgets(
+    "diffusion",
+    {5: {"width": 16, "lr": 1e-3, "batch_size": 32}, 15: FIFTEEN_MINUTE_WINNER, 60: FIFTEEN_MINUTE_WINNER},
 )
 
 register(

@@ -57,7 +57,7 @@ from dgm_cli.models.flow_layers import (
     with_context,
 )
 from dgm_cli.models.schedules import learning_rate_factor
-from dgm_cli.registry import BudgetDefaults, ModelSpec, Preset, register
+from dgm_cli.registry import ModelSpec, Preset, register, searched_budgets
 
 ARCHITECTURES = ("realnvp-mlp", "realnvp-conv", "realnvp-ms")
 FLOW_SCHEDULES = ("constant", "cosine", "exponential")
@@ -626,16 +626,7 @@ TUTORIAL_MULTISCALE_NETWORK = {
 # (docs/performance.md): one entry per search, each for up to twice the budget it was searched at. Given
 # --arch, none of it applies: it was searched as a whole.
 BUDGET_NETWORK = {**TUTORIAL_MULTISCALE_NETWORK, "lr": 2e-3}
-BUDGET_DEFAULTS = tuple(
-    BudgetDefaults(
-        up_to=2 * searched_at,
-        fields=BUDGET_NETWORK,
-        searched_at=searched_at,
-        record=f"performance/search/flow-{searched_at}-minutes.json",
-        unless_given=("arch",),
-    )
-    for searched_at in (15, 60)
-)
+BUDGET_DEFAULTS = searched_budgets("flow", {15: BUDGET_NETWORK, 60: BUDGET_NETWORK}, unless_given=("arch",))
 
 register(
     ModelSpec(

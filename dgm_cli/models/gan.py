@@ -24,7 +24,7 @@ from dgm_cli.config import check, classes_option, minutes_option, option
 from dgm_cli.data import IMAGE_SHAPE, PIXELS
 from dgm_cli.models.base import GenerativeModel, adam, update_average
 from dgm_cli.models.conditioning import with_label
-from dgm_cli.registry import BudgetDefaults, ModelSpec, register
+from dgm_cli.registry import ModelSpec, register, searched_budgets
 
 
 @dataclass(frozen=True)
@@ -246,15 +246,7 @@ class GAN(GenerativeModel):
 # (docs/performance.md). A moving average of the generator's weights halved the defaults' FID at five minutes
 # and cut it to a third at fifteen; larger rates, other batches and a shorter average did less. One entry per
 # search, each for up to twice the budget it was searched at; longer budgets keep the defaults above.
-BUDGET_DEFAULTS = tuple(
-    BudgetDefaults(
-        up_to=2 * searched_at,
-        fields={"ema": 0.999},
-        searched_at=searched_at,
-        record=f"performance/search/gan-{searched_at}-minutes.json",
-    )
-    for searched_at in (5, 15)
-)
+BUDGET_DEFAULTS = searched_budgets("gan", {5: {"ema": 0.999}, 15: {"ema": 0.999}})
 
 register(
     ModelSpec(

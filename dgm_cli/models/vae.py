@@ -32,7 +32,7 @@ from dgm_cli.errors import DgmError
 from dgm_cli.models.base import GenerativeModel, adam, update_average
 from dgm_cli.models.conditioning import with_label
 from dgm_cli.models.schedules import SCHEDULES, learning_rate_factor
-from dgm_cli.registry import BudgetDefaults, ModelSpec, Preset, register
+from dgm_cli.registry import ModelSpec, Preset, register, searched_budgets
 
 LOG_2PI = math.log(2 * math.pi)
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
@@ -632,15 +632,8 @@ class VAE(GenerativeModel):
 # against the defaults; docs/performance.md). Both times a wider network in larger batches at a higher rate ended
 # a little ahead of the defaults, by less than the standard error over the digits. Longer budgets keep the
 # defaults above.
-BUDGET_DEFAULTS = tuple(
-    BudgetDefaults(
-        up_to=up_to,
-        fields={"hidden": 1000, "batch_size": 256, "lr": 2e-3},
-        searched_at=searched_at,
-        record=f"performance/search/vae-{searched_at}-minutes.json",
-    )
-    for up_to, searched_at in ((10, 5), (30, 15))
-)
+BUDGET_FIELDS = {"hidden": 1000, "batch_size": 256, "lr": 2e-3}
+BUDGET_DEFAULTS = searched_budgets("vae", {5: BUDGET_FIELDS, 15: BUDGET_FIELDS})
 
 register(
     ModelSpec(
