@@ -86,6 +86,16 @@ def mnist_training_digits(data_dir: Path):
     return mnist_digits(data_dir, "train")[:TRAIN_IMAGES]
 
 
+def link_mnist_archives(data_dir: Path, root: Path) -> None:
+    """root/MNIST/raw holding links to the official archives: torchvision's MNIST unpacks them beside
+    themselves, so the unpacked files land in the run's folder, not in the data folder the user named."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for archive in (Path(data_dir).resolve() / "MNIST" / "raw").glob("*-ubyte.gz"):
+        if not (raw / archive.name).exists():
+            (raw / archive.name).symlink_to(archive)
+
+
 def peer_vae(args) -> dict:
     """pytorch/examples' vae/main.py, run as its own __main__ until the deadline; the weights its optimizer
     holds are saved in the order the script defines them."""
@@ -95,10 +105,7 @@ def peer_vae(args) -> dict:
 
     work = args.out / "work"
     (work / "results").mkdir(parents=True, exist_ok=True)  # where the script saves its images
-    data = args.out / "data"  # the script reads ../data from its working folder
-    data.mkdir(exist_ok=True)
-    if not (data / "MNIST").exists():
-        (data / "MNIST").symlink_to(Path(args.data_dir).resolve() / "MNIST")
+    link_mnist_archives(args.data_dir, args.out / "data")  # the script reads ../data from its working folder
     original_step, holder = torch.optim.Adam.step, {}
     state = {"steps": 0, "started": None}
 
@@ -194,10 +201,7 @@ def peer_gan(args) -> dict:
 
     work = args.out / "work" / "implementations" / "dcgan"  # the script reads ../../data/mnist from here
     work.mkdir(parents=True, exist_ok=True)
-    data = args.out / "work" / "data" / "mnist"
-    data.mkdir(parents=True, exist_ok=True)
-    if not (data / "MNIST").exists():
-        (data / "MNIST").symlink_to(Path(args.data_dir).resolve() / "MNIST")
+    link_mnist_archives(args.data_dir, args.out / "work" / "data" / "mnist")
     namespace = {"__name__": "__main__", "__file__": str(args.peer_script)}
     original_step, state = torch.optim.Adam.step, {"steps": 0, "started": None}
 
