@@ -241,12 +241,13 @@ class GAN(GenerativeModel):
         return self.decode_images(z, labels, averaged=averaged)
 
 
-# What `--minutes M` trains with, for M up to 30, where these fields are not given: the best validation FID
+# What `--minutes M` trains with, for M up to 120, where these fields are not given: the best validation FID
 # of benchmarks/budget_search.py's grid at five minutes on a core, and of its defaults against it at fifteen
-# (docs/performance.md). A moving average of the generator's weights halved the defaults' FID at five minutes
-# and cut it to a third at fifteen; larger rates, other batches and a shorter average did less. One entry per
-# search, each for up to twice the budget it was searched at; longer budgets keep the defaults above.
-BUDGET_DEFAULTS = searched_budgets("gan", {5: {"ema": 0.999}, 15: {"ema": 0.999}})
+# and sixty (docs/performance.md). A moving average of the generator's weights halved the defaults' FID at five
+# minutes, cut it to a third at fifteen and by a third at sixty; larger rates, other batches and a shorter
+# average did less. One entry per search, each for up to twice the budget it was searched at; longer budgets
+# keep the defaults above.
+BUDGET_DEFAULTS = searched_budgets("gan", {5: {"ema": 0.999}, 15: {"ema": 0.999}, 60: {"ema": 0.999}})
 
 register(
     ModelSpec(
