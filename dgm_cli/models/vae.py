@@ -630,8 +630,8 @@ class VAE(GenerativeModel):
 # What `--minutes M` trains with, for M up to 120, where these fields are not given: the best validation NLL
 # of benchmarks/budget_search.py at five minutes on a core, and at fifteen and sixty (the five-minute winner
 # against the defaults; docs/performance.md). Each time a wider network in larger batches at a higher rate ended
-# a little ahead of the defaults (0.60, 0.35 and 0.48 nats), by less than the standard error over the digits.
-# Longer budgets keep the defaults above.
+# a little ahead of the defaults (0.60, 0.35 and 0.48 nats), about the standard error over the digits (0.52)
+# or less. Longer budgets keep the defaults above.
 BUDGET_FIELDS = {"hidden": 1000, "batch_size": 256, "lr": 2e-3}
 BUDGET_DEFAULTS = searched_budgets("vae", {5: BUDGET_FIELDS, 15: BUDGET_FIELDS, 60: BUDGET_FIELDS})
 
